@@ -1,0 +1,1 @@
+"""cryptocast cryptocast package."""
