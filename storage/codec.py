@@ -18,7 +18,9 @@ PACKED_SIZE = _PACK.size
 
 
 def pack_candle(c: Candle) -> bytes:
-    return _PACK.pack(c.open, c.high, c.low, c.close, c.volume, -1 if c.trades is None else c.trades)
+    return _PACK.pack(
+        c.open, c.high, c.low, c.close, c.volume, -1 if c.trades is None else c.trades
+    )
 
 
 def unpack_candle(open_time: int, raw: bytes) -> Candle:

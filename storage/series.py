@@ -39,7 +39,9 @@ class Timeframe:
     def __post_init__(self) -> None:
         m = _TIMEFRAME_RE.match(self.text)
         if not m or int(m.group(1)) <= 0:
-            raise SeriesError(f"unknown timeframe {self.text!r} (expected e.g. 1m, 5m, 1h, 1d, 1w, 1M)")
+            raise SeriesError(
+                f"unknown timeframe {self.text!r} (expected e.g. 1m, 5m, 1h, 1d, 1w, 1M)"
+            )
         amount, unit = int(m.group(1)), m.group(2)
         if unit == "M" and amount != 1:
             raise SeriesError(f"unsupported timeframe {self.text!r}: only 1M is a monthly frame")

@@ -1,0 +1,269 @@
+"""The one settings model of cryptocast.
+
+Values come, in order of precedence, from keyword arguments, ``CRYPTOCAST_*`` environment
+variables (nested groups with ``__``: ``CRYPTOCAST_MODEL__UNITS=32``), an optional TOML file
+(``--config PATH`` or ``CRYPTOCAST_CONFIG``), then the defaults below. Every setting has a sane
+default except secrets. A bad value fails at start with :class:`SettingsError`, whose message is
+one line naming the setting and why.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from storage.series import SeriesError, SeriesId
+
+ENV_PREFIX = "CRYPTOCAST_"
+FeatureName = Literal["ret", "range", "vol"]
+ALL_FEATURES: tuple[FeatureName, ...] = ("ret", "range", "vol")
+
+
+class SettingsError(ValueError):
+    """A configuration problem, reported as one line that names the setting."""
+
+
+class ModelSettings(BaseModel):
+    """The forecasting model. The defaults are the seed architecture; ``tiny`` is for tests."""
+
+    units: int = Field(50, ge=1, le=1024, description="LSTM units per layer")
+    layers: int = Field(2, ge=1, le=4, description="Stacked LSTM layers")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout after each LSTM but the last")
+    window: int = Field(60, ge=2, le=2000, description="Input window length in candles")
+    features: list[FeatureName] = Field(
+        default_factory=lambda: list(ALL_FEATURES),
+        description="Stationary input features: log return, log high/low range, log volume change",
+    )
+    epochs: int = Field(30, ge=1, le=1000, description="Maximum epochs (early stopping applies)")
+    patience: int = Field(4, ge=1, le=100, description="Early-stopping patience in epochs")
+    batch_size: int = Field(256, ge=1, le=65536)
+    learning_rate: float = Field(1e-3, gt=0, le=1.0)
+    train_candles: int = Field(
+        20_000, ge=100, description="Most recent candles used for one training run"
+    )
+    early_stop_fraction: float = Field(
+        0.15, gt=0, lt=0.5, description="Share of the early-stop slice"
+    )
+    holdout_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of the holdout slice")
+    interval_level: float = Field(0.9, gt=0, lt=1, description="Prediction interval coverage")
+    seed: int = Field(0, description="Random seed for weight init and shuffling")
+    threads: int = Field(
+        1, ge=1, le=256, description="TensorFlow intra/inter-op threads for training"
+    )
+
+
+class ScheduleSettings(BaseModel):
+    """When models are retrained and judged too old; counted in candles of the series."""
+
+    retrain_every: int = Field(60, ge=1, description="Retrain after this many new candles")
+    max_model_age: int = Field(
+        1440, ge=1, description="A model older than this (in candles) is stale: retrain forced"
+    )
+    stale_after: int = Field(
+        3, ge=1, description="A series with no new candle for this many timeframes is stale"
+    )
+    min_train_candles: int = Field(500, ge=50, description="Candles needed before a first training")
+
+
+class IngestSettings(BaseModel):
+    """Live ingestion tuning."""
+
+    streams_per_connection: int = Field(
+        200, ge=1, le=1024, description="Binance allows 1,024 streams per websocket connection"
+    )
+    stale_factor: float = Field(
+        3.0, gt=1, description="Reconnect when no message arrived for this × the expected interval"
+    )
+    max_frame_bytes: int = Field(1 << 20, ge=1024, description="Largest websocket frame accepted")
+    reconnect_min_s: float = Field(0.2, gt=0, description="First reconnect delay")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Reconnect delay cap (with jitter)")
+    max_connection_age_s: float = Field(
+        23 * 3600.0, gt=0, description="Reconnect proactively before Binance's 24 h limit"
+    )
+    poll_interval_s: float = Field(10.0, gt=0, description="REST polling period (ccxt sources)")
+
+
+class Settings(BaseSettings):
+    """All of cryptocast's settings. See the README's configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis://, rediss:// (TLS) or unix:// URL; may carry the password",
+    )
+    redis_password: SecretStr | None = Field(
+        None, description="Redis password, overriding any password in the URL (never logged)"
+    )
+    redis_cluster: bool = Field(False, description="Connect to a Redis Cluster")
+    key_prefix: str = Field("cryptocast", pattern=r"^[A-Za-z0-9_.\-]+$", description="Key prefix")
+    series: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["binance:BTC/USDT:1m"],
+        description="Comma-separated series: exchange:symbol:timeframe",
+    )
+    retention: int = Field(100_000, ge=100, description="Candles kept per series")
+    event_stream_len: int = Field(
+        100_000, ge=100, description="Closed-candle events kept per series"
+    )
+    prediction_stream_len: int = Field(10_000, ge=10, description="Predictions kept per series")
+    clock: Literal["wall", "exchange"] = Field(
+        "wall", description="'wall', or 'exchange' to follow the exchange's server time"
+    )
+    binance_ws_url: str = Field(
+        "wss://stream.binance.com:9443", description="Binance websocket base"
+    )
+    binance_rest_url: str = Field("https://api.binance.com", description="Binance REST base")
+    log_format: Literal["json", "console", "auto"] = Field(
+        "auto", description="'json' lines, readable 'console', or 'auto' (console on a TTY)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 = off")
+    model_cache_dir: Path = Field(
+        Path("var/models"), description="Local cache of model artifacts (only a cache)"
+    )
+    data_dir: Path = Field(Path("var"), description="Local data (private redis-server, plots)")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    @field_validator("series", mode="before")
+    @classmethod
+    def _split_series(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s for s in (p.strip() for p in v.split(",")) if s]
+        return v
+
+    @field_validator("series")
+    @classmethod
+    def _check_series(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one series is needed")
+        seen: set[str] = set()
+        for text in v:
+            try:
+                key = SeriesId.parse(text).key
+            except SeriesError as e:
+                raise ValueError(str(e)) from None
+            if key in seen:
+                raise ValueError(f"series {key!r} is listed twice")
+            seen.add(key)
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: SecretStr) -> SecretStr:
+        parts = urlsplit(v.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"scheme {parts.scheme or '(none)'!r} is not redis://, rediss:// or unix://"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("the URL has no host")
+        return v
+
+    @field_validator("binance_ws_url", "binance_rest_url")
+    @classmethod
+    def _check_http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http(s):// or ws(s):// URL")
+        return v.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_path_from_env()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # derived ------------------------------------------------------------------------------
+    @property
+    def series_ids(self) -> list[SeriesId]:
+        return [SeriesId.parse(s) for s in self.series]
+
+    @property
+    def redis_url_masked(self) -> str:
+        return mask_url(self.redis_url.get_secret_value())
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to log)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _config_path_from_env() -> Path | None:
+    raw = os.environ.get(ENV_PREFIX + "CONFIG")
+    return Path(raw) if raw else None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, or raise :class:`SettingsError` with a one-line message.
+
+    ``config_file`` (the ``--config`` flag) wins over ``CRYPTOCAST_CONFIG``.
+    """
+    path = Path(config_file) if config_file else _config_path_from_env()
+    if path is not None:
+        if not path.is_file():
+            raise SettingsError(f"config file {path} (CRYPTOCAST_CONFIG / --config) does not exist")
+        try:
+            with path.open("rb") as f:
+                tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"config file {path} is not valid TOML: {e}") from None
+    old = os.environ.get(ENV_PREFIX + "CONFIG")
+    try:
+        if path is not None:
+            os.environ[ENV_PREFIX + "CONFIG"] = str(path)
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise SettingsError(_describe(e)) from None
+    finally:
+        if path is not None:
+            if old is None:
+                os.environ.pop(ENV_PREFIX + "CONFIG", None)
+            else:
+                os.environ[ENV_PREFIX + "CONFIG"] = old
+
+
+def _describe(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    env_name = ENV_PREFIX + "__".join(p.upper() for p in loc if not p.isdigit())
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting {env_name} ({'.'.join(loc)}){more}"
+    shown = "" if "redis" in loc[0] or "password" in loc[0] else f" (got {err.get('input')!r})"
+    return f"invalid setting {env_name}: {msg}{shown}{more}"

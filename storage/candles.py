@@ -1,0 +1,302 @@
+"""Candle history in Redis: idempotent upserts keyed by open time, ranges, holes, retention.
+
+Layout (all keys of a series share its hash tag): candles live in hashes of
+:data:`~storage.keys.BUCKET_SIZE` consecutive candles each (field = position in the bucket,
+value = the 48-byte packed candle). Small hashes stay in Redis's listpack encoding, which costs
+about 55 bytes per candle; a sorted set indexes which buckets exist, and a meta hash keeps the
+count and the newest index. One Lua script upserts a batch atomically and, for live data, appends
+the closed-candle event in the same step, so a stored candle always has its event.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from storage.codec import pack_candle, unpack_candle
+from storage.keys import BUCKET_SIZE, Keys
+from storage.schemas import Candle
+from storage.series import SeriesId
+
+# Candles per script call: big enough to amortise the round trip, small enough that one call
+# never blocks Redis for more than a few milliseconds.
+SCRIPT_CHUNK = 1_000
+
+
+def load_script(name: str) -> str:
+    return resources.files("storage").joinpath("lua", name).read_text()
+
+
+@dataclass(slots=True)
+class UpsertResult:
+    """What a batch upsert did."""
+
+    new: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    count: int = 0
+    last_open_time: int | None = None
+    trimmed: int = 0
+
+    def add(self, other: UpsertResult) -> None:
+        self.new += other.new
+        self.replaced += other.replaced
+        self.unchanged += other.unchanged
+        self.count = other.count
+        self.last_open_time = other.last_open_time
+        self.trimmed += other.trimmed
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """A run of missing candles: open times ``first``..``last`` inclusive, ``count`` candles."""
+
+    first: int
+    last: int
+    count: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"first": self.first, "last": self.last, "count": self.count}
+
+
+@dataclass
+class CandleStore:
+    """Candle history of every series, in one Redis (or Cluster)."""
+
+    redis: Any
+    keys: Keys = field(default_factory=Keys)
+    retention: int = 100_000
+    event_stream_len: int = 100_000
+
+    def __post_init__(self) -> None:
+        self._upsert = self.redis.register_script(load_script("upsert_candles.lua"))
+        self._trim = self.redis.register_script(load_script("trim_candles.lua"))
+
+    # writing --------------------------------------------------------------------------------
+    async def upsert(
+        self,
+        series: SeriesId,
+        candles: Iterable[Candle],
+        *,
+        emit_events: bool = False,
+        arrived_ms: int = 0,
+    ) -> UpsertResult:
+        """Store validated closed candles; same candle twice changes nothing, a revised one
+        replaces the old. With ``emit_events`` every new or revised candle also gets a
+        closed-candle event (live ingest and gap fill; not backfill). Batches are pipelined.
+        """
+        tf = series.timeframe
+        batch = list(candles)
+        total = UpsertResult()
+        if not batch:
+            total.count = await self.count(series)
+            total.last_open_time = await self.last_open_time(series)
+            return total
+        pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(batch), SCRIPT_CHUNK):
+            chunk = batch[start : start + SCRIPT_CHUNK]
+            bucket_slots: dict[int, int] = {}
+            argv: list[Any] = [
+                1 if emit_events else 0,
+                self.event_stream_len,
+                arrived_ms,
+                BUCKET_SIZE,
+            ]
+            for c in chunk:
+                b, f = divmod(tf.index(c.open_time), BUCKET_SIZE)
+                slot = bucket_slots.setdefault(b, len(bucket_slots) + 1)
+                argv += (slot, b, f, c.open_time, pack_candle(c))
+            keys = [
+                self.keys.candle_meta(series),
+                self.keys.candle_index(series),
+                self.keys.events(series),
+            ]
+            keys += [self.keys.candle_bucket(series, b) for b in bucket_slots]
+            await self._upsert(keys=keys, args=argv, client=pipe)
+        for new, replaced, unchanged, count, last in await pipe.execute():
+            total.add(
+                UpsertResult(
+                    int(new),
+                    int(replaced),
+                    int(unchanged),
+                    int(count),
+                    tf.open_time(int(last)) if int(last) >= 0 else None,
+                )
+            )
+        if total.count > self.retention:
+            before = total.count
+            total.count = await self._enforce_retention(series)
+            total.trimmed = before - total.count
+        return total
+
+    async def _enforce_retention(self, series: SeriesId) -> int:
+        excess = await self.count(series) - self.retention
+        n_buckets = excess // BUCKET_SIZE + 2
+        raw = await self.redis.zrange(self.keys.candle_index(series), 0, n_buckets - 1)
+        buckets = [int(b) for b in raw]
+        keys = [self.keys.candle_meta(series), self.keys.candle_index(series)]
+        keys += [self.keys.candle_bucket(series, b) for b in buckets]
+        return int(await self._trim(keys=keys, args=[self.retention, *buckets]))
+
+    async def record_unfillable(self, series: SeriesId, open_times: Iterable[int]) -> int:
+        """Remember candles the exchange does not have, so gap fill stops asking; returns how
+        many were newly recorded."""
+        tf = series.timeframe
+        mapping = {str(t): tf.index(t) for t in open_times}
+        if not mapping:
+            return 0
+        return int(await self.redis.zadd(self.keys.holes(series), mapping))
+
+    async def unfillable(self, series: SeriesId) -> list[int]:
+        """Open times recorded as missing at the exchange."""
+        return sorted(int(t) for t in await self.redis.zrange(self.keys.holes(series), 0, -1))
+
+    # reading --------------------------------------------------------------------------------
+    async def count(self, series: SeriesId) -> int:
+        return int(await self.redis.hget(self.keys.candle_meta(series), "count") or 0)
+
+    async def last_open_time(self, series: SeriesId) -> int | None:
+        raw = await self.redis.hget(self.keys.candle_meta(series), "last")
+        return None if raw is None else series.timeframe.open_time(int(raw))
+
+    async def first_open_time(self, series: SeriesId) -> int | None:
+        raw = await self.redis.zrange(self.keys.candle_index(series), 0, 0)
+        if not raw:
+            return None
+        b = int(raw[0])
+        fields = await self.redis.hkeys(self.keys.candle_bucket(series, b))
+        if not fields:
+            return None
+        return series.timeframe.open_time(b * BUCKET_SIZE + min(int(f) for f in fields))
+
+    async def get(self, series: SeriesId, open_time: int) -> Candle | None:
+        b, f = divmod(series.timeframe.index(open_time), BUCKET_SIZE)
+        raw = await self.redis.hget(self.keys.candle_bucket(series, b), str(f))
+        return None if raw is None else unpack_candle(open_time, raw)
+
+    async def window(self, series: SeriesId, end_open_time: int, n: int) -> list[Candle]:
+        """The ``n`` candles ending at ``end_open_time`` (inclusive) that exist, oldest first.
+
+        Fetches exactly those fields (HMGET per bucket, pipelined): the forecaster's hot path.
+        """
+        tf = series.timeframe
+        end = tf.index(end_open_time)
+        wanted = range(end - n + 1, end + 1)
+        by_bucket: dict[int, list[int]] = defaultdict(list)
+        for i in wanted:
+            by_bucket[i // BUCKET_SIZE].append(i)
+        pipe = self.redis.pipeline(transaction=False)
+        for b, idxs in by_bucket.items():
+            pipe.hmget(self.keys.candle_bucket(series, b), [str(i % BUCKET_SIZE) for i in idxs])
+        out: list[Candle] = []
+        for idxs, values in zip(by_bucket.values(), await pipe.execute(), strict=True):
+            out += [
+                unpack_candle(tf.open_time(i), v)
+                for i, v in zip(idxs, values, strict=True)
+                if v is not None
+            ]
+        return out
+
+    async def last(self, series: SeriesId, n: int) -> list[Candle]:
+        """The ``n`` most recent stored candles, oldest first."""
+        out: list[Candle] = []
+        start = 0
+        while len(out) < n:
+            per_call = max(1, (n - len(out)) // BUCKET_SIZE + 1)
+            raw = await self.redis.zrevrange(
+                self.keys.candle_index(series), start, start + per_call - 1
+            )
+            if not raw:
+                break
+            start += len(raw)
+            out = await self._read_buckets(series, [int(b) for b in raw]) + out
+        return out[-n:] if n else []
+
+    async def range(
+        self, series: SeriesId, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Candle]:
+        """Stored candles with ``start_ms <= open_time <= end_ms``, oldest first."""
+        tf = series.timeframe
+        lo = "-inf" if start_ms is None else tf.floor_index(start_ms) // BUCKET_SIZE
+        hi = "+inf" if end_ms is None else tf.floor_index(end_ms) // BUCKET_SIZE
+        raw = await self.redis.zrangebyscore(self.keys.candle_index(series), lo, hi)
+        candles = await self._read_buckets(series, [int(b) for b in raw])
+        return [
+            c
+            for c in candles
+            if (start_ms is None or c.open_time >= start_ms)
+            and (end_ms is None or c.open_time <= end_ms)
+        ]
+
+    async def _read_buckets(self, series: SeriesId, buckets: Sequence[int]) -> list[Candle]:
+        tf = series.timeframe
+        pipe = self.redis.pipeline(transaction=False)
+        for b in sorted(buckets):
+            pipe.hgetall(self.keys.candle_bucket(series, b))
+        out: list[Candle] = []
+        for b, h in zip(sorted(buckets), await pipe.execute(), strict=True):
+            base = b * BUCKET_SIZE
+            out += [
+                unpack_candle(tf.open_time(base + int(f)), v)
+                for f, v in sorted(h.items(), key=lambda kv: int(kv[0]))
+            ]
+        return out
+
+    async def open_times(
+        self, series: SeriesId, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[int]:
+        """Open times stored in the range (reads field names only, not values)."""
+        tf = series.timeframe
+        lo = "-inf" if start_ms is None else tf.floor_index(start_ms) // BUCKET_SIZE
+        hi = "+inf" if end_ms is None else tf.floor_index(end_ms) // BUCKET_SIZE
+        buckets = sorted(
+            int(b) for b in await self.redis.zrangebyscore(self.keys.candle_index(series), lo, hi)
+        )
+        pipe = self.redis.pipeline(transaction=False)
+        for b in buckets:
+            pipe.hkeys(self.keys.candle_bucket(series, b))
+        times: list[int] = []
+        for b, fields in zip(buckets, await pipe.execute(), strict=True):
+            times += [tf.open_time(b * BUCKET_SIZE + int(f)) for f in fields]
+        times.sort()
+        return [
+            t
+            for t in times
+            if (start_ms is None or t >= start_ms) and (end_ms is None or t <= end_ms)
+        ]
+
+    async def holes(
+        self, series: SeriesId, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[Hole]:
+        """Runs of missing candles between ``start_ms`` and ``end_ms`` (default: the first and
+        last stored candle). Candles before the first stored one are history, not holes."""
+        tf = series.timeframe
+        present = await self.open_times(series, start_ms, end_ms)
+        if not present and (start_ms is None or end_ms is None):
+            return []
+        lo = tf.index(present[0]) if start_ms is None else tf.floor_index(start_ms)
+        if start_ms is not None and not tf.is_aligned(start_ms):
+            lo += 1
+        hi = tf.index(present[-1]) if end_ms is None else tf.floor_index(end_ms)
+        return find_holes(series, [tf.index(t) for t in present], lo, hi)
+
+
+def find_holes(series: SeriesId, present: Sequence[int], lo: int, hi: int) -> list[Hole]:
+    """Missing indexes of ``lo..hi`` (inclusive) given the sorted ``present`` indexes."""
+    tf = series.timeframe
+    holes: list[Hole] = []
+    expect = lo
+    for i in present:
+        if i < lo:
+            continue
+        if i > hi:
+            break
+        if i > expect:
+            holes.append(Hole(tf.open_time(expect), tf.open_time(i - 1), i - expect))
+        expect = max(expect, i + 1)
+    if expect <= hi:
+        holes.append(Hole(tf.open_time(expect), tf.open_time(hi), hi - expect + 1))
+    return holes

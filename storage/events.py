@@ -1,0 +1,117 @@
+"""Closed-candle events: one capped stream per series, read through a consumer group.
+
+The candle store appends an event for every new or revised closed candle in the same script
+that stores it. Consumers acknowledge an event after handling it (the forecaster: after the
+prediction is published), so a consumer that dies leaves it pending; :meth:`CandleEvents.claim`
+hands such entries to a live consumer (DESIGN.md decision 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from storage.codec import unpack_candle
+from storage.keys import Keys
+from storage.schemas import Candle
+from storage.series import SeriesId
+
+DEFAULT_GROUP = "forecaster"
+
+
+@dataclass(frozen=True, slots=True)
+class CandleEvent:
+    """A closed candle as announced by ingest."""
+
+    id: str
+    series: SeriesId
+    candle: Candle
+    arrived_ms: int
+    revised: bool
+
+
+class CandleEvents:
+    """Reading and acknowledging the closed-candle event streams."""
+
+    def __init__(self, redis: Any, keys: Keys | None = None, group: str = DEFAULT_GROUP) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.group = group
+
+    async def ensure_group(self, series: SeriesId, start_id: str = "0") -> None:
+        """Create the consumer group (and the stream) if missing; idempotent."""
+        try:
+            await self.redis.xgroup_create(
+                self.keys.events(series), self.group, start_id, mkstream=True
+            )
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def read(
+        self,
+        series: SeriesId,
+        consumer: str,
+        *,
+        count: int = 100,
+        block_ms: int | None = 1000,
+        pending: bool = False,
+    ) -> list[CandleEvent]:
+        """New events for ``consumer`` (or, with ``pending``, its own unacknowledged ones)."""
+        start = "0" if pending else ">"
+        reply = await self.redis.xreadgroup(
+            self.group,
+            consumer,
+            {self.keys.events(series): start},
+            count=count,
+            block=None if pending else block_ms,
+        )
+        return self._decode(series, reply)
+
+    async def claim(
+        self, series: SeriesId, consumer: str, min_idle_ms: int, count: int = 100
+    ) -> list[CandleEvent]:
+        """Take over events pending longer than ``min_idle_ms`` from dead consumers."""
+        reply = await self.redis.xautoclaim(
+            self.keys.events(series),
+            self.group,
+            consumer,
+            min_idle_time=min_idle_ms,
+            start_id="0-0",
+            count=count,
+        )
+        return [self._event(series, eid, fields) for eid, fields in reply[1] if fields]
+
+    async def ack(self, series: SeriesId, *ids: str) -> int:
+        if not ids:
+            return 0
+        return int(await self.redis.xack(self.keys.events(series), self.group, *ids))
+
+    async def pending_count(self, series: SeriesId) -> int:
+        try:
+            info = await self.redis.xpending(self.keys.events(series), self.group)
+        except ResponseError:
+            return 0
+        return int(info["pending"])
+
+    async def length(self, series: SeriesId) -> int:
+        return int(await self.redis.xlen(self.keys.events(series)))
+
+    def _decode(self, series: SeriesId, reply: Any) -> list[CandleEvent]:
+        out: list[CandleEvent] = []
+        for _stream, entries in reply or []:
+            out += [self._event(series, eid, fields) for eid, fields in entries if fields]
+        return out
+
+    @staticmethod
+    def _event(series: SeriesId, eid: Any, fields: dict[bytes, bytes]) -> CandleEvent:
+        eid = eid.decode() if isinstance(eid, bytes) else str(eid)
+        return CandleEvent(
+            id=eid,
+            series=series,
+            candle=unpack_candle(int(fields[b"t"]), fields[b"c"]),
+            arrived_ms=int(fields[b"a"]),
+            revised=fields.get(b"r") == b"1",
+        )

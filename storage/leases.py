@@ -1,0 +1,51 @@
+"""Leases: a Redis key with a TTL naming its holder, so one replica does one job at a time.
+
+Used to split series between forecaster replicas (role ``serve``) and to keep two trainings of one
+series from running at once (role ``train``). Renewal and release check the holder atomically so
+a replica that lost its lease (paused past the TTL) never deletes another's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.keys import Keys
+from storage.series import SeriesId
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Leases:
+    """Acquire, renew and release named leases per series."""
+
+    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    async def acquire(self, series: SeriesId, role: str, owner: str, ttl_ms: int) -> bool:
+        """Take the lease if free (or already ours, which renews it)."""
+        key = self.keys.lease(series, role)
+        if await self.redis.set(key, owner, nx=True, px=ttl_ms):
+            return True
+        return await self.renew(series, role, owner, ttl_ms)
+
+    async def renew(self, series: SeriesId, role: str, owner: str, ttl_ms: int) -> bool:
+        return bool(await self._renew(keys=[self.keys.lease(series, role)], args=[owner, ttl_ms]))
+
+    async def release(self, series: SeriesId, role: str, owner: str) -> bool:
+        return bool(await self._release(keys=[self.keys.lease(series, role)], args=[owner]))
+
+    async def holder(self, series: SeriesId, role: str) -> str | None:
+        raw = await self.redis.get(self.keys.lease(series, role))
+        return None if raw is None else raw.decode()

@@ -1,0 +1,63 @@
+"""Prediction publishing: pub/sub channel + capped stream + latest key, in one atomic step.
+
+Bots subscribe to the channel ``{prefix}:predictions:{series}`` for speed and read the stream of
+the same name to catch up from the ``id`` they last saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from storage.candles import load_script
+from storage.keys import Keys
+from storage.schemas import Prediction, stream_id_for
+from storage.series import SeriesId
+
+
+class PredictionBus:
+    """Writes and reads published predictions."""
+
+    def __init__(self, redis: Any, keys: Keys | None = None, stream_len: int = 10_000) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.stream_len = stream_len
+        self._publish = redis.register_script(load_script("publish_prediction.lua"))
+
+    async def publish(self, prediction: Prediction) -> bool:
+        """Publish once; returns False (and publishes nothing) for a repeat or older ``as_of``."""
+        series = prediction.series
+        if prediction.id != stream_id_for(prediction.as_of):
+            raise ValueError(f"prediction id {prediction.id!r} must be '<as_of>-0'")
+        key = self.keys.predictions(series)
+        done = await self._publish(
+            keys=[key, self.keys.latest_prediction(series)],
+            args=[key, prediction.id, prediction.to_json(), self.stream_len],
+        )
+        return bool(done)
+
+    async def latest(self, series: SeriesId) -> Prediction | None:
+        raw = await self.redis.get(self.keys.latest_prediction(series))
+        return None if raw is None else Prediction.from_json(raw)
+
+    async def since(
+        self, series: SeriesId, after_id: str | None = None, count: int = 1000
+    ) -> list[Prediction]:
+        """Predictions after the stream id ``after_id`` (exclusive), oldest first."""
+        start = "-" if after_id is None else "(" + after_id
+        entries = await self.redis.xrange(self.keys.predictions(series), start, "+", count=count)
+        return [Prediction.from_json(fields[b"m"]) for _id, fields in entries]
+
+    async def count(self, series: SeriesId) -> int:
+        return int(await self.redis.xlen(self.keys.predictions(series)))
+
+    async def subscribe(self, series: list[SeriesId]) -> AsyncIterator[Prediction]:
+        """Yield predictions published on the channels of ``series`` from now on."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(*(self.keys.predictions(s) for s in series))
+        try:
+            async for msg in pubsub.listen():
+                if msg.get("type") == "message":
+                    yield Prediction.from_json(msg["data"])
+        finally:
+            await pubsub.aclose()

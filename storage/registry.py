@@ -1,0 +1,133 @@
+"""The model registry: immutable, versioned model artifacts kept in Redis.
+
+A version holds the ``.keras`` file's bytes, their sha256 and JSON metadata (features, window,
+scaler parameters, training range, metrics). Every replica on every host sees the same versions;
+a local disk cache is only a cache. Promotion is one atomic SET of the ``current`` pointer to a
+version that is already complete. Reading verifies the sha256 (the stored field, the metadata's
+copy and the bytes must agree) before returning any bytes; the registry never unpickles anything
+and does not load models itself: that is the forecaster's job, with Keras's safe mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from storage.candles import load_script
+from storage.keys import Keys
+from storage.series import SeriesId
+
+
+class ModelIntegrityError(RuntimeError):
+    """A stored artifact whose bytes, sha256 or metadata do not agree: never serve it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """One stored model version (``artifact`` is empty when only metadata was read)."""
+
+    series: SeriesId
+    version: str
+    sha256: str
+    meta: dict[str, Any]
+    created_at: int
+    artifact: bytes = b""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ModelRegistry:
+    """Versioned model artifacts per series, with an atomically promoted ``current`` one."""
+
+    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self._put = redis.register_script(load_script("put_model.lua"))
+        self._promote = redis.register_script(load_script("promote_model.lua"))
+
+    async def put(self, series: SeriesId, artifact: bytes, meta: dict[str, Any]) -> ModelRecord:
+        """Store a new immutable version; returns its record (not yet current)."""
+        if not artifact:
+            raise ValueError("empty model artifact")
+        sha = sha256_hex(artifact)
+        seq = int(await self.redis.incr(self.keys.model_counter(series)))
+        version = f"v{seq}-{sha[:8]}"
+        meta = {**meta, "sha256": sha, "version": version}
+        created = int(time.time() * 1000)
+        await self._put(
+            keys=[self.keys.model_version(series, version), self.keys.model_versions(series)],
+            args=[artifact, sha, orjson.dumps(meta), created, seq, version],
+        )
+        return ModelRecord(series, version, sha, meta, created, artifact)
+
+    async def promote(self, series: SeriesId, record: ModelRecord) -> None:
+        """Make ``record`` the version served from now on (atomic)."""
+        await self._promote(
+            keys=[self.keys.model_version(series, record.version), self.keys.model_current(series)],
+            args=[record.version, record.sha256],
+        )
+
+    async def current_version(self, series: SeriesId) -> str | None:
+        raw = await self.redis.get(self.keys.model_current(series))
+        return None if raw is None else raw.decode()
+
+    async def current(self, series: SeriesId, *, with_artifact: bool = True) -> ModelRecord | None:
+        """The promoted version, verified; ``None`` when nothing was promoted yet."""
+        version = await self.current_version(series)
+        return (
+            None
+            if version is None
+            else await self.get(series, version, with_artifact=with_artifact)
+        )
+
+    async def get(
+        self, series: SeriesId, version: str, *, with_artifact: bool = True
+    ) -> ModelRecord:
+        """One version; raises :class:`ModelIntegrityError` unless bytes, sha256 and metadata
+        agree, and ``KeyError`` when the version does not exist."""
+        fields = ["sha256", "meta", "created_at"] + (["artifact"] if with_artifact else [])
+        values = await self.redis.hmget(self.keys.model_version(series, version), fields)
+        if values[0] is None:
+            raise KeyError(f"no model version {version} for {series}")
+        sha, raw_meta, created = values[0].decode(), values[1], values[2]
+        try:
+            meta = orjson.loads(raw_meta) if raw_meta else None
+        except orjson.JSONDecodeError:
+            meta = None
+        if (
+            not isinstance(meta, dict)
+            or meta.get("sha256") != sha
+            or meta.get("version") != version
+        ):
+            raise ModelIntegrityError(f"model {series} {version}: metadata missing or mismatched")
+        artifact = b""
+        if with_artifact:
+            artifact = values[3] or b""
+            if sha256_hex(artifact) != sha:
+                raise ModelIntegrityError(f"model {series} {version}: artifact sha256 mismatch")
+        return ModelRecord(series, version, sha, meta, int(created or 0), artifact)
+
+    async def versions(self, series: SeriesId) -> list[str]:
+        """Stored version ids, oldest first."""
+        return [
+            v.decode() for v in await self.redis.zrange(self.keys.model_versions(series), 0, -1)
+        ]
+
+    async def prune(self, series: SeriesId, keep: int = 5) -> list[str]:
+        """Delete all but the newest ``keep`` versions, never the current one; returns deleted."""
+        current = await self.current_version(series)
+        old = (await self.versions(series))[:-keep] if keep > 0 else await self.versions(series)
+        doomed = [v for v in old if v != current]
+        if doomed:
+            pipe = self.redis.pipeline(transaction=False)
+            for v in doomed:
+                pipe.delete(self.keys.model_version(series, v))
+            pipe.zrem(self.keys.model_versions(series), *doomed)
+            await pipe.execute()
+        return doomed
