@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from storage.codec import PACKED_SIZE, pack_candle, unpack_candle
+from storage.schemas import (
+    REJECT_REASONS,
+    Candle,
+    CandleError,
+    ModelInfo,
+    Prediction,
+    candle_problem,
+    validate_candle,
+)
+from storage.series import Timeframe
+
+M1 = Timeframe("1m")
+GOOD = Candle(1_769_904_000_000, 10.113, 10.13, 10.109, 10.128, 38521.0, 1077)
+
+
+def test_good_candle_passes() -> None:
+    assert candle_problem(GOOD, M1) is None
+    assert validate_candle(GOOD, M1) is GOOD
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"open": math.nan}, "not_finite"),
+        ({"close": math.inf}, "not_finite"),
+        ({"volume": math.nan}, "not_finite"),
+        ({"low": 0.0}, "non_positive_price"),
+        ({"open": -1.0}, "non_positive_price"),
+        ({"high": 2e12}, "out_of_range"),
+        ({"volume": 1e19}, "out_of_range"),
+        ({"high": 10.12}, "high_low"),  # close 10.128 above high
+        ({"low": 10.12}, "high_low"),  # open 10.113 below low
+        ({"volume": -1.0}, "negative_volume"),
+        ({"trades": -5}, "malformed"),
+        ({"open_time": GOOD.open_time + 1}, "misaligned"),
+    ],
+)
+def test_each_validation_rule(changes: dict[str, float], reason: str) -> None:
+    bad = Candle(**{**GOOD.to_dict(), **changes})
+    assert candle_problem(bad, M1) == reason
+    assert reason in REJECT_REASONS
+    with pytest.raises(CandleError) as e:
+        validate_candle(bad, M1)
+    assert e.value.reason == reason
+
+
+def test_future_candle_judged_by_clock() -> None:
+    close = M1.next_open(GOOD.open_time)
+    assert candle_problem(GOOD, M1, now_ms=close) is None
+    assert candle_problem(GOOD, M1, now_ms=close - 1) == "future"
+
+
+def test_zero_volume_is_valid() -> None:
+    assert candle_problem(Candle(GOOD.open_time, 1.0, 1.0, 1.0, 1.0, 0.0), M1) is None
+
+
+def test_packed_round_trip_is_exact_and_fits_listpack() -> None:
+    raw = pack_candle(GOOD)
+    assert len(raw) == PACKED_SIZE <= 64
+    assert unpack_candle(GOOD.open_time, raw) == GOOD
+    no_trades = Candle(GOOD.open_time, 1.5, 2.0, 1.0, 1.75, 3.25)
+    assert unpack_candle(no_trades.open_time, pack_candle(no_trades)) == no_trades
+
+
+def test_prediction_json_round_trip_uses_schema_alias() -> None:
+    p = Prediction(
+        exchange="binance",
+        symbol="BTC/USDT",
+        timeframe="1m",
+        as_of=60_000,
+        target_time=120_000,
+        last_close=100.0,
+        predicted_close=101.0,
+        predicted_return=math.log(1.01),
+        lower=99.0,
+        upper=103.0,
+        interval_level=0.9,
+        model=ModelInfo(version="v1-abc", trained_at=1, skill=0.1),
+        stale_model=False,
+        published_at=2,
+        latency_ms=1.5,
+        id="60000-0",
+    )
+    raw = p.to_json()
+    assert b'"schema":1' in raw
+    assert Prediction.from_json(raw) == p
+    assert p.series.key == "binance:BTC/USDT:1m"
