@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from storage.codec import pack_candle, unpack_candle
+from storage.codec import pack_record, unpack_candle
 from storage.keys import BUCKET_SIZE, Keys
 from storage.schemas import Candle
 from storage.series import SeriesId
@@ -95,20 +95,18 @@ class CandleStore:
             total.count = await self.count(series)
             total.last_open_time = await self.last_open_time(series)
             return total
+        emit = 1 if emit_events else 0
         pipe = self.redis.pipeline(transaction=False)
         for start in range(0, len(batch), SCRIPT_CHUNK):
             chunk = batch[start : start + SCRIPT_CHUNK]
             bucket_slots: dict[int, int] = {}
-            argv: list[Any] = [
-                1 if emit_events else 0,
-                self.event_stream_len,
-                arrived_ms,
-                BUCKET_SIZE,
-            ]
+            records = []
             for c in chunk:
                 b, f = divmod(tf.index(c.open_time), BUCKET_SIZE)
                 slot = bucket_slots.setdefault(b, len(bucket_slots) + 1)
-                argv += (slot, b, f, c.open_time, pack_candle(c))
+                records.append(pack_record(slot, f, c))
+            argv = [emit, self.event_stream_len, arrived_ms, BUCKET_SIZE, b"".join(records)]
+            argv += list(bucket_slots)
             keys = [
                 self.keys.candle_meta(series),
                 self.keys.candle_index(series),

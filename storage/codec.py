@@ -15,6 +15,8 @@ from storage.schemas import Candle
 
 _PACK = struct.Struct("<5dq")
 PACKED_SIZE = _PACK.size
+# What the upsert script reads: uint16 bucket slot, uint16 field, then the packed candle.
+_RECORD = struct.Struct("<HH5dq")
 
 
 def pack_candle(c: Candle) -> bytes:
@@ -26,3 +28,9 @@ def pack_candle(c: Candle) -> bytes:
 def unpack_candle(open_time: int, raw: bytes) -> Candle:
     o, h, lo, cl, v, n = _PACK.unpack(raw)
     return Candle(open_time, o, h, lo, cl, v, None if n < 0 else n)
+
+
+def pack_record(slot: int, field: int, c: Candle) -> bytes:
+    """One record of the upsert script's binary argument (see upsert_candles.lua)."""
+    n = -1 if c.trades is None else c.trades
+    return _RECORD.pack(slot, field, c.open, c.high, c.low, c.close, c.volume, n)

@@ -111,7 +111,7 @@ class CandleEvents:
         return CandleEvent(
             id=eid,
             series=series,
-            candle=unpack_candle(int(fields[b"t"]), fields[b"c"]),
+            candle=unpack_candle(series.timeframe.open_time(int(fields[b"i"])), fields[b"c"]),
             arrived_ms=int(fields[b"a"]),
             revised=fields.get(b"r") == b"1",
         )

@@ -71,6 +71,10 @@ class Keys:
     def model_counter(self, series: SeriesId) -> str:
         return f"{self.prefix}:models:{self.tag(series)}:seq"
 
+    def clock(self) -> str:
+        """The exchange clock reading shared by ingest (no series: not in any hash tag)."""
+        return f"{self.prefix}:clock"
+
     # coordination ---------------------------------------------------------------------------
     def lease(self, series: SeriesId, role: str) -> str:
         return f"{self.prefix}:lease:{self.tag(series)}:{role}"

@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from config.settings import Settings, load_settings
+from cryptocast.redis_server import RedisServer
 from storage.client import Redis, connect
-from tests.redis_server import RedisServer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "cryptocast" / "data"

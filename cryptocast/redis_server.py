@@ -1,4 +1,7 @@
-"""A private redis-server for tests: free port, own data dir, can be killed and restarted."""
+"""A private redis-server: free port, own data dir, AOF on; tests can kill and restart it.
+
+Used by the tests, the benchmarks, `cryptocast up` (when no Redis URL is configured) and the demo.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ class RedisServer:
     ) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
-            raise RuntimeError("redis-server is not installed: run `make install-redis` (apt-get)")
+            raise RuntimeError(
+                "redis-server is not installed: run scripts/ensure-redis.sh (apt-get)"
+            )
         self.exe = exe
         self.data_dir = data_dir
         self.port = port or free_port()

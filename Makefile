@@ -1,0 +1,44 @@
+# cryptocast: every target installs what it needs (a .venv with the project and its dev extras,
+# and redis-server through apt-get when missing), so a fresh machine needs no other step.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install redis test lint format bench run demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("cryptocast needs Python >= 3.11") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+redis:
+	@scripts/ensure-redis.sh
+
+test: install redis
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install redis
+	$(PY) -m bench
+
+run: install redis
+	$(VENV)/bin/cryptocast up
+
+demo: install redis
+	$(VENV)/bin/cryptocast demo
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,63 @@
+"""Plumbing shared by the commands: settings, logging, Redis, and clean failure."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from config.logging import configure_logging
+from config.settings import Settings, SettingsError, load_settings
+from storage.candles import CandleStore
+from storage.client import RedisUnavailable, connect
+from storage.keys import Keys
+
+T = TypeVar("T")
+
+
+@dataclass
+class AppState:
+    """What the global options decided, handed to every command."""
+
+    config_file: str | None = None
+    _settings: Settings | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        if self._settings is None or overrides:
+            self._settings = load_settings(self.config_file, **overrides)
+            configure_logging(self._settings.log_format, self._settings.log_level)
+        return self._settings
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and a non-zero exit: no traceback for problems the user can fix."""
+    typer.echo(f"cryptocast: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command, turning configuration and connection problems into one line."""
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except SettingsError as e:
+        fail(str(e))
+    except RedisUnavailable as e:
+        fail(str(e), code=3)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+async def open_store(settings: Settings) -> tuple[Any, CandleStore]:
+    """Connect to Redis (one-line error when unreachable) and build the candle store."""
+    redis = await connect(settings)
+    store = CandleStore(
+        redis,
+        Keys(settings.key_prefix),
+        retention=settings.retention,
+        event_stream_len=settings.event_stream_len,
+    )
+    return redis, store

@@ -1,0 +1,60 @@
+"""Terminal rendering of command results (rich)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    s = ms / 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s / size:.1f}{unit}"
+    return f"{s:.0f}s"
+
+
+def print_status(report: list[dict[str, Any]]) -> None:
+    """The ``status`` table: one row per series, stale rows in red."""
+    table = Table(title="cryptocast status")
+    for col in (
+        "series",
+        "candles",
+        "last candle",
+        "age",
+        "holes",
+        "model",
+        "skill",
+        "last prediction",
+        "live MASE",
+        "state",
+    ):
+        table.add_column(col)
+    for r in report:
+        model = r["model"] or {}
+        score = r["live_score"] or {}
+        pred = r["last_prediction"]
+        table.add_row(
+            r["series"],
+            str(r["candles"]),
+            fmt_time(r["last_open_time"]),
+            fmt_age(r["last_candle_age_ms"]),
+            str(sum(h["count"] for h in r["holes"])),
+            str(model.get("version", "-")),
+            "-" if model.get("skill") is None else f"{model['skill']:+.3f}",
+            fmt_time(pred["as_of"]) if pred else "-",
+            "-" if score.get("mase") is None else f"{score['mase']:.3f}",
+            "[red]STALE: " + "; ".join(r["stale_reasons"]) + "[/red]" if r["stale"] else "ok",
+        )
+    Console().print(table)

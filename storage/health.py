@@ -1,0 +1,82 @@
+"""Per-series health, as ``cryptocast status`` and the web API report it.
+
+Read-only: candles stored, newest candle and its age, holes, the current model, the last
+prediction and the live score. A series is *stale* when its newest candle closed more than
+``stale_after`` timeframes ago by the service clock, or when its last prediction is older than
+its newest candle by as much.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from storage.candles import CandleStore
+from storage.clock import Clock
+from storage.predictions import PredictionBus
+from storage.registry import ModelIntegrityError, ModelRegistry
+from storage.series import SeriesId
+
+
+async def series_health(
+    redis: Any, store: CandleStore, series: SeriesId, clock: Clock, stale_after: int
+) -> dict[str, Any]:
+    """One entry of ``status --json``'s ``series`` list (fields documented in the README)."""
+    tf = series.timeframe
+    now = clock.now_ms()
+    keys = store.keys
+    count = await store.count(series)
+    last = await store.last_open_time(series)
+    holes = await store.holes(series) if count else []
+    unfillable = set(await store.unfillable(series))
+    registry = ModelRegistry(redis, keys)
+    model: dict[str, Any] | None = None
+    try:
+        rec = await registry.current(series, with_artifact=False)
+    except ModelIntegrityError as e:
+        model = {"error": str(e)}
+        rec = None
+    if rec is not None:
+        meta = rec.meta
+        model = {
+            "version": rec.version,
+            "trained_at": meta.get("trained_at", rec.created_at),
+            "skill": meta.get("skill"),
+            "age_candles": None
+            if last is None
+            else max(
+                0, tf.floor_index(last) - tf.floor_index(int(meta.get("last_open_time", last)))
+            ),
+        }
+    latest = await PredictionBus(redis, keys).latest(series)
+    raw_score = await redis.hgetall(keys.live_score(series))
+    live_score = {k.decode(): orjson.loads(v) for k, v in raw_score.items()} if raw_score else None
+    reasons: list[str] = []
+    age_ms = None if last is None else max(0, now - tf.next_open(last))
+    if last is None:
+        reasons.append("no candles")
+    elif age_ms is not None and age_ms > stale_after * tf.ms:
+        reasons.append(f"last candle closed {age_ms / 1000:.0f}s ago")
+    if (
+        latest is not None
+        and last is not None
+        and tf.floor_index(last) - tf.floor_index(latest.as_of) > stale_after
+    ):
+        reasons.append("predictions lag the candles")
+    return {
+        "series": series.key,
+        "candles": count,
+        "first_open_time": await store.first_open_time(series) if count else None,
+        "last_open_time": last,
+        "last_candle_age_ms": age_ms,
+        "holes": [{**h.to_dict(), "unfillable": h.first in unfillable} for h in holes],
+        "stale": bool(reasons),
+        "stale_reasons": reasons,
+        "model": model,
+        "last_prediction": None if latest is None else latest.model_dump(by_alias=True),
+        "prediction_lag_candles": None
+        if latest is None or last is None
+        else tf.floor_index(last) - tf.floor_index(latest.as_of),
+        "live_score": live_score,
+    }
