@@ -177,3 +177,14 @@ def test_any_sequence_of_upserts_leaves_the_last_value_per_open_time(
             await r.aclose()
 
     asyncio.run(run())
+
+
+async def test_rest_copy_without_trade_count_is_not_a_revision(redis: Redis) -> None:
+    store = CandleStore(redis)
+    await store.upsert(S, [candle(1)])
+    res = await store.upsert(S, [replace(candle(1), trades=None)], emit_events=True)
+    assert (res.new, res.replaced, res.unchanged) == (0, 0, 1)
+    assert await store.get(S, MIN) == candle(1)  # the trade count is kept
+    assert await redis.xlen(store.keys.events(S)) == 0
+    res = await store.upsert(S, [replace(candle(1), trades=None, close=100.5)])
+    assert res.replaced == 1
