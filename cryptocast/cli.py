@@ -68,6 +68,46 @@ def status(
         raise typer.Exit(1)
 
 
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option(help="csv, yahoo or ccxt.")],
+    series: Annotated[str, typer.Option(help="Target series, e.g. binance:BTC/USDT:1h.")],
+    file: Annotated[str | None, typer.Option("--file", help="CSV file (--source csv).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="First open time: ISO date/time (UTC) or epoch ms.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Last open time, same formats.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Store historical candles (idempotent and resumable); reports stored/skipped/rejected."""
+    from cryptocast.backfill_cmd import run_backfill
+
+    state: AppState = ctx.obj
+    if source not in ("csv", "yahoo", "ccxt"):
+        fail(f"--source must be csv, yahoo or ccxt (got {source!r})")
+    if source == "csv" and not file:
+        fail("--source csv needs --file PATH")
+    report = run(
+        lambda: run_backfill(state.settings(), source, series, file, since, until, quiet=json_out)
+    )
+    if json_out:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        from cryptocast.views import print_backfill
+
+        print_backfill(report)
+
+
+@app.command()
+def ingest(ctx: typer.Context) -> None:
+    """Stream the configured series into Redis until SIGTERM (the compose `ingest` service)."""
+    from cryptocast.services import serve_ingest
+
+    state: AppState = ctx.obj
+    run(lambda: serve_ingest(state.settings()))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

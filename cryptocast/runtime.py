@@ -47,6 +47,8 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         fail(str(e))
     except RedisUnavailable as e:
         fail(str(e), code=3)
+    except (ValueError, FileNotFoundError) as e:  # bad arguments, unreadable input files
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -58,3 +58,22 @@ def print_status(report: list[dict[str, Any]]) -> None:
             "[red]STALE: " + "; ".join(r["stale_reasons"]) + "[/red]" if r["stale"] else "ok",
         )
     Console().print(table)
+
+
+def print_backfill(report: dict[str, Any]) -> None:
+    """Human summary of a backfill."""
+    console = Console()
+    rejected = ", ".join(f"{k}: {v}" for k, v in report["rejected"].items()) or "none"
+    console.print(
+        f"[bold]{report['series']}[/bold] from {report['source']}: "
+        f"stored {report['stored']}, replaced {report['replaced']}, skipped {report['skipped']}, "
+        f"rejected {sum(report['rejected'].values())} ({rejected}) in {report['seconds']:.1f}s; "
+        f"range {fmt_time(report['first_open_time'])} → {fmt_time(report['last_open_time'])}"
+    )
+    for h in report["holes"]:
+        console.print(
+            f"  hole: {h['count']} candle(s) missing from {fmt_time(h['first'])} "
+            f"to {fmt_time(h['last'])}"
+        )
+    for note in report["notes"]:
+        console.print(f"  note: {note}")

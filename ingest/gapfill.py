@@ -81,22 +81,23 @@ class GapFiller:
         tf = series.timeframe
         stored = 0
         since = first
-        returned: list[int] = []
+        returned: set[int] = set()
+        evidence = first - 1  # newest open time the exchange showed us, stored or not
         while since <= last:
             page = await self.fetcher.fetch(series, since, self.page_limit)
             now = self.clock.now_ms()
             closed = [
-                c
-                for c in page
-                if tf.next_open(c.open_time) <= now and c.open_time <= last and c.open_time >= since
+                c for c in page if tf.next_open(c.open_time) <= now and since <= c.open_time <= last
             ]
+            if page:
+                evidence = max(evidence, page[-1].open_time)
             if closed:
                 stored += await self.sink.write_now(series, closed, via="rest")
-                returned += [c.open_time for c in closed]
+                returned.update(c.open_time for c in closed)
             if not page or len(page) < self.page_limit or page[-1].open_time >= last:
                 break
             since = tf.next_open(page[-1].open_time)
-        await self._record_skipped(series, returned)
+        await self._record_skipped(series, first, min(last, evidence), returned)
         if stored:
             GAPFILL_CANDLES.labels(series.key).inc(stored)
             self.filled += stored
@@ -105,13 +106,15 @@ class GapFiller:
             )
         return stored
 
-    async def _record_skipped(self, series: SeriesId, returned: list[int]) -> None:
-        if len(returned) < 2:
-            return
+    async def _record_skipped(
+        self, series: SeriesId, first: int, last: int, returned: set[int]
+    ) -> None:
+        """Candles in ``first..last`` the exchange skipped while showing a later one."""
         tf = series.timeframe
-        have = set(returned)
-        lo, hi = tf.floor_index(min(returned)), tf.floor_index(max(returned))
-        skipped = [tf.open_time(i) for i in range(lo, hi + 1) if tf.open_time(i) not in have]
+        if last < first:
+            return
+        lo, hi = tf.floor_index(first), tf.floor_index(last)
+        skipped = [tf.open_time(i) for i in range(lo, hi + 1) if tf.open_time(i) not in returned]
         if not skipped:
             return
         # Only candles absent from the store too: the websocket may have delivered them.

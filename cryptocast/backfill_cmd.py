@@ -1,0 +1,104 @@
+"""Wiring of ``cryptocast backfill``: pick the source, show progress, return the report."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from config.settings import Settings
+from cryptocast.runtime import open_store
+from storage.clock import WallClock
+from storage.series import SeriesError, SeriesId
+
+
+class UsageError(ValueError):
+    """A bad command-line value; reported as one line."""
+
+
+def parse_time(text: str | None, flag: str) -> int | None:
+    """``--since``/``--until``: epoch ms, or an ISO date/time taken as UTC."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is neither epoch ms nor an ISO date/time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+async def run_backfill(
+    settings: Settings,
+    source: str,
+    series_text: str,
+    file: str | None,
+    since_text: str | None,
+    until_text: str | None,
+    *,
+    quiet: bool,
+) -> dict[str, Any]:
+    from ingest import backfill as bf
+
+    try:
+        series = SeriesId.parse(series_text)
+    except SeriesError as e:
+        raise UsageError(f"--series: {e}") from None
+    since, until = parse_time(since_text, "--since"), parse_time(until_text, "--until")
+    redis, store = await open_store(settings)
+    clock = WallClock()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=quiet or not sys.stderr.isatty(),
+        transient=True,
+    )
+    try:
+        with progress:
+            task = progress.add_task(f"{source} → {series.key}", total=None)
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+
+            if source == "csv":
+                assert file is not None
+                report = await bf.backfill_csv(
+                    store,
+                    series,
+                    file,
+                    clock,
+                    since=since,
+                    until=until,
+                    progress=advance,
+                    on_total=lambda n: progress.update(task, total=n),
+                )
+            elif source == "ccxt":
+                from ingest.rest import CcxtKlineFetcher, make_exchange
+
+                fetcher = CcxtKlineFetcher(
+                    make_exchange(series.exchange, settings.binance_rest_url)
+                )
+                try:
+                    report = await bf.backfill_fetched(
+                        store,
+                        series,
+                        lambda t: fetcher.fetch(series, t),
+                        clock,
+                        since=since,
+                        until=until,
+                        progress=advance,
+                    )
+                finally:
+                    await fetcher.close()
+            else:
+                raise UsageError("--source yahoo is not available in this build yet")
+    finally:
+        await redis.aclose()
+    return report.to_dict()
