@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -106,6 +107,71 @@ def ingest(ctx: typer.Context) -> None:
 
     state: AppState = ctx.obj
     run(lambda: serve_ingest(state.settings()))
+
+
+@app.command("replay-exchange")
+def replay_exchange(
+    csv: Annotated[list[str], typer.Option("--csv", help="Candle CSV to replay (repeatable).")],
+    symbol: Annotated[
+        list[str] | None, typer.Option(help="Symbol per --csv, e.g. BTC/USDT (default: from file).")
+    ] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Timeframe (default: from file).")] = None,
+    speed: Annotated[float, typer.Option(help="Replay clock speed × real time.")] = 1.0,
+    port: Annotated[int, typer.Option(help="Port (0 = any free port).")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    start: Annotated[
+        str | None, typer.Option(help="Replay start: epoch ms or ISO time (default: 1000 in).")
+    ] = None,
+    drop_after: Annotated[
+        int | None, typer.Option(help="Fault: drop each connection after N messages.")
+    ] = None,
+    stall_after: Annotated[int | None, typer.Option(help="Fault: stall after N messages.")] = None,
+    stall_seconds: Annotated[float, typer.Option(help="Fault: stall length.")] = 0.0,
+    malformed_rate: Annotated[
+        float, typer.Option(help="Fault: share of malformed messages.")
+    ] = 0.0,
+    delay_rate: Annotated[float, typer.Option(help="Fault: share of delayed messages.")] = 0.0,
+    delay_seconds: Annotated[float, typer.Option(help="Fault: delay length.")] = 0.0,
+    duplicate_rate: Annotated[float, typer.Option(help="Fault: share of duplicates.")] = 0.0,
+    max_connection_seconds: Annotated[
+        float | None, typer.Option(help="Close connections after this long (24 h-style limit).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Fault schedule seed.")] = 0,
+) -> None:
+    """Serve Binance's public websocket + REST protocols from CSVs of real candles (offline)."""
+    from ingest.replay import FaultConfig, ReplayConfig, ReplaySource, run_replay_exchange
+
+    symbols = symbol or []
+    if symbols and len(symbols) != len(csv):
+        fail("give --symbol once per --csv, or not at all")
+    try:
+        config = ReplayConfig(
+            sources=[
+                ReplaySource(Path(f), symbols[i] if symbols else None, timeframe)
+                for i, f in enumerate(csv)
+            ],
+            host=host,
+            port=port,
+            speed=speed,
+            start=start,
+            max_connection_seconds=max_connection_seconds,
+            faults=FaultConfig(
+                seed=seed,
+                drop_after=drop_after,
+                stall_after=stall_after,
+                stall_seconds=stall_seconds,
+                malformed_rate=malformed_rate,
+                delay_rate=delay_rate,
+                delay_seconds=delay_seconds,
+                duplicate_rate=duplicate_rate,
+            ),
+        )
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    from config.logging import configure_logging
+
+    configure_logging("auto", "INFO")
+    run(lambda: run_replay_exchange(config))
 
 
 def main() -> None:

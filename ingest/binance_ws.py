@@ -5,16 +5,15 @@ Each connection carries up to ``streams_per_connection`` combined streams
 replaced when it drops, when no message arrived for ``stale_factor`` × the expected message
 interval (a silent stall keeps the socket open, so TCP alone would never notice), and
 proactively before Binance's 24 h limit. Reconnects back off exponentially with jitter. After
-every (re)connect the ``on_connect`` hook runs (gap fill over REST) concurrently with reading,
-so live candles are not held up by it.
+every (re)connect the ``on_connect`` hook schedules gap fill over REST, which runs apart from
+the connection so live candles are not held up by it, nor it cancelled by the next drop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -31,7 +30,9 @@ from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 
-OnConnect = Callable[[Sequence[SeriesId]], Awaitable[None]]
+# Called after every (re)connect with the connection's series; must return quickly (it schedules
+# REST work elsewhere) because messages are not read while it runs.
+OnConnect = Callable[[Sequence[SeriesId]], None]
 
 
 @dataclass
@@ -91,7 +92,6 @@ class BinanceKlineSource:
         first = True
         while True:
             reason = "closed"
-            gap_fill: asyncio.Task[None] | None = None
             try:
                 async with connect(
                     self.url_for(streams),
@@ -108,7 +108,7 @@ class BinanceKlineSource:
                     states.enter("connected")
                     backoff.reset()
                     if self.on_connect is not None:
-                        gap_fill = asyncio.create_task(self._run_hook(series))
+                        self.on_connect(series)
                     reason = await self._read(ws)
             except ConnectionClosed as e:
                 reason = "frame_too_big" if e.rcvd and e.rcvd.code == 1009 else "dropped"
@@ -117,26 +117,12 @@ class BinanceKlineSource:
                 states.enter("failed", error=str(e)[:200])
             except InvalidURI:
                 raise
-            finally:
-                if gap_fill is not None and not gap_fill.done():
-                    gap_fill.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await gap_fill
             RECONNECTS.labels("binance", reason).inc()
             if reason != "connect_failed":
                 states.enter("disconnected", reason=reason)
             delay = backoff.next_delay()
             self.stats.reconnect_delays.append(delay)
             await asyncio.sleep(delay)
-
-    async def _run_hook(self, series: list[SeriesId]) -> None:
-        assert self.on_connect is not None
-        try:
-            await self.on_connect(series)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a failed gap fill is retried on the next connect, never fatal
-            log.warning("gapfill.failed", error=str(e)[:300], series=[s.key for s in series])
 
     async def _read(self, ws: ClientConnection) -> str:
         opened = time.monotonic()

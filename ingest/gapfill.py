@@ -10,6 +10,7 @@ unfillable and reported once, never requested again (DESIGN.md decision 5).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import structlog
@@ -49,6 +50,51 @@ class GapFiller:
         self.initial_candles = initial_candles
         self.page_limit = page_limit
         self.filled = 0
+        self._running: dict[SeriesId, asyncio.Task[None]] = {}
+        self._rerun: set[SeriesId] = set()
+
+    def request(self, series: SeriesId) -> asyncio.Task[None]:
+        """Single-flight :meth:`fill_recent`: while one runs for ``series``, a new request only
+        marks it to run once more when done (a reconnect during a fill must not be lost, and
+        two fills of one series must not race). The task is detached from the connection that
+        asked: a dropped websocket does not cancel REST work in flight."""
+        if series in self._running:
+            self._rerun.add(series)
+            return self._running[series]
+        task = asyncio.create_task(self._fill_loop(series), name=f"gapfill:{series.key}")
+        self._running[series] = task
+        task.add_done_callback(lambda _t: self._running.pop(series, None))
+        return task
+
+    async def _fill_loop(self, series: SeriesId) -> None:
+        while True:
+            self._rerun.discard(series)
+            try:
+                await self.fill_recent(series)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the next connect or request tries again
+                series_logger(series, __name__).warning("gapfill.failed", error=str(e)[:300])
+            if series not in self._rerun:
+                return
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._running.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def fill_history(self, series: SeriesId) -> int:
+        """Make sure ``initial_candles`` of history exist behind now (first start, or a store
+        whose oldest candle is younger than that)."""
+        tf = series.timeframe
+        target = tf.open_time(tf.floor_index(self.clock.now_ms()) - self.initial_candles)
+        first = await self.store.first_open_time(series)
+        if first is None:
+            return await self.fill_recent(series)
+        if first <= target:
+            return 0
+        return await self.fill_range(series, target, tf.open_time(tf.floor_index(first) - 1))
 
     async def fill_recent(self, series: SeriesId) -> int:
         """Fetch closed candles after the newest stored one; returns how many were stored."""

@@ -91,7 +91,7 @@ class IngestService:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self.sink.run(), name="sink")]
             tasks += [tg.create_task(src.run(), name="binance-ws") for src in self.sources]
-            tasks.append(tg.create_task(self._fill_holes_on_start(), name="fill-holes"))
+            tasks.append(tg.create_task(self._fill_history_on_start(), name="fill-history"))
             if isinstance(self.clock, ExchangeClock):
                 tasks.append(tg.create_task(self._clock_loop(), name="clock"))
             self.ready.set()
@@ -99,6 +99,8 @@ class IngestService:
             await self._stopped.wait()
             for t in tasks[1:]:
                 t.cancel()
+            for filler in self.fillers.values():
+                await filler.cancel_all()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sink.drained(), 5)
             tasks[0].cancel()
@@ -115,16 +117,21 @@ class IngestService:
         if self._http is not None:
             await self._http.close()
 
-    async def _gap_fill(self, series: Sequence[SeriesId]) -> None:
+    def _gap_fill(self, series: Sequence[SeriesId]) -> None:
         for s in series:
-            await self._with_redis_retry(self.fillers[s.exchange].fill_recent, s)
+            self.fillers[s.exchange].request(s)
 
-    async def _fill_holes_on_start(self) -> None:
+    async def _fill_history_on_start(self) -> None:
+        """History depth first (the forecaster needs it to train), then holes in the store."""
         for s in self.series:
-            try:
-                await self._with_redis_retry(self.fillers[s.exchange].fill_holes, s)
-            except Exception as e:  # the next start tries again; live data flows regardless
-                log.warning("gapfill.holes_failed", error=str(e)[:300], **s.log_fields())
+            for step in (
+                self.fillers[s.exchange].fill_history,
+                self.fillers[s.exchange].fill_holes,
+            ):
+                try:
+                    await self._with_redis_retry(step, s)
+                except Exception as e:  # the next start tries again; live data flows regardless
+                    log.warning("gapfill.start_failed", error=str(e)[:300], **s.log_fields())
 
     async def _with_redis_retry(self, fn: Any, series: SeriesId) -> Any:
         backoff = Backoff(0.2, 5.0)
