@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config.settings import Settings
-from cryptocast.runtime import open_store
+from cryptocast.runtime import SourceUnavailable, open_store
 from storage.clock import WallClock
 from storage.series import SeriesError, SeriesId
+
+
+@contextlib.contextmanager
+def _source_errors() -> Iterator[None]:
+    """Network and provider failures become one line, not a traceback."""
+    import ccxt
+
+    from ingest.yahoo import YahooError
+
+    try:
+        yield
+    except (ccxt.BaseError, YahooError, OSError) as e:
+        raise SourceUnavailable(str(e).splitlines()[0][:300]) from None
 
 
 class UsageError(ValueError):
@@ -61,7 +76,7 @@ async def run_backfill(
         transient=True,
     )
     try:
-        with progress:
+        with progress, _source_errors():
             task = progress.add_task(f"{source} → {series.key}", total=None)
 
             def advance(n: int) -> None:
@@ -98,7 +113,40 @@ async def run_backfill(
                 finally:
                     await fetcher.close()
             else:
-                raise UsageError("--source yahoo is not available in this build yet")
+                report = await backfill_yahoo(store, series, since, until, advance)
     finally:
         await redis.aclose()
     return report.to_dict()
+
+
+async def backfill_yahoo(
+    store: Any, series: SeriesId, since: int | None, until: int | None, progress: Any
+) -> Any:
+    """Yahoo history goes to its own ``yahoo:SYMBOL:TF`` series, never an exchange's."""
+    import asyncio
+    import time
+
+    from ingest import backfill as bf
+    from ingest.yahoo import fetch_yahoo
+
+    if series.exchange != "yahoo":
+        raise UsageError(
+            f"--source yahoo writes Yahoo's own series (e.g. yahoo:BTC-USD:1d), not {series.key}"
+        )
+    t0 = time.perf_counter()
+    if since is None:
+        last = await store.last_open_time(series)
+        since = None if last is None else series.timeframe.next_open(last)
+    now = WallClock().now_ms()
+    # yfinance is synchronous (requests): keep it off the event loop.
+    result = await asyncio.to_thread(
+        fetch_yahoo, series.symbol, series.timeframe, since, until, now_ms=now
+    )
+    report = bf.BackfillReport(series.key, "yahoo")
+    report.rejected = dict(result.rejected)
+    report.notes += list(result.warnings)
+    if result.forming_dropped:
+        report.notes.append(f"{result.forming_dropped} still-forming row(s) left out")
+    await bf.store_candles(store, series, result.candles, report, progress=progress)
+    await bf.finish(store, series, report, t0)
+    return report

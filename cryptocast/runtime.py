@@ -33,6 +33,10 @@ class AppState:
         return self._settings
 
 
+class SourceUnavailable(RuntimeError):
+    """An exchange or data provider could not be reached or refused; reported as one line."""
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr and a non-zero exit: no traceback for problems the user can fix."""
     typer.echo(f"cryptocast: error: {message}", err=True)
@@ -47,6 +51,8 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         fail(str(e))
     except RedisUnavailable as e:
         fail(str(e), code=3)
+    except SourceUnavailable as e:
+        fail(str(e), code=4)
     except (ValueError, FileNotFoundError) as e:  # bad arguments, unreadable input files
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except KeyboardInterrupt:
