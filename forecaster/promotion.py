@@ -1,0 +1,75 @@
+"""Whether a freshly trained model replaces the serving one (DESIGN decision 2).
+
+Pure functions over the metadata dicts :func:`forecaster.training.train` writes, so the serving
+side can decide without importing TensorFlow.
+
+Rules, with MAE in price space on the candidate's holdout as the score ("better" is strict):
+
+1. No current model: promote only if the candidate beats the naive forecast.
+2. A current model that was scored on the *same* holdout (the candidate's metadata records the
+   current's artifact sha256): promote if the candidate beats it.
+3. Otherwise, if the current model is expired: promote if the candidate beats naive.
+4. Otherwise keep the current model (a candidate never scored against it cannot prove it is
+   better, however good it looks against naive).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["PromotionDecision", "decide_promotion", "should_promote"]
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionDecision:
+    """The decision and a short machine-friendly reason (for logs and status)."""
+
+    promote: bool
+    reason: str
+
+
+def _mae(scores: Any) -> float:
+    if not isinstance(scores, dict):
+        return math.nan
+    v = scores.get("mae")
+    return float(v) if isinstance(v, int | float) else math.nan
+
+
+def _better(a: float, b: float) -> bool:
+    return math.isfinite(a) and math.isfinite(b) and a < b
+
+
+def decide_promotion(
+    meta: dict[str, Any], current_meta: dict[str, Any] | None, current_expired: bool
+) -> PromotionDecision:
+    """Apply the promotion rules to a candidate's metadata (see the module docstring)."""
+    holdout = meta.get("holdout") or {}
+    cand = _mae(holdout.get("candidate"))
+    beats_naive = _better(cand, _mae(holdout.get("naive")))
+    if current_meta is None:
+        why = "beats_naive" if beats_naive else "not_better_than_naive"
+        return PromotionDecision(beats_naive, why)
+    scored_sha = holdout.get("current_sha256")
+    current_sha = current_meta.get("artifact_sha256")
+    same_current = holdout.get("current") is not None and (
+        current_sha is None or scored_sha == current_sha
+    )
+    if same_current and _better(cand, _mae(holdout.get("current"))):
+        return PromotionDecision(True, "beats_current")
+    if current_expired:
+        if beats_naive:
+            return PromotionDecision(True, "current_expired_beats_naive")
+        return PromotionDecision(False, "current_expired_not_better_than_naive")
+    if not same_current:
+        return PromotionDecision(False, "not_scored_against_current")
+    return PromotionDecision(False, "not_better_than_current")
+
+
+def should_promote(
+    result: Any, current_meta: dict[str, Any] | None, current_expired: bool
+) -> bool:
+    """``True`` when ``result`` (a ``TrainingResult`` or its ``meta`` dict) should be served."""
+    meta = result if isinstance(result, dict) else result.meta
+    return decide_promotion(meta, current_meta, current_expired).promote

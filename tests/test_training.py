@@ -1,0 +1,218 @@
+"""Training: metadata, scoring on one holdout, warm start, determinism, and the promotion rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from forecaster.features import FeatureError
+from forecaster.inference import LoadedModel
+from forecaster.model import build_model
+from forecaster.promotion import decide_promotion
+from forecaster.training import TrainingResult, should_promote, train
+from tests.forecaster_support import HOLE_MS, btc_arrays, tiny_settings, trained_tiny, weights_equal
+
+
+@pytest.fixture(scope="module")
+def cold() -> TrainingResult:
+    return trained_tiny()
+
+
+@pytest.fixture(scope="module")
+def current(cold: TrainingResult) -> LoadedModel:
+    return LoadedModel.from_artifact(cold.artifact, cold.meta)
+
+
+@pytest.fixture(scope="module")
+def frozen_runs(current: LoadedModel) -> tuple[TrainingResult, TrainingResult]:
+    """Warm and forced-cold runs with a learning rate so small the weights cannot move."""
+    s = tiny_settings(learning_rate=1e-12, epochs=1)
+    arrays = btc_arrays(3000)
+    warm = train(arrays, s, current=current)
+    forced_cold = train(arrays, s, current=current, warm_start=False)
+    return warm, forced_cold
+
+
+def test_meta_is_json_and_complete(cold: TrainingResult) -> None:
+    meta = orjson.loads(orjson.dumps(cold.meta))
+    assert meta == cold.meta  # no numpy scalars or NaN hiding in it
+    for key in ("schema", "kind", "architecture", "scaler", "training_range", "slices", "holdout",
+                "skill", "interval", "epochs_run", "duration_s", "warm_started", "keras_version",
+                "artifact_sha256", "training"):
+        assert key in meta, key
+    assert meta["architecture"] == {
+        "units": 8, "layers": 2, "dropout": 0.2, "window": 24, "features": ["ret", "range", "vol"]
+    }
+    rng = meta["training_range"]
+    assert rng["candles"] == 2800 and rng["holes"] == [[HOLE_MS, HOLE_MS]]
+    assert rng["first_open_time"] < meta["slices"]["holdout"]["first_target_time"]
+    assert meta["slices"]["holdout"]["last_target_time"] == rng["last_open_time"]
+    assert 1 <= meta["epochs_run"] <= 2 and meta["warm_started"] is False
+    assert cold.artifact[:2] == b"PK"  # a .keras zip
+
+
+def test_holdout_scores_and_skill(cold: TrainingResult) -> None:
+    ho = cold.meta["holdout"]
+    assert ho["n"] == cold.meta["slices"]["holdout"]["windows"]
+    for name in ("candidate", "naive", "drift", "ar5"):
+        assert ho[name]["n"] == ho["n"]
+    assert ho["current"] is None
+    skill = cold.meta["skill"]
+    assert skill == pytest.approx(1 - ho["candidate"]["mae"] / ho["naive"]["mae"])
+    # Naive's MASE on the holdout is its MAE over the train slice's naive MAE.
+    assert ho["naive"]["mase"] == pytest.approx(ho["naive"]["mae"] / ho["mase_scale"])
+    iv = cold.meta["interval"]
+    assert iv["level"] == 0.9 and iv["q_low"] < 0 < iv["q_high"]
+    assert ho["candidate"]["coverage"] == pytest.approx(0.9, abs=0.02)  # calibrated there
+    assert 0.5 < iv["coverage_early_stop"] <= 1.0
+
+
+def test_early_stopping_keeps_the_best_epoch(cold: TrainingResult) -> None:
+    tr = cold.meta["training"]
+    best = min([tr["initial_val_loss"], *tr["val_loss"]])
+    assert tr["best_val_loss"] == pytest.approx(best)
+    x, y = _early_stop_xy(cold)
+    loss = float(cold.model.model.evaluate(x, y, verbose=0, batch_size=512))
+    assert loss == pytest.approx(best, rel=1e-4)
+
+
+def _early_stop_xy(result: TrainingResult) -> tuple[np.ndarray, np.ndarray]:
+    from forecaster.features import prepare
+
+    s = tiny_settings()
+    data = prepare(btc_arrays(3000).slice(0, 2800), s.features, s.window,
+                   s.early_stop_fraction, s.holdout_fraction)
+    return data.early_stop.x, data.early_stop.y
+
+
+def test_warm_start_starts_from_current_weights(
+    current: LoadedModel, frozen_runs: tuple[TrainingResult, TrainingResult]
+) -> None:
+    warm, forced_cold = frozen_runs
+    assert warm.meta["warm_started"] is True and forced_cold.meta["warm_started"] is False
+    start = current.model.get_weights()
+    assert weights_equal(warm.model.model.get_weights(), start, atol=1e-6)
+    assert not weights_equal(forced_cold.model.model.get_weights(), start, atol=1e-3)
+
+
+def test_warm_start_needs_a_matching_architecture(current: LoadedModel) -> None:
+    assert current.matches(tiny_settings())
+    assert not current.matches(tiny_settings(units=6))
+    assert not current.matches(tiny_settings(window=16))
+    assert not current.matches(tiny_settings(features=["ret", "range"]))
+
+
+def test_current_is_scored_on_the_same_holdout(
+    cold: TrainingResult, frozen_runs: tuple[TrainingResult, TrainingResult]
+) -> None:
+    warm, forced_cold = frozen_runs
+    for result in frozen_runs:
+        ho = result.meta["holdout"]
+        assert ho["current_sha256"] == cold.meta["artifact_sha256"]
+        assert ho["current"]["n"] == ho["candidate"]["n"] == ho["naive"]["n"] == ho["n"]
+        # The old model's holdout ended where the new one's began: it never trained on it.
+        assert ho["current_overlaps_holdout"] is False
+    # Same current, same holdout: the same figures whichever candidate was trained.
+    assert warm.meta["holdout"]["current"] == forced_cold.meta["holdout"]["current"]
+    assert warm.meta["holdout"]["naive"] == forced_cold.meta["holdout"]["naive"]
+
+
+def test_current_with_longer_window_scored_on_common_targets(current: LoadedModel) -> None:
+    # Remove a candle inside the holdout: the current model (window 24) loses more targets
+    # after the hole than the candidate (window 16); all scores use the common ones.
+    arrays = btc_arrays(3000)
+    keep = np.ones(len(arrays), dtype=bool)
+    keep[2700] = False
+    holed = type(arrays).from_columns(
+        arrays.timeframe, arrays.open_time[keep], arrays.open[keep], arrays.high[keep],
+        arrays.low[keep], arrays.close[keep], arrays.volume[keep],
+    )
+    result = train(holed, tiny_settings(window=16, epochs=1), current=current)
+    ho = result.meta["holdout"]
+    assert result.meta["warm_started"] is False
+    assert ho["n_dropped_for_current"] == 8
+    assert ho["n"] == ho["candidate"]["n"] == ho["current"]["n"] == ho["naive"]["n"]
+
+
+def test_too_few_candles_raise() -> None:
+    with pytest.raises(FeatureError):
+        train(btc_arrays(3000).slice(0, 30), tiny_settings())
+
+
+def test_seeded_builds_are_identical() -> None:
+    s = tiny_settings(seed=3)
+    a, b = build_model(3, s), build_model(3, s)
+    c = build_model(3, tiny_settings(seed=4))
+    assert weights_equal(a.get_weights(), b.get_weights())
+    assert not weights_equal(a.get_weights(), c.get_weights())
+
+
+def test_architecture_follows_layers() -> None:
+    names = [type(x).__name__ for x in build_model(3, tiny_settings(layers=3)).layers]
+    assert names == ["LSTM", "Dropout", "LSTM", "Dropout", "LSTM", "Dense"]
+    names = [type(x).__name__ for x in build_model(3, tiny_settings(layers=1)).layers]
+    assert names == ["LSTM", "Dense"]
+
+
+# promotion rules -----------------------------------------------------------------------------
+
+def _meta(
+    cand: float, naive: float, current: float | None = None, sha: str | None = "old"
+) -> dict[str, Any]:
+    return {
+        "holdout": {
+            "candidate": {"mae": cand},
+            "naive": {"mae": naive},
+            "current": None if current is None else {"mae": current},
+            "current_sha256": sha if current is not None else None,
+        }
+    }
+
+
+OLD = {"artifact_sha256": "old"}
+
+
+@pytest.mark.parametrize(
+    ("meta", "current_meta", "expired", "promote", "reason"),
+    [
+        (_meta(9, 10), None, False, True, "beats_naive"),
+        (_meta(11, 10), None, False, False, "not_better_than_naive"),
+        (_meta(10, 10), None, False, False, "not_better_than_naive"),  # a tie is not better
+        (_meta(9, 10, current=9.5), OLD, False, True, "beats_current"),
+        (_meta(9.6, 10, current=9.5), OLD, False, False, "not_better_than_current"),
+        # Better than the current one is enough, even when neither beats naive.
+        (_meta(10.5, 10, current=11), OLD, False, True, "beats_current"),
+        (_meta(9.6, 10, current=9.5), OLD, True, True, "current_expired_beats_naive"),
+        (_meta(10.5, 10, current=9.5), OLD, True, False, "current_expired_not_better_than_naive"),
+        # Scored against another model than the one serving: no proof, keep the old...
+        (_meta(9, 10, current=9.5, sha="other"), OLD, False, False, "not_scored_against_current"),
+        (_meta(9, 10), OLD, False, False, "not_scored_against_current"),
+        # ...unless the serving one is expired and the candidate beats naive.
+        (_meta(9, 10), OLD, True, True, "current_expired_beats_naive"),
+        (_meta(float("nan"), 10), None, False, False, "not_better_than_naive"),
+    ],
+)
+def test_promotion_rules(
+    meta: dict[str, Any], current_meta: dict[str, Any] | None, expired: bool, promote: bool,
+    reason: str,
+) -> None:
+    decision = decide_promotion(meta, current_meta, expired)
+    assert (decision.promote, decision.reason) == (promote, reason)
+    assert should_promote(meta, current_meta, expired) is promote
+
+
+def test_result_promote_uses_its_own_scores(
+    cold: TrainingResult, frozen_runs: tuple[TrainingResult, TrainingResult]
+) -> None:
+    skill = cold.meta["skill"]
+    assert cold.promote(current_expired=False) is (skill > 0)
+    warm, _ = frozen_runs
+    ho = warm.meta["holdout"]
+    beats_current = ho["candidate"]["mae"] < ho["current"]["mae"]
+    beats_naive = ho["candidate"]["mae"] < ho["naive"]["mae"]
+    assert warm.promote(current_expired=False) is beats_current
+    assert warm.promote(current_expired=True) is (beats_current or beats_naive)
+    assert should_promote(warm, cold.meta, False) is beats_current
