@@ -75,6 +75,10 @@ class ScheduleSettings(BaseModel):
         3, ge=1, description="A series with no new candle for this many timeframes is stale"
     )
     min_train_candles: int = Field(500, ge=50, description="Candles needed before a first training")
+    check_interval_s: float = Field(
+        5.0, gt=0, description="How often the scheduler checks whether a series needs training"
+    )
+    keep_versions: int = Field(5, ge=1, description="Model versions kept per series")
 
 
 class IngestSettings(BaseModel):
@@ -93,6 +97,17 @@ class IngestSettings(BaseModel):
         23 * 3600.0, gt=0, description="Reconnect proactively before Binance's 24 h limit"
     )
     poll_interval_s: float = Field(10.0, gt=0, description="REST polling period (ccxt sources)")
+
+
+class ForecastSettings(BaseModel):
+    """The serving side of the forecaster."""
+
+    lease_ttl_s: float = Field(
+        10.0, gt=0.5, description="Serve-lease TTL: a dead replica's series move after this long"
+    )
+    replica_id: str | None = Field(None, description="Replica name (default: host-pid-random)")
+    read_batch: int = Field(100, ge=1, le=10_000, description="Events read per XREADGROUP")
+    score_window: int = Field(500, ge=10, description="Predictions in the rolling live score")
 
 
 class Settings(BaseSettings):
@@ -142,6 +157,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
 
     @field_validator("series", mode="before")
     @classmethod

@@ -174,6 +174,15 @@ def replay_exchange(
     run(lambda: run_replay_exchange(config))
 
 
+@app.command()
+def forecast(ctx: typer.Context) -> None:
+    """Serve predictions and retrain models until SIGTERM (the compose `forecaster` service)."""
+    from cryptocast.services import serve_forecast
+
+    state: AppState = ctx.obj
+    run(lambda: serve_forecast(state.settings(), state.config_file))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -28,3 +28,15 @@ async def serve_ingest(settings: Settings) -> None:
         await run_until_signalled(IngestService(settings, store))
     finally:
         await redis.aclose()
+
+
+async def serve_forecast(settings: Settings, config_file: str | None) -> None:
+    """``cryptocast forecast``."""
+    from forecaster.service import ForecastService, run_until_signalled
+
+    redis, store = await open_store(settings)
+    start_metrics(settings, "forecaster")
+    try:
+        await run_until_signalled(ForecastService(settings, store, config_file=config_file))
+    finally:
+        await redis.aclose()

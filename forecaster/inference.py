@@ -267,7 +267,7 @@ class LoadedModel:
             # before Keras sees it.
             if not zipfile.is_zipfile(path):
                 raise ArtifactError("model artifact is not a .keras (zip) file")
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             import keras
 
             try:
@@ -382,4 +382,3 @@ class LoadedModel:
                 out[s : s + batch] = self.net(view[part - self.window].transpose(0, 2, 1))
             pred[ok] = self.scaler.inverse_target(out)
         return pred, ok
-

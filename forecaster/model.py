@@ -31,7 +31,7 @@ def configure_tensorflow(threads: int) -> None:
     global _configured_threads  # noqa: PLW0603 - process-wide runtime state, set once
     if _configured_threads == threads:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     try:
@@ -49,7 +49,7 @@ def configure_tensorflow(threads: int) -> None:
 
 def set_seed(seed: int) -> None:
     """Seed Python, numpy and the backend so weight init and shuffling are reproducible."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
     keras.utils.set_random_seed(seed)

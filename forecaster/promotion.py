@@ -5,7 +5,10 @@ side can decide without importing TensorFlow.
 
 Rules, with MAE in price space on the candidate's holdout as the score ("better" is strict):
 
-1. No current model: promote only if the candidate beats the naive forecast.
+1. No current model: promote the candidate if its holdout score is valid, whether or not it
+   beats the naive forecast: a deployment that publishes nothing until some model beats naive
+   (at short horizons that may be never) serves no one, while every message carries the model's
+   validation skill vs naive, so a bot sees a first model that is worse than naive for what it is.
 2. A current model that was scored on the *same* holdout (the candidate's metadata records the
    current's artifact sha256): promote if the candidate beats it.
 3. Otherwise, if the current model is expired: promote if the candidate beats naive.
@@ -49,8 +52,10 @@ def decide_promotion(
     cand = _mae(holdout.get("candidate"))
     beats_naive = _better(cand, _mae(holdout.get("naive")))
     if current_meta is None:
-        why = "beats_naive" if beats_naive else "not_better_than_naive"
-        return PromotionDecision(beats_naive, why)
+        if not math.isfinite(cand):
+            return PromotionDecision(False, "no_valid_score")
+        why = "first_model_beats_naive" if beats_naive else "first_model_worse_than_naive"
+        return PromotionDecision(True, why)
     scored_sha = holdout.get("current_sha256")
     current_sha = current_meta.get("artifact_sha256")
     same_current = holdout.get("current") is not None and (
@@ -67,9 +72,7 @@ def decide_promotion(
     return PromotionDecision(False, "not_better_than_current")
 
 
-def should_promote(
-    result: Any, current_meta: dict[str, Any] | None, current_expired: bool
-) -> bool:
+def should_promote(result: Any, current_meta: dict[str, Any] | None, current_expired: bool) -> bool:
     """``True`` when ``result`` (a ``TrainingResult`` or its ``meta`` dict) should be served."""
     meta = result if isinstance(result, dict) else result.meta
     return decide_promotion(meta, current_meta, current_expired).promote

@@ -85,13 +85,16 @@ def train(
     """
     t0 = time.perf_counter()
     configure_tensorflow(settings.threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
     used = arrays.tail(settings.train_candles)
     offset = len(arrays) - len(used)
     data = prepare(
-        used, settings.features, settings.window, settings.early_stop_fraction,
+        used,
+        settings.features,
+        settings.window,
+        settings.early_stop_fraction,
         settings.holdout_fraction,
     )
     model = build_model(len(settings.features), settings)
@@ -108,7 +111,8 @@ def train(
         monitor="val_loss", patience=settings.patience, restore_best_weights=True
     )
     fit = model.fit(
-        data.train.x, data.train.y,
+        data.train.x,
+        data.train.y,
         validation_data=(es_x, es_y),
         epochs=settings.epochs,
         batch_size=settings.batch_size,
@@ -287,8 +291,12 @@ def _subset(ws: WindowSet, keep: np.ndarray) -> WindowSet:
     if keep.all():
         return ws
     return WindowSet(
-        x=ws.x[keep], y=ws.y[keep], rows=ws.rows[keep], target_ret=ws.target_ret[keep],
-        last_close=ws.last_close[keep], actual_close=ws.actual_close[keep],
+        x=ws.x[keep],
+        y=ws.y[keep],
+        rows=ws.rows[keep],
+        target_ret=ws.target_ret[keep],
+        last_close=ws.last_close[keep],
+        actual_close=ws.actual_close[keep],
         target_time=ws.target_time[keep],
     )
 

@@ -68,6 +68,10 @@ class Keys:
     def model_current(self, series: SeriesId) -> str:
         return f"{self.prefix}:models:{self.tag(series)}:current"
 
+    def training_state(self, series: SeriesId) -> str:
+        """Hash: the last training attempt (started/finished, candle index, outcome, error)."""
+        return f"{self.prefix}:models:{self.tag(series)}:training"
+
     def model_counter(self, series: SeriesId) -> str:
         return f"{self.prefix}:models:{self.tag(series)}:seq"
 

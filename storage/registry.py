@@ -131,3 +131,21 @@ class ModelRegistry:
             pipe.zrem(self.keys.model_versions(series), *doomed)
             await pipe.execute()
         return doomed
+
+
+class TrainingLog:
+    """The last training attempt per series, which the scheduler counts candles from."""
+
+    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+
+    async def record(self, series: SeriesId, **fields: Any) -> None:
+        await self.redis.hset(
+            self.keys.training_state(series),
+            mapping={k: orjson.dumps(v) for k, v in fields.items()},
+        )
+
+    async def state(self, series: SeriesId) -> dict[str, Any]:
+        raw = await self.redis.hgetall(self.keys.training_state(series))
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -178,9 +179,10 @@ OLD = {"artifact_sha256": "old"}
 @pytest.mark.parametrize(
     ("meta", "current_meta", "expired", "promote", "reason"),
     [
-        (_meta(9, 10), None, False, True, "beats_naive"),
-        (_meta(11, 10), None, False, False, "not_better_than_naive"),
-        (_meta(10, 10), None, False, False, "not_better_than_naive"),  # a tie is not better
+        # The first model is served whatever its skill (the messages carry it)...
+        (_meta(9, 10), None, False, True, "first_model_beats_naive"),
+        (_meta(11, 10), None, False, True, "first_model_worse_than_naive"),
+        (_meta(10, 10), None, False, True, "first_model_worse_than_naive"),  # a tie is not better
         (_meta(9, 10, current=9.5), OLD, False, True, "beats_current"),
         (_meta(9.6, 10, current=9.5), OLD, False, False, "not_better_than_current"),
         # Better than the current one is enough, even when neither beats naive.
@@ -192,7 +194,8 @@ OLD = {"artifact_sha256": "old"}
         (_meta(9, 10), OLD, False, False, "not_scored_against_current"),
         # ...unless the serving one is expired and the candidate beats naive.
         (_meta(9, 10), OLD, True, True, "current_expired_beats_naive"),
-        (_meta(float("nan"), 10), None, False, False, "not_better_than_naive"),
+        # ...as long as it has a valid holdout score.
+        (_meta(float("nan"), 10), None, False, False, "no_valid_score"),
     ],
 )
 def test_promotion_rules(
@@ -208,7 +211,7 @@ def test_result_promote_uses_its_own_scores(
     cold: TrainingResult, frozen_runs: tuple[TrainingResult, TrainingResult]
 ) -> None:
     skill = cold.meta["skill"]
-    assert cold.promote(current_expired=False) is (skill > 0)
+    assert cold.promote(current_expired=False) is math.isfinite(skill)
     warm, _ = frozen_runs
     ho = warm.meta["holdout"]
     beats_current = ho["candidate"]["mae"] < ho["current"]["mae"]

@@ -1,0 +1,150 @@
+"""When to retrain: an APScheduler job that starts training processes.
+
+Every ``schedule.check_interval_s`` the job looks at the series this replica serves and starts a
+training process (``python -m forecaster.train_job``) for the first that needs one: no model yet
+(once ``min_train_candles`` exist), ``retrain_every`` candles since the last attempt, or a model
+past ``max_model_age`` candles (forced at the next new candle). At most one training runs per
+replica so serving keeps a core; the ``train`` lease inside the job keeps two replicas from
+training one series at once. A failed run is logged with its cause and retried
+``retrain_every`` candles later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from config.logging import series_logger
+from config.settings import Settings
+from forecaster.prom import TRAININGS
+from storage.candles import CandleStore
+from storage.leases import Leases
+from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
+from storage.series import SeriesId
+
+log = structlog.get_logger(__name__)
+
+
+class TrainingScheduler:
+    """Decides which held series to retrain and runs one training process at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: CandleStore,
+        held: Callable[[], list[SeriesId]],
+        *,
+        config_file: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.held = held
+        self.config_file = config_file
+        keys = store.keys
+        self.registry = ModelRegistry(store.redis, keys)
+        self.tlog = TrainingLog(store.redis, keys)
+        self.leases = Leases(store.redis, keys)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.training: SeriesId | None = None
+        self.runs: list[tuple[str, int]] = []
+        self._watch: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.scheduler.add_job(
+            self.check,
+            "interval",
+            seconds=self.settings.schedule.check_interval_s,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+            id="training-check",
+        )
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop scheduling; a training in flight is asked to stop (it releases its lease)."""
+        self.scheduler.shutdown(wait=False)
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self._watch is not None:
+            await asyncio.gather(self._watch, return_exceptions=True)
+
+    async def check(self) -> None:
+        """The scheduled job: start a training for the first held series that needs one."""
+        if self.proc is not None and self.proc.returncode is None:
+            return
+        for series in self.held():
+            try:
+                reason = await self.needs_training(series)
+            except Exception as e:  # Redis down: the next check tries again
+                log.warning("schedule.check_failed", error=str(e)[:200], **series.log_fields())
+                return
+            if reason is not None:
+                await self.launch(series, reason)
+                return
+
+    async def needs_training(self, series: SeriesId) -> str | None:
+        """Why ``series`` should be trained now, or None."""
+        sched = self.settings.schedule
+        tf = series.timeframe
+        last = await self.store.last_open_time(series)
+        if last is None or await self.leases.holder(series, "train") is not None:
+            return None
+        newest = tf.floor_index(last)
+        state = await self.tlog.state(series)
+        attempted = state.get("index")
+        since_attempt = None if attempted is None else newest - int(attempted)
+        try:
+            rec = await self.registry.current(series, with_artifact=False)
+        except ModelIntegrityError:
+            rec = None
+        if rec is None:
+            if await self.store.count(series) < sched.min_train_candles:
+                return None
+            if since_attempt is None or since_attempt >= sched.retrain_every:
+                return "no model"
+            return None
+        trained_last = int(rec.meta["training_range"]["last_open_time"])
+        age = newest - tf.floor_index(trained_last)
+        if since_attempt is None or since_attempt >= sched.retrain_every:
+            return (
+                f"{since_attempt if since_attempt is not None else age} candles since last training"
+            )
+        if age > sched.max_model_age and since_attempt >= 1:
+            return f"model expired ({age} candles old)"
+        return None
+
+    async def launch(self, series: SeriesId, reason: str) -> None:
+        args = [sys.executable, "-m", "forecaster.train_job", "--series", series.key]
+        if self.config_file:
+            args += ["--config", self.config_file]
+        series_logger(series, __name__).info("training.launch", reason=reason)
+        # The child inherits the environment, so it sees the same CRYPTOCAST_* settings.
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+        self.proc = await asyncio.create_subprocess_exec(*args, env=env)
+        self.training = series
+        self._watch = asyncio.create_task(self._wait(series, self.proc))
+
+    async def _wait(self, series: SeriesId, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        outcome = {0: "trained", 1: "failed", 3: "skipped"}.get(code, f"exit {code}")
+        TRAININGS.labels(series.key, outcome).inc()
+        self.runs.append((series.key, code))
+        if code not in (0, 3):
+            series_logger(series, __name__).warning("training.process_failed", exit_code=code)
+        self.training = None

@@ -1,0 +1,188 @@
+"""The forecaster service: serve the series this replica holds, retrain them on schedule.
+
+Replicas split the configured series by lease (DESIGN.md decision 4): every ``lease_ttl_s / 3``
+a replica renews the ``serve`` leases it holds and tries to take free ones; it runs one
+:class:`~forecaster.serving.SeriesWorker` per series held and stops a worker whose lease it lost.
+A replica that dies stops renewing; after the TTL another takes its series and reclaims its
+pending events. Lifecycle: :meth:`start`, :meth:`run` until :meth:`stop` (SIGTERM), then the
+workers are cancelled, leases released and a training in flight stopped: no orphan tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import uuid
+
+import structlog
+from redis.exceptions import RedisError
+
+from config.settings import Settings
+from forecaster.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
+from forecaster.scheduler import TrainingScheduler
+from forecaster.serving import SeriesWorker, ServingContext
+from storage.candles import CandleStore
+from storage.clock import ClockSync, ExchangeClock, WallClock
+from storage.events import CandleEvents
+from storage.leases import Leases
+from storage.predictions import PredictionBus
+from storage.registry import ModelRegistry
+from storage.scores import LiveScores
+from storage.series import SeriesId
+
+log = structlog.get_logger(__name__)
+
+
+class ForecastService:
+    """One forecaster replica."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: CandleStore,
+        *,
+        config_file: str | None = None,
+        train: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        redis, keys = store.redis, store.keys
+        self.replica = settings.forecast.replica_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.clock = ExchangeClock() if settings.clock == "exchange" else WallClock()
+        self.ctx = ServingContext(
+            settings=settings,
+            store=store,
+            events=CandleEvents(redis, keys),
+            bus=PredictionBus(redis, keys, settings.prediction_stream_len),
+            registry=ModelRegistry(redis, keys),
+            scores=LiveScores(redis, keys),
+            clock=self.clock,
+            consumer=self.replica,
+        )
+        self.leases = Leases(redis, keys)
+        self.workers: dict[SeriesId, tuple[SeriesWorker, asyncio.Task[None]]] = {}
+        self.scheduler = (
+            TrainingScheduler(settings, store, lambda: list(self.workers), config_file=config_file)
+            if train
+            else None
+        )
+        self._stopped = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._refresh_clock()
+        if self.scheduler is not None:
+            self.scheduler.start()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`."""
+        log.info(
+            "forecast.started",
+            replica=self.replica,
+            series=[s.key for s in self.settings.series_ids],
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                loops = [
+                    tg.create_task(self._lease_loop(), name="leases"),
+                    tg.create_task(self._housekeeping(), name="housekeeping"),
+                ]
+                await self._stopped.wait()
+                for t in loops:
+                    t.cancel()
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def _shutdown(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        for series in list(self.workers):
+            await self._stop_worker(series)
+            with contextlib.suppress(RedisError, OSError):
+                await self.leases.release(series, "serve", self.replica)
+        log.info("forecast.stopped", replica=self.replica)
+
+    async def _lease_loop(self) -> None:
+        ttl_ms = int(self.settings.forecast.lease_ttl_s * 1000)
+        while True:
+            for series in self.settings.series_ids:
+                try:
+                    held = await self.leases.acquire(series, "serve", self.replica, ttl_ms)
+                except (RedisError, OSError) as e:
+                    log.warning("lease.redis_unavailable", error=str(e).splitlines()[0][:200])
+                    held = series in self.workers  # keep serving what we have until the TTL
+                entry = self.workers.get(series)
+                if entry is not None and entry[1].done():
+                    await self._stop_worker(series)  # crashed (e.g. Redis gone): restart below
+                    entry = None
+                if held and entry is None:
+                    self._start_worker(series)
+                elif not held and entry is not None:
+                    log.warning("lease.lost", replica=self.replica, **series.log_fields())
+                    await self._stop_worker(series)
+            SERIES_HELD.set(len(self.workers))
+            self.ready.set()
+            await asyncio.sleep(self.settings.forecast.lease_ttl_s / 3)
+
+    def _start_worker(self, series: SeriesId) -> None:
+        worker = SeriesWorker(self.ctx, series)
+        task = asyncio.create_task(self._run_worker(worker), name=f"serve:{series.key}")
+        self.workers[series] = (worker, task)
+        log.info("lease.acquired", replica=self.replica, **series.log_fields())
+
+    async def _run_worker(self, worker: SeriesWorker) -> None:
+        try:
+            await worker.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the lease loop restarts it on its next tick
+            worker.log.warning("worker.failed", error=str(e).splitlines()[0][:300])
+            await asyncio.sleep(1.0)
+
+    async def _stop_worker(self, series: SeriesId) -> None:
+        _worker, task = self.workers.pop(series)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _housekeeping(self) -> None:
+        """Clock re-sync, pending-event and live-score gauges."""
+        while True:
+            await asyncio.sleep(2.0)
+            with contextlib.suppress(RedisError, OSError):
+                await self._refresh_clock()
+                for series, (worker, _task) in list(self.workers.items()):
+                    EVENTS_PENDING.labels(series.key).set(
+                        await self.ctx.events.pending_count(series)
+                    )
+                    figures = worker.scorer.figures()
+                    if figures.get("mae") is not None:
+                        LIVE_MAE.labels(series.key).set(figures["mae"])
+                    if figures.get("mase") is not None:
+                        LIVE_MASE.labels(series.key).set(figures["mase"])
+
+    async def _refresh_clock(self) -> None:
+        if isinstance(self.clock, ExchangeClock):
+            raw = await self.store.redis.get(self.store.keys.clock())
+            if raw:
+                self.clock.update(ClockSync.from_json(raw))
+
+
+async def run_until_signalled(service: ForecastService) -> None:
+    """Start and run ``service``; SIGTERM or SIGINT stops it gracefully."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    try:
+        await service.start()
+        await service.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,209 @@
+"""Serving one series: closed-candle event in, Prediction out, within milliseconds.
+
+A :class:`SeriesWorker` reads the series' closed-candle events through the consumer group,
+builds the window from the candle store, runs the model's numpy forward pass (no
+``model.predict``), publishes the Prediction exactly once (the Lua script keys it by ``as_of``)
+and only then acknowledges the event, so a worker that dies leaves it pending for the next
+holder of the series. Loading a newly promoted model happens in a thread while the old one keeps
+serving (DESIGN.md decision 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.logging import series_logger
+from config.settings import Settings
+from forecaster.data import CandleArrays
+from forecaster.inference import LoadedModel
+from forecaster.live_score import LiveScorer
+from forecaster.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
+from storage.candles import CandleStore
+from storage.clock import Clock
+from storage.events import CandleEvent, CandleEvents
+from storage.predictions import PredictionBus
+from storage.registry import ModelIntegrityError, ModelRecord, ModelRegistry
+from storage.schemas import ModelInfo, Prediction, stream_id_for
+from storage.scores import LiveScores
+from storage.series import SeriesId
+
+
+@dataclass
+class ServingContext:
+    """What every worker of one forecaster process shares."""
+
+    settings: Settings
+    store: CandleStore
+    events: CandleEvents
+    bus: PredictionBus
+    registry: ModelRegistry
+    scores: LiveScores
+    clock: Clock
+    consumer: str
+
+
+class ModelHolder:
+    """The model serving one series, swapped for each newly promoted version."""
+
+    def __init__(self, registry: ModelRegistry, series: SeriesId, log: Any) -> None:
+        self.registry = registry
+        self.series = series
+        self.log = log
+        self.model: LoadedModel | None = None
+        self.record: ModelRecord | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._refused: set[str] = set()
+
+    async def refresh(self) -> None:
+        """Start loading the promoted version if it changed (returns at once)."""
+        version = await self.registry.current_version(self.series)
+        if (
+            version is None
+            or (self.record is not None and version == self.record.version)
+            or version in self._refused
+            or (self._loading is not None and not self._loading.done())
+        ):
+            return
+        self._loading = asyncio.create_task(self._load(version))
+
+    async def load_now(self) -> None:
+        """Load the promoted version before serving (start-up)."""
+        await self.refresh()
+        if self._loading is not None:
+            await self._loading
+
+    async def _load(self, version: str) -> None:
+        try:
+            rec = await self.registry.get(self.series, version)
+            # Keras deserialisation is CPU work: keep the event loop serving meanwhile.
+            model = await asyncio.to_thread(LoadedModel.from_artifact, rec.artifact, rec.meta)
+        except (ModelIntegrityError, KeyError, ValueError, OSError) as e:
+            self._refused.add(version)
+            self.log.error(
+                "model.refused",
+                version=version,
+                error=str(e)[:300],
+                serving=self.record.version if self.record else None,
+            )
+            return
+        self.model, self.record = model, rec
+        self.log.info("model.loaded", version=version, skill=rec.meta.get("skill"))
+
+    async def close(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
+
+
+@dataclass
+class WorkerStats:
+    published: int = 0
+    duplicates: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+class SeriesWorker:
+    """Consumes one series' closed-candle events and publishes its predictions."""
+
+    def __init__(self, ctx: ServingContext, series: SeriesId) -> None:
+        self.ctx = ctx
+        self.series = series
+        self.log = series_logger(series, __name__)
+        self.holder = ModelHolder(ctx.registry, series, self.log)
+        self.scorer = LiveScorer(ctx.settings.forecast.score_window)
+        self.stats = WorkerStats()
+
+    async def run(self) -> None:
+        """Serve until cancelled: first what earlier holders left pending, then new events."""
+        ctx, s = self.ctx, self.series
+        await ctx.events.ensure_group(s)
+        await self.holder.load_now()
+        try:
+            # We hold the series' lease, so every pending entry is an orphan of a dead holder.
+            while batch := await ctx.events.claim(s, ctx.consumer, min_idle_ms=0, count=500):
+                await self.handle(batch)
+            while batch := await ctx.events.read(s, ctx.consumer, pending=True, count=500):
+                await self.handle(batch)
+            while True:
+                batch = await ctx.events.read(
+                    s, ctx.consumer, count=ctx.settings.forecast.read_batch, block_ms=1000
+                )
+                if batch:
+                    await self.handle(batch)
+        finally:
+            await self.holder.close()
+
+    async def handle(self, batch: list[CandleEvent]) -> None:
+        """Predict from the newest event of a burst; the older ones are scored and skipped."""
+        await self.holder.refresh()
+        newest = max(batch, key=lambda e: e.candle.open_time)
+        for ev in sorted(batch, key=lambda e: e.candle.open_time):
+            if self.scorer.closed(ev.candle):
+                await self.ctx.scores.write(self.series, self.scorer.figures())
+            if ev is not newest:
+                self._skip("superseded")
+                continue
+            await self._predict(ev)
+        await self.ctx.events.ack(self.series, *(e.id for e in batch))
+
+    async def _predict(self, ev: CandleEvent) -> None:
+        tf = self.series.timeframe
+        settings = self.ctx.settings
+        now = self.ctx.clock.now_ms()
+        if now - tf.next_open(ev.candle.open_time) > settings.schedule.stale_after * tf.ms:
+            self._skip("stale")
+            return
+        model, record = self.holder.model, self.holder.record
+        if model is None or record is None:
+            self._skip("no_model")
+            return
+        candles = await self.ctx.store.window(self.series, ev.candle.open_time, model.window + 1)
+        if len(candles) < model.window + 1:
+            self._skip("incomplete_window")  # a hole inside the window: never predict across it
+            return
+        forecast = model.predict_next(CandleArrays.from_candles(candles, tf))
+        meta = record.meta
+        trained_last = int(meta["training_range"]["last_open_time"])
+        age = tf.floor_index(ev.candle.open_time) - tf.floor_index(trained_last)
+        MODEL_AGE.labels(self.series.key).set(age)
+        prediction = Prediction(
+            exchange=self.series.exchange,
+            symbol=self.series.symbol,
+            timeframe=tf.text,
+            as_of=ev.candle.open_time,
+            target_time=tf.next_open(ev.candle.open_time),
+            last_close=candles[-1].close,
+            predicted_close=forecast.pred_close,
+            predicted_return=forecast.pred_return,
+            lower=forecast.lower,
+            upper=forecast.upper,
+            interval_level=model.interval_level,
+            model=ModelInfo(
+                version=record.version,
+                trained_at=int(meta.get("trained_at", record.created_at)),
+                skill=float(meta.get("skill") or 0.0),
+            ),
+            stale_model=age > settings.schedule.max_model_age,
+            published_at=self.ctx.clock.now_ms(),
+            latency_ms=round(time.time() * 1000 - ev.arrived_ms, 3),
+            id=stream_id_for(ev.candle.open_time),
+        )
+        t0 = time.perf_counter()
+        if await self.ctx.bus.publish(prediction):
+            self.stats.published += 1
+            PREDICTIONS.labels(self.series.key).inc()
+            LATENCY.labels(self.series.key).observe(prediction.latency_ms / 1000)
+            PUBLISH_LATENCY.observe(time.perf_counter() - t0)
+            self.scorer.predicted(prediction)
+        else:
+            self.stats.duplicates += 1  # a redelivered event: already published once
+            self._skip("duplicate")
+
+    def _skip(self, reason: str) -> None:
+        self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1
+        EVENTS_SKIPPED.labels(self.series.key, reason).inc()

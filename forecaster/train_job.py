@@ -1,0 +1,183 @@
+"""One training run of one series, in its own process: ``python -m forecaster.train_job``.
+
+Training is CPU-heavy and must never delay serving (DESIGN.md decision 3), so the service starts
+this module as a child process with TensorFlow's threads bounded (``CRYPTOCAST_MODEL__THREADS``).
+The run holds the series' ``train`` lease (renewed while it trains; a killed run's lease simply
+expires), reads the most recent candles, trains (warm-started from the current model when the
+architecture matches), stores the artifact as a new immutable version and promotes it only by
+the rules of decision 2. The registry write is one atomic step, so a run killed at any moment
+leaves either a complete version or nothing.
+
+Exit codes: 0 trained (promoted or not), 1 failed, 3 skipped (lease busy, not enough data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from config.logging import configure_logging, series_logger
+from config.settings import Settings, load_settings
+from storage.candles import CandleStore
+from storage.client import connect
+from storage.clock import shared_clock
+from storage.keys import Keys
+from storage.leases import Leases
+from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
+from storage.series import SeriesId
+
+LEASE_TTL_MS = 60_000
+EXIT_OK, EXIT_FAILED, EXIT_SKIPPED = 0, 1, 3
+
+log = structlog.get_logger(__name__)
+
+
+async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool = False) -> int:
+    """Train ``series`` once; returns an exit code (see the module docstring)."""
+    from forecaster.data import CandleArrays
+    from forecaster.inference import ArtifactError, LoadedModel
+    from forecaster.model import configure_tensorflow
+    from forecaster.promotion import decide_promotion
+    from forecaster.training import train
+
+    slog = series_logger(series, __name__)
+    # Everything this process logs (the training module included) is about this series.
+    structlog.contextvars.bind_contextvars(**series.log_fields(), series=series.key)
+    configure_tensorflow(settings.model.threads)
+    redis = await connect(settings)
+    keys = Keys(settings.key_prefix)
+    clock = await shared_clock(redis, keys.clock(), settings.clock)
+    store = CandleStore(redis, keys, retention=settings.retention)
+    registry, leases, tlog = (
+        ModelRegistry(redis, keys),
+        Leases(redis, keys),
+        TrainingLog(redis, keys),
+    )
+    owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    if not await leases.acquire(series, "train", owner, LEASE_TTL_MS):
+        slog.info("training.skipped", reason="another training of this series is running")
+        await redis.aclose()
+        return EXIT_SKIPPED
+    renew = asyncio.create_task(_renew(leases, series, owner))
+    started = time.time()
+    try:
+        candles = await store.last(series, settings.model.train_candles)
+        newest = series.timeframe.floor_index(candles[-1].open_time) if candles else None
+        await tlog.record(
+            series, started_at=int(started * 1000), index=newest, outcome="running", owner=owner
+        )
+        if len(candles) < settings.schedule.min_train_candles:
+            slog.info("training.skipped", reason="not enough candles", candles=len(candles))
+            await tlog.record(series, outcome="not_enough_data", finished_at=_ms())
+            return EXIT_SKIPPED
+        current: LoadedModel | None = None
+        current_meta: dict[str, Any] | None = None
+        try:
+            rec = await registry.current(series)
+            if rec is not None:
+                current_meta = rec.meta
+                current = await asyncio.to_thread(LoadedModel.from_artifact, rec.artifact, rec.meta)
+        except (ModelIntegrityError, ArtifactError) as e:
+            slog.error("training.current_model_refused", error=str(e)[:300])
+        arrays = CandleArrays.from_candles(candles, series.timeframe)
+        slog.info("training.started", candles=len(candles), warm=current is not None)
+        result = await asyncio.to_thread(
+            train, arrays, settings.model, current=current, warm_start=not force_cold
+        )
+        tf = series.timeframe
+        expired = current_meta is not None and (
+            tf.floor_index(candles[-1].open_time)
+            - tf.floor_index(int(current_meta["training_range"]["last_open_time"]))
+            > settings.schedule.max_model_age
+        )
+        decision = decide_promotion(result.meta, current_meta, expired)
+        meta = {
+            **result.meta,
+            "trained_at": clock.now_ms(),
+            "promotion": {
+                "promote": decision.promote,
+                "reason": decision.reason,
+                "current_expired": expired,
+            },
+        }
+        record = await registry.put(series, result.artifact, meta)
+        if decision.promote:
+            await registry.promote(series, record)
+        await registry.prune(series, keep=settings.schedule.keep_versions)
+        await tlog.record(
+            series,
+            outcome="promoted" if decision.promote else "kept_current",
+            version=record.version,
+            reason=decision.reason,
+            finished_at=_ms(),
+            duration_s=round(time.time() - started, 2),
+            skill=result.meta["skill"],
+        )
+        slog.info(
+            "training.finished",
+            version=record.version,
+            promoted=decision.promote,
+            reason=decision.reason,
+            skill=result.meta["skill"],
+            duration_s=round(time.time() - started, 2),
+        )
+        return EXIT_OK
+    except Exception as e:
+        slog.exception("training.failed", error=str(e)[:500])
+        with contextlib.suppress(Exception):
+            await tlog.record(series, outcome="failed", error=str(e)[:500], finished_at=_ms())
+        return EXIT_FAILED
+    finally:
+        renew.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renew
+        with contextlib.suppress(Exception):
+            await leases.release(series, "train", owner)
+        await redis.aclose()
+
+
+async def _renew(leases: Leases, series: SeriesId, owner: str) -> None:
+    while True:
+        await asyncio.sleep(LEASE_TTL_MS / 3000)
+        await leases.renew(series, "train", owner, LEASE_TTL_MS)
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m forecaster.train_job", description=__doc__)
+    parser.add_argument("--series", required=True)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--cold", action="store_true", help="do not warm-start")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.config)
+    configure_logging(settings.log_format, settings.log_level)
+    return asyncio.run(_main(settings, SeriesId.parse(args.series), args.cold))
+
+
+async def _main(settings: Settings, series: SeriesId, cold: bool) -> int:
+    """Run the training; SIGTERM cancels it so the lease is released on the way out."""
+    import signal
+
+    task = asyncio.create_task(train_series(settings, series, force_cold=cold))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
