@@ -139,15 +139,12 @@ class SeriesWorker:
             await self.holder.close()
 
     async def handle(self, batch: list[CandleEvent]) -> None:
-        """Predict from the newest event of a burst; the older ones are scored and skipped."""
+        """Score what the candles close, predict each (a backlog after a restart included: it
+        costs a millisecond each), then acknowledge the batch."""
         await self.holder.refresh()
-        newest = max(batch, key=lambda e: e.candle.open_time)
         for ev in sorted(batch, key=lambda e: e.candle.open_time):
             if self.scorer.closed(ev.candle):
                 await self.ctx.scores.write(self.series, self.scorer.figures())
-            if ev is not newest:
-                self._skip("superseded")
-                continue
             await self._predict(ev)
         await self.ctx.events.ack(self.series, *(e.id for e in batch))
 
@@ -201,8 +198,10 @@ class SeriesWorker:
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
             self.scorer.predicted(prediction)
         else:
-            self.stats.duplicates += 1  # a redelivered event: already published once
-            self._skip("duplicate")
+            # A redelivered event (already published once), or a gap-filled candle older than
+            # one already predicted: the stream only moves forward.
+            self.stats.duplicates += 1
+            self._skip("already_published")
 
     def _skip(self, reason: str) -> None:
         self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1

@@ -1,0 +1,146 @@
+"""Running the real services as subprocesses against the replay exchange, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ingest.replay import ReplayConfig, ReplayExchange, ReplaySource
+from tests.conftest import SHARED_DATA
+
+T = TypeVar("T")
+
+FILES = {
+    "LINK/USDT": "linkusdt_binance_futures_1m_2026-02.csv",
+    "LTC/USDT": "ltcusdt_binance_futures_1m_2026-02.csv",
+    "AVAX/USDT": "avaxusdt_binance_futures_1m_2026-02.csv",
+    "NEAR/USDT": "nearusdt_binance_futures_1m_2026-02.csv",
+}
+
+# Small enough to train in a few seconds on two cores; the real sizes are for benchmarks.
+TINY_MODEL = {
+    "CRYPTOCAST_MODEL__UNITS": "4",
+    "CRYPTOCAST_MODEL__WINDOW": "16",
+    "CRYPTOCAST_MODEL__EPOCHS": "2",
+    "CRYPTOCAST_MODEL__BATCH_SIZE": "128",
+    "CRYPTOCAST_MODEL__TRAIN_CANDLES": "800",
+    "CRYPTOCAST_SCHEDULE__MIN_TRAIN_CANDLES": "300",
+    "CRYPTOCAST_SCHEDULE__CHECK_INTERVAL_S": "0.5",
+}
+
+
+def slice_csv(symbol: str, rows: int, dest: Path) -> Path:
+    """The first ``rows`` rows of a real 1m file (futures candles: tests relabel them as the
+    spot series ``binance:<symbol>:1m`` because the replay exchange speaks the spot protocol)."""
+    lines = (SHARED_DATA / FILES[symbol]).read_text().splitlines(keepends=True)
+    out = dest / f"{symbol.replace('/', '').lower()}_1m.csv"
+    out.write_text("".join(lines[: rows + 1]))
+    return out
+
+
+async def start_replay(
+    symbols: list[str], rows: int, dest: Path, *, speed: float, history: int = 1000
+) -> ReplayExchange:
+    config = ReplayConfig(
+        sources=[ReplaySource(slice_csv(s, rows, dest), s, "1m") for s in symbols],
+        speed=speed,
+        history_candles=history,
+        ping_interval=5.0,
+    )
+    exchange = ReplayExchange(config)
+    await exchange.start()
+    return exchange
+
+
+def service_env(
+    redis_url: str, exchange: ReplayExchange, series: list[str], **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
+    env.update(
+        {
+            "CRYPTOCAST_REDIS_URL": redis_url,
+            "CRYPTOCAST_SERIES": ",".join(series),
+            "CRYPTOCAST_CLOCK": "exchange",
+            "CRYPTOCAST_BINANCE_WS_URL": exchange.ws_url.removesuffix("/ws"),
+            "CRYPTOCAST_BINANCE_REST_URL": exchange.rest_url,
+            "CRYPTOCAST_LOG_FORMAT": "json",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            **TINY_MODEL,
+            **extra,
+        }
+    )
+    return env
+
+
+class Service:
+    """``python -m cryptocast <command>`` in its own process group (so a kill takes its children,
+    e.g. a training process, with it), logging to a file."""
+
+    def __init__(self, command: str, env: dict[str, str], log_dir: Path) -> None:
+        self.command = command
+        self.env = env
+        self.log_path = log_dir / f"{command}-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cryptocast", self.command],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"{self.command} did not stop on SIGTERM:\n{self.tail()}"
+            ) from None
+
+    def kill(self) -> None:
+        """kill -9 of the whole process group (the service and any training child)."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[T]],
+    within_s: float,
+    what: str,
+    interval: float = 0.1,
+    on_fail: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``check`` until it returns something truthy, or fail after ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            detail = on_fail() if on_fail else ""
+            raise AssertionError(f"timed out after {within_s}s waiting for {what}\n{detail}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,210 @@
+"""End to end: replay exchange → `cryptocast ingest` → Redis → `cryptocast forecast` → a bot.
+
+Real processes, a real redis-server, real websockets on loopback, real TensorFlow (tiny model).
+The 1m candles are Binance futures dumps relabelled as the spot series ``binance:X/USDT:1m``
+because the replay exchange speaks the spot protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from cryptocast.redis_server import RedisServer
+from forecaster.data import CandleArrays
+from forecaster.inference import LoadedModel
+from storage.candles import CandleStore
+from storage.client import Redis
+from storage.events import CandleEvents
+from storage.leases import Leases
+from storage.predictions import PredictionBus
+from storage.registry import ModelRegistry
+from storage.schemas import Prediction
+from storage.series import SeriesId
+from tests.e2e_support import Service, service_env, start_replay, wait_for
+
+pytestmark = pytest.mark.slow
+
+SYMBOLS = ["LINK/USDT", "LTC/USDT"]
+SERIES = [SeriesId.parse(f"binance:{s}:1m") for s in SYMBOLS]
+
+
+async def subscribe(
+    redis: Redis,
+    bus: PredictionBus,
+    out: list[tuple[Prediction, bool]],
+    leases: Leases,
+    ready: asyncio.Event,
+) -> None:
+    """An independent bot: every message, and whether a training ran when it arrived."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(*(bus.keys.predictions(s) for s in SERIES))
+    ready.set()
+    try:
+        async for msg in pubsub.listen():
+            if msg["type"] != "message":
+                continue
+            p = Prediction.from_json(msg["data"])
+            training = any([await leases.holder(s, "train") is not None for s in SERIES])
+            out.append((p, training))
+    finally:
+        await pubsub.aclose()
+
+
+async def test_one_prediction_per_closed_candle_from_the_promoted_model(
+    redis: Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    exchange = await start_replay(SYMBOLS, 1400, tmp_path, speed=90)
+    env = service_env(
+        redis_server.url,
+        exchange,
+        [s.key for s in SERIES],
+        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="25",
+        CRYPTOCAST_SCHEDULE__STALE_AFTER="30",
+    )
+    ingest = Service("ingest", env, tmp_path).start()
+    forecast = Service("forecast", env, tmp_path).start()
+    bus, registry, leases = PredictionBus(redis), ModelRegistry(redis), Leases(redis)
+    store = CandleStore(redis)
+    received: list[tuple[Prediction, bool]] = []
+    ready = asyncio.Event()
+    sub = asyncio.create_task(subscribe(redis, bus, received, leases, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+
+        async def enough() -> bool:
+            per = {s.key: [p for p, _ in received if p.series == s] for s in SERIES}
+            trained_during = any(t for _, t in received)
+            return all(len(v) >= 40 for v in per.values()) and trained_during
+
+        await wait_for(
+            enough,
+            150,
+            "40 predictions per series, some during a retrain",
+            on_fail=lambda: forecast.tail() + ingest.tail(),
+        )
+    finally:
+        sub.cancel()
+        await asyncio.gather(sub, return_exceptions=True)
+        assert forecast.terminate() == 0, forecast.tail()
+        assert ingest.terminate() == 0, ingest.tail()
+        await exchange.stop()
+
+    assert any(t for _, t in received), "no prediction arrived while a retrain was running"
+    models: dict[str, LoadedModel] = {}
+    promoted = set()
+    for s in SERIES:
+        for v in await registry.versions(s):
+            rec = await registry.get(s, v)
+            if rec.meta["promotion"]["promote"]:
+                promoted.add(v)
+            models[v] = LoadedModel.from_artifact(rec.artifact, rec.meta)
+    for s in SERIES:
+        mine = [p for p, _ in received if p.series == s]
+        as_ofs = [p.as_of for p in mine]
+        # one per closed candle: no repeats, no gaps between the first and the last received
+        assert len(as_ofs) == len(set(as_ofs)), "a candle got two predictions"
+        step = s.timeframe.ms
+        assert as_ofs == list(range(as_ofs[0], as_ofs[-1] + step, step)), "a candle was skipped"
+        stream = await bus.since(s, f"{as_ofs[0] - 1}-0")
+        assert [p.as_of for p in stream][: len(as_ofs)] == as_ofs  # channel and stream agree
+        for p in mine:
+            assert p.target_time == p.as_of + step
+            assert p.id == f"{p.as_of}-0"
+            assert p.model.version in promoted, f"{p.model.version} was never promoted"
+            assert p.lower <= p.predicted_close <= p.upper
+            model = models[p.model.version]
+            window = await store.window(s, p.as_of, model.window + 1)
+            ref = model.predict_keras(CandleArrays.from_candles(window, s.timeframe))
+            assert p.last_close == window[-1].close
+            assert p.predicted_close == pytest.approx(ref.pred_close, rel=1e-6, abs=0)
+            assert p.latency_ms >= 0
+
+
+async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
+    redis: Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    exchange = await start_replay(SYMBOLS[:1], 1600, tmp_path, speed=60)
+    series = SERIES[0]
+    env = service_env(
+        redis_server.url,
+        exchange,
+        [series.key],
+        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="15",
+        CRYPTOCAST_SCHEDULE__STALE_AFTER="200",
+        CRYPTOCAST_FORECAST__LEASE_TTL_S="2",
+    )
+    ingest = Service("ingest", env, tmp_path).start()
+    forecast = Service("forecast", env, tmp_path).start()
+    bus, registry, leases = PredictionBus(redis), ModelRegistry(redis), Leases(redis)
+    events = CandleEvents(redis)
+    try:
+
+        async def serving_and_training() -> bool:
+            return await bus.count(series) >= 5 and await leases.holder(series, "train") is not None
+
+        await wait_for(
+            serving_and_training,
+            120,
+            "predictions flowing while a retrain runs",
+            on_fail=forecast.tail,
+        )
+        good = await registry.current_version(series)
+        killed_at = time.monotonic()
+        forecast.kill()  # mid-stream and mid-training: the training child dies with it
+        published_before = await bus.count(series)
+
+        async def events_waiting() -> bool:
+            return await events.pending_count(series) > 0 or await events.length(series) > 0
+
+        await wait_for(events_waiting, 10, "events queued while the forecaster is down")
+        restarted = Service("forecast", env, tmp_path).start()
+        try:
+
+            async def caught_up() -> bool:
+                last = await CandleStore(redis).last_open_time(series)
+                latest = await bus.latest(series)
+                return (
+                    latest is not None
+                    and last is not None
+                    and latest.as_of == last
+                    and await events.pending_count(series) == 0
+                )
+
+            await wait_for(
+                caught_up, 90, "the restarted forecaster to catch up", on_fail=restarted.tail
+            )
+            assert time.monotonic() - killed_at < 90
+        finally:
+            assert restarted.terminate() == 0, restarted.tail()
+    finally:
+        assert ingest.terminate() == 0, ingest.tail()
+        await exchange.stop()
+        if forecast.proc and forecast.proc.poll() is None:
+            forecast.kill()
+
+    predictions = await bus.since(series)
+    as_ofs = [p.as_of for p in predictions]
+    step = series.timeframe.ms
+    # no event lost: every candle from the first prediction on got exactly one prediction,
+    # the ones that closed while the forecaster was dead included
+    assert as_ofs == list(range(as_ofs[0], as_ofs[-1] + step, step))
+    assert len(predictions) > published_before
+    # the restarted process served a promoted, intact model: the last good one or a newer one
+    after = predictions[published_before:]
+    assert after
+    versions = await registry.versions(series)
+    for v in versions:  # every stored version is complete and verifies: nothing partial
+        rec = await registry.get(series, v)
+        assert rec.artifact and LoadedModel.from_artifact(rec.artifact, rec.meta)
+    served = {p.model.version for p in after}
+    promoted = {
+        v
+        for v in versions
+        if (await registry.get(series, v, with_artifact=False)).meta["promotion"]["promote"]
+    }
+    assert served <= promoted | {good}
+    assert "model.refused" not in "\n".join(restarted.log_lines())
