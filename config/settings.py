@@ -28,6 +28,7 @@ from storage.series import SeriesError, SeriesId
 
 ENV_PREFIX = "CRYPTOCAST_"
 FeatureName = Literal["ret", "range", "vol"]
+IngestMode = Literal["auto", "ws", "watch", "poll"]
 ALL_FEATURES: tuple[FeatureName, ...] = ("ret", "range", "vol")
 
 
@@ -97,6 +98,27 @@ class IngestSettings(BaseModel):
         23 * 3600.0, gt=0, description="Reconnect proactively before Binance's 24 h limit"
     )
     poll_interval_s: float = Field(10.0, gt=0, description="REST polling period (ccxt sources)")
+    mode: IngestMode = Field(
+        "auto",
+        description="How live candles are read: 'ws' (Binance's kline websocket, binance only), "
+        "'watch' (ccxt.pro watch_ohlcv), 'poll' (ccxt fetch_ohlcv every poll_interval_s), or "
+        "'auto' (ws for binance, else watch where ccxt.pro has it, else poll)",
+    )
+    exchange_modes: dict[str, IngestMode] = Field(
+        default_factory=dict,
+        description='Per-exchange override of mode, e.g. {"kraken": "poll"}',
+    )
+    clock_margin_s: float = Field(
+        0.5,
+        ge=0,
+        description="How far (wall seconds) our reading of the exchange clock may be off: a "
+        "candle the exchange says closed may close up to this far ahead of it, and a REST "
+        "candle not followed by another counts as closed only this long after its close",
+    )
+
+    def mode_for(self, exchange: str) -> IngestMode:
+        """The live mode of ``exchange`` with ``auto`` left to the caller to resolve."""
+        return self.exchange_modes.get(exchange, self.mode)
 
 
 class ForecastSettings(BaseModel):
@@ -108,6 +130,11 @@ class ForecastSettings(BaseModel):
     replica_id: str | None = Field(None, description="Replica name (default: host-pid-random)")
     read_batch: int = Field(100, ge=1, le=10_000, description="Events read per XREADGROUP")
     score_window: int = Field(500, ge=10, description="Predictions in the rolling live score")
+    inference: Literal["numpy", "keras"] = Field(
+        "numpy",
+        description="'numpy': the fast forward pass; 'keras': model.predict per candle (the slow "
+        "baseline the latency benchmark compares against)",
+    )
 
 
 class Settings(BaseSettings):

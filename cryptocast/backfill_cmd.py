@@ -25,7 +25,7 @@ def _source_errors() -> Iterator[None]:
 
     try:
         yield
-    except (ccxt.BaseError, YahooError, OSError) as e:
+    except (ccxt.BaseError, YahooError, ConnectionError, TimeoutError) as e:
         raise SourceUnavailable(str(e).splitlines()[0][:300]) from None
 
 

@@ -1,8 +1,11 @@
 """Gap fill: after every (re)connect, fetch over REST what the websocket may have missed.
 
-``fill_recent`` fetches every closed candle since the newest stored one (or the last
-``initial_candles`` for an empty series); it asks nothing when the newest closed candle, by the
-exchange's clock, is already stored, so a healthy stream costs no REST calls. ``fill_holes``
+``fill_recent`` fetches every closed candle after the last point up to which the series was
+complete (or the last ``initial_candles`` for an empty series); it asks nothing when every
+candle closed since then, by the exchange's clock, is already stored, so a healthy stream costs
+no REST calls. That point is remembered per series, not re-read as the newest stored candle:
+after a reconnect the new connection may store a live candle before the gap fill looks, and
+starting after *that* candle would leave the outage's candles out for good. ``fill_holes``
 fills holes inside the stored range on start. A missing candle that the exchange skips in a range
 it does return (like Binance's BTCUSDT 2023-03-24 13:00, a trading halt) is recorded as
 unfillable and reported once, never requested again (DESIGN.md decision 5).
@@ -17,7 +20,7 @@ import structlog
 
 from config.logging import series_logger
 from ingest.metrics import GAPFILL_CANDLES, UNFILLABLE
-from ingest.sink import CandleSink
+from ingest.sink import CandleSink, clock_margin_ms
 from storage.candles import CandleStore
 from storage.clock import Clock
 from storage.schemas import Candle
@@ -42,6 +45,8 @@ class GapFiller:
         *,
         initial_candles: int = 1000,
         page_limit: int = 1000,
+        clock_margin_s: float = 0.5,
+        via: str = "rest",
     ) -> None:
         self.store = store
         self.sink = sink
@@ -49,7 +54,11 @@ class GapFiller:
         self.clock = clock
         self.initial_candles = initial_candles
         self.page_limit = page_limit
+        self.clock_margin_s = clock_margin_s
+        self.via = via
         self.filled = 0
+        # Per series: open time up to which the store is known complete (see the module doc).
+        self._complete_until: dict[SeriesId, int] = {}
         self._running: dict[SeriesId, asyncio.Task[None]] = {}
         self._rerun: set[SeriesId] = set()
 
@@ -88,27 +97,72 @@ class GapFiller:
         """Make sure ``initial_candles`` of history exist behind now (first start, or a store
         whose oldest candle is younger than that)."""
         tf = series.timeframe
-        target = tf.open_time(tf.floor_index(self.clock.now_ms()) - self.initial_candles)
+        target = self._history_start(series)
         first = await self.store.first_open_time(series)
+        if first is None and (running := self._running.get(series)) is not None:
+            # The first connect's gap fill is fetching exactly this: join it, do not race it
+            # (two fills of an empty series would both fetch ``initial_candles``).
+            await asyncio.shield(running)
+            first = await self.store.first_open_time(series)
         if first is None:
             return await self.fill_recent(series)
         if first <= target:
             return 0
         return await self.fill_range(series, target, tf.open_time(tf.floor_index(first) - 1))
 
+    def _history_start(self, series: SeriesId, now: int | None = None) -> int:
+        # ``initial_candles`` counting the one still forming: with a page limit of the same
+        # size, the first page then holds every closed one *and* the open one after them,
+        # which proves the newest closed one closed without a second request.
+        tf = series.timeframe
+        now = self.clock.now_ms() if now is None else now
+        return tf.open_time(tf.floor_index(now) - self.initial_candles + 1)
+
+    async def prime(self, series: SeriesId) -> None:
+        """Take the store's newest candle as the point of completeness; call before the
+        series' live source starts, so its first candles cannot move that point."""
+        if series not in self._complete_until:
+            last = await self.store.last_open_time(series)
+            if last is not None:
+                self._complete_until[series] = last
+
     async def fill_recent(self, series: SeriesId) -> int:
-        """Fetch closed candles after the newest stored one; returns how many were stored."""
+        """Fetch the closed candles missing since the series was last known complete; returns
+        how many were stored."""
         tf = series.timeframe
         now = self.clock.now_ms()
         newest_closed = tf.open_time(tf.floor_index(now) - 1)
-        last = await self.store.last_open_time(series)
-        if last is not None and last >= newest_closed:
-            return 0
-        if last is None:
-            since = tf.open_time(tf.floor_index(now) - self.initial_candles)
+        mark = self._complete_until.get(series)
+        if mark is None:
+            mark = await self.store.last_open_time(series)
+        if mark is None:
+            since = self._history_start(series, now)
         else:
-            since = tf.next_open(last)
-        return await self.fill_range(series, since, newest_closed)
+            missing = await self._first_missing(series, tf.next_open(mark), newest_closed)
+            if missing is None:
+                self._complete_until[series] = max(mark, newest_closed)
+                return 0
+            since = missing
+        stored = await self.fill_range(series, since, newest_closed)
+        still_missing = await self._first_missing(series, since, newest_closed)
+        if still_missing is None:
+            self._complete_until[series] = newest_closed
+        elif still_missing > since:
+            self._complete_until[series] = tf.open_time(tf.floor_index(still_missing) - 1)
+        return stored
+
+    async def _first_missing(self, series: SeriesId, first: int, last: int) -> int | None:
+        """Open time of the first candle of ``first..last`` neither stored nor known to be
+        missing at the exchange; ``None`` when there is none."""
+        if last < first:
+            return None
+        tf = series.timeframe
+        have = set(await self.store.open_times(series, first, last))
+        have.update(t for t in await self.store.unfillable(series) if first <= t <= last)
+        for i in range(tf.floor_index(first), tf.floor_index(last) + 1):
+            if tf.open_time(i) not in have:
+                return tf.open_time(i)
+        return None
 
     async def fill_holes(self, series: SeriesId) -> int:
         """Fill the holes inside the stored range, skipping those known to be unfillable."""
@@ -131,18 +185,29 @@ class GapFiller:
         evidence = first - 1  # newest open time the exchange showed us, stored or not
         while since <= last:
             page = await self.fetcher.fetch(series, since, self.page_limit)
-            now = self.clock.now_ms()
-            closed = [
-                c for c in page if tf.next_open(c.open_time) <= now and since <= c.open_time <= last
-            ]
-            if page:
-                evidence = max(evidence, page[-1].open_time)
+            # A candle followed by another one in the page has surely closed. The last one is
+            # judged on our reading of the exchange clock, which may run a little ahead: it must
+            # have closed by a margin, or a still-open candle would be stored as closed (and,
+            # were the websocket to drop before its final, never corrected).
+            cutoff = self.clock.now_ms() - clock_margin_ms(self.clock, self.clock_margin_s)
+            final_ok = bool(page) and tf.next_open(page[-1].open_time) <= cutoff
+            shown = page if final_ok else page[:-1]
+            closed = [c for c in shown if since <= c.open_time <= last]
+            if shown:
+                evidence = max(evidence, shown[-1].open_time)
             if closed:
-                stored += await self.sink.write_now(series, closed, via="rest")
+                stored += await self.sink.write_now(series, closed, via=self.via)
                 returned.update(c.open_time for c in closed)
-            if not page or len(page) < self.page_limit or page[-1].open_time >= last:
+            if not page or len(page) < self.page_limit:
                 break
-            since = tf.next_open(page[-1].open_time)
+            if final_ok or page[-1].open_time > last:
+                if page[-1].open_time >= last:
+                    break
+                since = tf.next_open(page[-1].open_time)
+            else:
+                # The page was cut right after an unsure candle: ask again from it, so that its
+                # successor shows it closed (else it would be missing until the next fill).
+                since = page[-1].open_time
         await self._record_skipped(series, first, min(last, evidence), returned)
         if stored:
             GAPFILL_CANDLES.labels(series.key).inc(stored)

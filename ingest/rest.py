@@ -8,6 +8,7 @@ markets are then loaded for spot only, the part of Binance such a server speaks.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from storage.series import SeriesId
 log = structlog.get_logger(__name__)
 
 BINANCE_DEFAULT_REST = "https://api.binance.com"
+BINANCE_DEFAULT_WS = "wss://stream.binance.com:9443"
 PAGE_LIMIT = 1000
 
 
@@ -41,17 +43,49 @@ def make_exchange(exchange_id: str, binance_rest_url: str = BINANCE_DEFAULT_REST
     return ex
 
 
+def make_pro_exchange(
+    exchange_id: str,
+    binance_rest_url: str = BINANCE_DEFAULT_REST,
+    binance_ws_url: str = BINANCE_DEFAULT_WS,
+) -> Any:
+    """A ccxt.pro (websocket) exchange instance, or ``None`` when ccxt.pro has no such class;
+    Binance's public REST and websocket URLs rebased as in :func:`make_exchange`."""
+    import ccxt.pro as ccxt_pro
+
+    cls = getattr(ccxt_pro, exchange_id, None)
+    if cls is None:
+        return None
+    ex = cls({"enableRateLimit": True, "timeout": 10_000})
+    if exchange_id == "binance":
+        rest = binance_rest_url.rstrip("/")
+        ws = binance_ws_url.rstrip("/")
+        api = ex.urls["api"]
+        if rest != BINANCE_DEFAULT_REST:
+            for name, url in list(api.items()):
+                if isinstance(url, str) and url.startswith(BINANCE_DEFAULT_REST):
+                    api[name] = rest + url[len(BINANCE_DEFAULT_REST) :]
+            # A Binance-compatible server (replay exchange, testnet) speaks spot only.
+            ex.options["fetchMarkets"] = {"types": ["spot"]}
+            ex.options["fetchCurrencies"] = False
+        spot = api.get("ws", {}).get("spot")
+        if isinstance(spot, str) and spot.startswith(BINANCE_DEFAULT_WS):
+            api["ws"]["spot"] = ws + spot[len(BINANCE_DEFAULT_WS) :]
+    return ex
+
+
 class CcxtKlineFetcher:
     """Pages of candles for one exchange over REST (``fetch_ohlcv``), counted per call."""
 
     def __init__(self, exchange: Any) -> None:
         self.exchange = exchange
         self.calls = 0
+        self.calls_by_series: Counter[str] = Counter()
 
     async def fetch(self, series: SeriesId, since_ms: int, limit: int = PAGE_LIMIT) -> list[Candle]:
         """Candles from ``since_ms`` on, oldest first. May include the still-open candle last:
         the caller decides what has closed, by the exchange's clock."""
         self.calls += 1
+        self.calls_by_series[series.key] += 1
         REST_CALLS.labels(series.exchange).inc()
         rows = await self.exchange.fetch_ohlcv(
             series.symbol, series.timeframe.text, since=since_ms, limit=limit

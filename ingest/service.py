@@ -20,11 +20,12 @@ import aiohttp
 import structlog
 from redis.exceptions import RedisError
 
-from config.settings import Settings
+from config.settings import IngestMode, Settings
 from ingest.backoff import Backoff
 from ingest.binance_ws import BinanceKlineSource
+from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
 from ingest.gapfill import GapFiller
-from ingest.rest import CcxtKlineFetcher, binance_server_time, make_exchange
+from ingest.rest import CcxtKlineFetcher, binance_server_time, make_exchange, make_pro_exchange
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
 from storage.clock import Clock, ExchangeClock, WallClock
@@ -33,6 +34,11 @@ from storage.series import SeriesId
 log = structlog.get_logger(__name__)
 
 CLOCK_RESYNC_S = 30.0
+# The start-up history fill waits this long for a series' first connect, whose gap fill fetches
+# the same candles (one REST call, not two); past it, history is fetched regardless.
+FIRST_CONNECT_WAIT_S = 10.0
+
+Source = BinanceKlineSource | CcxtWatchSource | CcxtPollSource
 
 
 class IngestService:
@@ -44,11 +50,13 @@ class IngestService:
         self.settings = settings
         self.store = store
         self.clock: Clock = ExchangeClock() if settings.clock == "exchange" else WallClock()
-        self.sink = CandleSink(store, self.clock)
+        self.sink = CandleSink(store, self.clock, clock_margin_s=settings.ingest.clock_margin_s)
         self.expected_interval_s = expected_interval_s
         self.fetchers: dict[str, CcxtKlineFetcher] = {}
         self.fillers: dict[str, GapFiller] = {}
-        self.sources: list[BinanceKlineSource] = []
+        self.sources: list[Source] = []
+        self.modes: dict[str, IngestMode] = {}
+        self._connected: dict[SeriesId, asyncio.Event] = {}
         self._http: aiohttp.ClientSession | None = None
         self._stopped = asyncio.Event()
         self.ready = asyncio.Event()
@@ -63,26 +71,52 @@ class IngestService:
         by_exchange: dict[str, list[SeriesId]] = defaultdict(list)
         for s in self.series:
             by_exchange[s.exchange].append(s)
+        ingest = self.settings.ingest
         for exchange_id, series in by_exchange.items():
+            mode = self.modes[exchange_id] = self._resolve_mode(exchange_id)
             fetcher = CcxtKlineFetcher(make_exchange(exchange_id, self.settings.binance_rest_url))
             self.fetchers[exchange_id] = fetcher
-            self.fillers[exchange_id] = GapFiller(self.store, self.sink, fetcher, self.clock)
-            if exchange_id == "binance":
-                self.sources.append(
-                    BinanceKlineSource(
-                        series,
-                        self.settings.binance_ws_url,
-                        self.sink,
-                        self.settings.ingest,
-                        on_connect=self._gap_fill,
-                        expected_interval_s=self.expected_interval_s,
-                    )
+            filler = GapFiller(
+                self.store,
+                self.sink,
+                fetcher,
+                self.clock,
+                clock_margin_s=ingest.clock_margin_s,
+                via="poll" if mode == "poll" else "rest",
+            )
+            self.fillers[exchange_id] = filler
+            for s in series:
+                self._connected[s] = asyncio.Event()
+                # Before any live candle can move the store's newest one (see gapfill).
+                await filler.prime(s)
+            source: Source
+            if mode == "ws":
+                source = BinanceKlineSource(
+                    series,
+                    self.settings.binance_ws_url,
+                    self.sink,
+                    ingest,
+                    on_connect=self._gap_fill,
+                    expected_interval_s=self.expected_interval_s,
+                )
+            elif mode == "watch":
+                pro = make_pro_exchange(
+                    exchange_id, self.settings.binance_rest_url, self.settings.binance_ws_url
+                )
+                if pro is None or not pro.has.get("watchOHLCV"):
+                    raise ValueError(f"ccxt.pro has no watch_ohlcv for {exchange_id!r}; use poll")
+                source = CcxtWatchSource(
+                    series,
+                    pro,
+                    self.sink,
+                    ingest,
+                    on_connect=self._gap_fill,
+                    expected_interval_s=self.expected_interval_s,
                 )
             else:
-                raise NotImplementedError(
-                    f"live ingestion for {exchange_id!r} is not available yet: only binance "
-                    "series can be streamed (backfill works for any ccxt exchange)"
-                )
+                source = CcxtPollSource(series, filler, ingest, on_connect=self._gap_fill)
+            self.sources.append(source)
+            log.info("ingest.source", exchange=exchange_id, mode=mode, series=len(series))
         if isinstance(self.clock, ExchangeClock):
             await self._sync_clock(retry=True)
 
@@ -90,7 +124,10 @@ class IngestService:
         """Run until :meth:`stop`; returns after a clean shutdown."""
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self.sink.run(), name="sink")]
-            tasks += [tg.create_task(src.run(), name="binance-ws") for src in self.sources]
+            tasks += [
+                tg.create_task(src.run(), name=f"source-{type(src).__name__}")
+                for src in self.sources
+            ]
             tasks.append(tg.create_task(self._fill_history_on_start(), name="fill-history"))
             if isinstance(self.clock, ExchangeClock):
                 tasks.append(tg.create_task(self._clock_loop(), name="clock"))
@@ -111,19 +148,42 @@ class IngestService:
         self._stopped.set()
 
     async def close(self) -> None:
+        """Close every exchange connection and the HTTP session."""
+        for src in self.sources:
+            if isinstance(src, CcxtWatchSource):
+                await src.close()
         for f in self.fetchers.values():
             with contextlib.suppress(Exception):
                 await f.close()
         if self._http is not None:
             await self._http.close()
 
+    def _resolve_mode(self, exchange_id: str) -> IngestMode:
+        mode = self.settings.ingest.mode_for(exchange_id)
+        if mode == "ws" and exchange_id != "binance":
+            raise ValueError(
+                f"ingest mode 'ws' is Binance's kline stream; use watch or poll for {exchange_id!r}"
+            )
+        if mode != "auto":
+            return mode
+        if exchange_id == "binance":
+            return "ws"
+        pro = make_pro_exchange(exchange_id)
+        return "watch" if pro is not None and pro.has.get("watchOHLCV") else "poll"
+
     def _gap_fill(self, series: Sequence[SeriesId]) -> None:
         for s in series:
+            self._connected[s].set()
             self.fillers[s.exchange].request(s)
 
     async def _fill_history_on_start(self) -> None:
-        """History depth first (the forecaster needs it to train), then holes in the store."""
+        """History depth first (the forecaster needs it to train), then holes in the store.
+
+        Each series waits for its source's first connect, whose gap fill already fetches the
+        latest candles: history then joins that fill instead of fetching them a second time."""
         for s in self.series:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected[s].wait(), FIRST_CONNECT_WAIT_S)
             for step in (
                 self.fillers[s.exchange].fill_history,
                 self.fillers[s.exchange].fill_holes,

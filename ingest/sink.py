@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from ingest.backoff import Backoff
 from ingest.metrics import CANDLES_REJECTED, CANDLES_STORED, INGEST_LAG
 from storage.candles import CandleStore
-from storage.clock import Clock
+from storage.clock import Clock, ExchangeClock
 from storage.schemas import Candle, candle_problem
 from storage.series import SeriesId
 
@@ -76,20 +76,31 @@ class CandleSink:
         max_queue: int = 200_000,
         retry_min_s: float = 0.1,
         retry_max_s: float = 5.0,
+        clock_margin_s: float = 0.5,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.clock_margin_s = clock_margin_s
         self.rejects = RejectLog()
         self.stored = 0
         self.unchanged = 0
+        # Per source kind ("ws", "rest", "watch", "poll"): candles new or revised / unchanged.
+        self.stored_by_via: Counter[str] = Counter()
+        self.unchanged_by_via: Counter[str] = Counter()
         self._queue: asyncio.Queue[tuple[SeriesId, _Pending]] = asyncio.Queue(max_queue)
         self._retry = (retry_min_s, retry_max_s)
         self._idle = asyncio.Event()
         self._idle.set()
 
     def offer(self, series: SeriesId, candle: Candle, arrived_ms: int, via: str = "ws") -> bool:
-        """Validate and queue one closed candle; returns False when it was rejected."""
-        reason = candle_problem(candle, series.timeframe, self.clock.now_ms())
+        """Validate and queue one candle its source saw close; returns False when rejected.
+
+        The source's evidence (Binance's ``x: true``, the next candle appearing) outranks our
+        reading of the exchange clock, which may lag it a little: "future" is judged with
+        :func:`clock_margin_ms` of slack, so a final arriving right at the close is kept.
+        """
+        now = self.clock.now_ms() + clock_margin_ms(self.clock, self.clock_margin_s)
+        reason = candle_problem(candle, series.timeframe, now)
         if reason is not None:
             self.rejects.reject(series, reason, repr(candle))
             return False
@@ -124,30 +135,26 @@ class CandleSink:
             batch = [first]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            grouped: dict[SeriesId, list[_Pending]] = defaultdict(list)
+            grouped: dict[tuple[SeriesId, str], list[_Pending]] = defaultdict(list)
             for series, p in batch:
-                grouped[series].append(p)
+                grouped[series, p.via].append(p)
             await self._store_with_retry(grouped)
             if self._queue.empty():
                 self._idle.set()
 
-    async def _store_with_retry(self, grouped: dict[SeriesId, list[_Pending]]) -> None:
+    async def _store_with_retry(self, grouped: dict[tuple[SeriesId, str], list[_Pending]]) -> None:
         backoff = Backoff(*self._retry)
         while True:
             try:
-                for series, items in grouped.items():
-                    res = await self.store.upsert(
-                        series,
-                        [p.candle for p in items],
-                        emit_events=True,
-                        arrived_ms=min(p.arrived_ms for p in items),
-                    )
+                # One round trip for every series in the batch, not one per series.
+                results = await self.store.upsert_many(
+                    [(series, [p.candle for p in items]) for (series, _), items in grouped.items()],
+                    emit_events=True,
+                    arrived_ms=[min(p.arrived_ms for p in items) for items in grouped.values()],
+                )
+                for ((series, via), _items), res in zip(grouped.items(), results, strict=True):
                     self._account(
-                        series,
-                        res.new + res.replaced,
-                        res.unchanged,
-                        items[0].via,
-                        res.last_open_time,
+                        series, res.new + res.replaced, res.unchanged, via, res.last_open_time
                     )
                 return
             except (RedisError, OSError) as e:
@@ -166,11 +173,21 @@ class CandleSink:
     ) -> None:
         self.stored += written
         self.unchanged += unchanged
+        self.stored_by_via[via] += written
+        self.unchanged_by_via[via] += unchanged
         if written:
             CANDLES_STORED.labels(series.key, via).inc(written)
         if last_open_time is not None:
             close = series.timeframe.next_open(last_open_time)
             INGEST_LAG.labels(series.key).set(max(0.0, (self.clock.now_ms() - close) / 1000))
+
+
+def clock_margin_ms(clock: Clock, seconds: float) -> int:
+    """``seconds`` of wall time on ``clock``: how far our reading of the exchange's time may be
+    off. The exchange clock runs ``speed`` times faster against the replay exchange, and so does
+    its error (half a round trip of the sync), hence the scaling."""
+    speed = clock.sync.speed if isinstance(clock, ExchangeClock) and clock.sync else 1.0
+    return int(seconds * 1000 * speed)
 
 
 def _now_ms() -> int:

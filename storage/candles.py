@@ -88,47 +88,74 @@ class CandleStore:
         replaces the old. With ``emit_events`` every new or revised candle also gets a
         closed-candle event (live ingest and gap fill; not backfill). Batches are pipelined.
         """
-        tf = series.timeframe
         batch = list(candles)
-        total = UpsertResult()
         if not batch:
+            total = UpsertResult()
             total.count = await self.count(series)
             total.last_open_time = await self.last_open_time(series)
             return total
+        results = await self.upsert_many(
+            [(series, batch)], emit_events=emit_events, arrived_ms=arrived_ms
+        )
+        return results[0]
+
+    async def upsert_many(
+        self,
+        batches: Sequence[tuple[SeriesId, Sequence[Candle]]],
+        *,
+        emit_events: bool = False,
+        arrived_ms: int | Sequence[int] = 0,
+    ) -> list[UpsertResult]:
+        """:meth:`upsert` for several series in one pipelined round trip (live ingest of many
+        symbols); one result per batch, in order; ``arrived_ms`` one for all or one per batch.
+        Each script call still touches one series' keys only, so this works on Redis Cluster."""
         emit = 1 if emit_events else 0
+        arrivals = [arrived_ms] * len(batches) if isinstance(arrived_ms, int) else arrived_ms
         pipe = self.redis.pipeline(transaction=False)
-        for start in range(0, len(batch), SCRIPT_CHUNK):
-            chunk = batch[start : start + SCRIPT_CHUNK]
-            bucket_slots: dict[int, int] = {}
-            records = []
-            for c in chunk:
-                b, f = divmod(tf.index(c.open_time), BUCKET_SIZE)
-                slot = bucket_slots.setdefault(b, len(bucket_slots) + 1)
-                records.append(pack_record(slot, f, c))
-            argv = [emit, self.event_stream_len, arrived_ms, BUCKET_SIZE, b"".join(records)]
-            argv += list(bucket_slots)
-            keys = [
-                self.keys.candle_meta(series),
-                self.keys.candle_index(series),
-                self.keys.events(series),
-            ]
-            keys += [self.keys.candle_bucket(series, b) for b in bucket_slots]
-            await self._upsert(keys=keys, args=argv, client=pipe)
-        for new, replaced, unchanged, count, last in await pipe.execute():
-            total.add(
-                UpsertResult(
-                    int(new),
-                    int(replaced),
-                    int(unchanged),
-                    int(count),
-                    tf.open_time(int(last)) if int(last) >= 0 else None,
+        chunks: list[int] = []
+        for (series, batch), arrived in zip(batches, arrivals, strict=True):
+            tf = series.timeframe
+            n = 0
+            for start in range(0, len(batch), SCRIPT_CHUNK):
+                chunk = batch[start : start + SCRIPT_CHUNK]
+                bucket_slots: dict[int, int] = {}
+                records = []
+                for c in chunk:
+                    b, f = divmod(tf.index(c.open_time), BUCKET_SIZE)
+                    slot = bucket_slots.setdefault(b, len(bucket_slots) + 1)
+                    records.append(pack_record(slot, f, c))
+                argv = [emit, self.event_stream_len, arrived, BUCKET_SIZE, b"".join(records)]
+                argv += list(bucket_slots)
+                keys = [
+                    self.keys.candle_meta(series),
+                    self.keys.candle_index(series),
+                    self.keys.events(series),
+                ]
+                keys += [self.keys.candle_bucket(series, b) for b in bucket_slots]
+                await self._upsert(keys=keys, args=argv, client=pipe)
+                n += 1
+            chunks.append(n)
+        replies = iter(await pipe.execute())
+        results = []
+        for (series, _batch), n in zip(batches, chunks, strict=True):
+            total = UpsertResult()
+            for _ in range(n):
+                new, replaced, unchanged, count, last = next(replies)
+                total.add(
+                    UpsertResult(
+                        int(new),
+                        int(replaced),
+                        int(unchanged),
+                        int(count),
+                        series.timeframe.open_time(int(last)) if int(last) >= 0 else None,
+                    )
                 )
-            )
-        if total.count > self.retention:
-            before = total.count
-            total.count = await self._enforce_retention(series)
-            total.trimmed = before - total.count
-        return total
+            if total.count > self.retention:
+                before = total.count
+                total.count = await self._enforce_retention(series)
+                total.trimmed = before - total.count
+            results.append(total)
+        return results
 
     async def _enforce_retention(self, series: SeriesId) -> int:
         excess = await self.count(series) - self.retention
