@@ -63,6 +63,9 @@ class ModelSettings(BaseModel):
     threads: int = Field(
         1, ge=1, le=256, description="TensorFlow intra/inter-op threads for training"
     )
+    nice: int = Field(
+        10, ge=0, le=19, description="CPU niceness of training processes: serving wins the CPU"
+    )
 
 
 class ScheduleSettings(BaseModel):

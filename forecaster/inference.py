@@ -331,6 +331,14 @@ class LoadedModel:
         return np.asarray(self.model.predict(np.asarray(x, np.float32), verbose=0))[:, 0]
 
     # raw candles in, prices out ----------------------------------------------------------------
+    def prepare(self, recent: CandleArrays) -> tuple[np.ndarray, float]:
+        """The scaled input window ``(1, T, F)`` and the last close, for :meth:`finish`."""
+        return self._window(recent)
+
+    def finish(self, z: float, last_close: float) -> Forecast:
+        """Turn the network's scaled output into a :class:`Forecast` (price, interval)."""
+        return self._forecast(z, last_close)
+
     def _window(self, recent: CandleArrays) -> tuple[np.ndarray, float]:
         feats = window_features(recent, self.window, self.features)
         return self.scaler.transform(feats)[None, :, :], float(recent.close[-1])

@@ -121,10 +121,10 @@ class TrainingScheduler:
             return None
         trained_last = int(rec.meta["training_range"]["last_open_time"])
         age = newest - tf.floor_index(trained_last)
-        if since_attempt is None or since_attempt >= sched.retrain_every:
-            return (
-                f"{since_attempt if since_attempt is not None else age} candles since last training"
-            )
+        if since_attempt is None:  # a model promoted by hand or restored: count from its data
+            since_attempt = age
+        if since_attempt >= sched.retrain_every:
+            return f"{since_attempt} candles since last training"
         if age > sched.max_model_age and since_attempt >= 1:
             return f"model expired ({age} candles old)"
         return None

@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from config.logging import series_logger
 from config.settings import Settings
+from forecaster.batching import InferenceBatcher
 from forecaster.data import CandleArrays
 from forecaster.inference import LoadedModel
 from forecaster.live_score import LiveScorer
@@ -27,9 +31,11 @@ from storage.clock import Clock
 from storage.events import CandleEvent, CandleEvents
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRecord, ModelRegistry
-from storage.schemas import ModelInfo, Prediction, stream_id_for
+from storage.schemas import Candle, ModelInfo, Prediction, stream_id_for
 from storage.scores import LiveScores
 from storage.series import SeriesId
+
+MODEL_REFRESH_S = 1.0
 
 
 @dataclass
@@ -44,6 +50,7 @@ class ServingContext:
     scores: LiveScores
     clock: Clock
     consumer: str
+    batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
 
 
 class ModelHolder:
@@ -117,12 +124,16 @@ class SeriesWorker:
         self.holder = ModelHolder(ctx.registry, series, self.log)
         self.scorer = LiveScorer(ctx.settings.forecast.score_window)
         self.stats = WorkerStats()
+        # The last window+1 candles, kept from the events themselves so the hot path needs no
+        # read; rebuilt from the store whenever it would not be exactly the stored window.
+        self.recent: deque[Candle] = deque()
 
     async def run(self) -> None:
         """Serve until cancelled: first what earlier holders left pending, then new events."""
         ctx, s = self.ctx, self.series
         await ctx.events.ensure_group(s)
         await self.holder.load_now()
+        refresher = asyncio.create_task(self._refresh_model_loop())
         try:
             # We hold the series' lease, so every pending entry is an orphan of a dead holder.
             while batch := await ctx.events.claim(s, ctx.consumer, min_idle_ms=0, count=500):
@@ -136,34 +147,70 @@ class SeriesWorker:
                 if batch:
                     await self.handle(batch)
         finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
             await self.holder.close()
 
-    async def handle(self, batch: list[CandleEvent]) -> None:
-        """Score what the candles close, predict each (a backlog after a restart included: it
-        costs a millisecond each), then acknowledge the batch."""
-        await self.holder.refresh()
-        for ev in sorted(batch, key=lambda e: e.candle.open_time):
-            if self.scorer.closed(ev.candle):
-                await self.ctx.scores.write(self.series, self.scorer.figures())
-            await self._predict(ev)
-        await self.ctx.events.ack(self.series, *(e.id for e in batch))
+    async def _refresh_model_loop(self) -> None:
+        # Off the hot path: a promotion is picked up within a second.
+        while True:
+            await asyncio.sleep(MODEL_REFRESH_S)
+            with contextlib.suppress(RedisError, OSError):
+                await self.holder.refresh()
 
-    async def _predict(self, ev: CandleEvent) -> None:
+    async def handle(self, batch: list[CandleEvent]) -> None:
+        """Predict each event in order (a backlog after a restart included: it costs a
+        millisecond each). A published prediction acknowledges its event and carries the live
+        score in the same atomic step; events without a prediction are acknowledged together."""
+        unanswered: list[str] = []
+        for ev in sorted(batch, key=lambda e: e.candle.open_time):
+            scored = self.scorer.closed(ev.candle)  # the candle settles the last prediction
+            if not await self._predict(ev, self.scorer.figures() if scored else None):
+                unanswered.append(ev.id)
+        if unanswered:
+            await self.ctx.events.ack(self.series, *unanswered)
+
+    async def _window(self, candle: Candle, n: int) -> list[Candle]:
+        """The ``n`` candles ending with ``candle``, from memory when the events so far are
+        exactly the stored history, else from the store (which may return fewer: a hole)."""
+        tf = self.series.timeframe
+        recent = self.recent
+        if recent and recent[-1].open_time == candle.open_time:
+            recent[-1] = candle  # a revision of the newest candle
+        elif recent and tf.next_open(recent[-1].open_time) == candle.open_time:
+            recent.append(candle)
+        else:
+            recent.clear()
+        while len(recent) > n:
+            recent.popleft()
+        if len(recent) < n:
+            recent.clear()
+            recent.extend(await self.ctx.store.window(self.series, candle.open_time, n))
+        return list(recent)
+
+    async def _predict(self, ev: CandleEvent, scores: dict[str, Any] | None) -> bool:
+        """Publish the prediction for ``ev``; False when none was published (skipped)."""
         tf = self.series.timeframe
         settings = self.ctx.settings
         now = self.ctx.clock.now_ms()
         if now - tf.next_open(ev.candle.open_time) > settings.schedule.stale_after * tf.ms:
             self._skip("stale")
-            return
+            return False
         model, record = self.holder.model, self.holder.record
         if model is None or record is None:
             self._skip("no_model")
-            return
-        candles = await self.ctx.store.window(self.series, ev.candle.open_time, model.window + 1)
+            return False
+        if ev.revised and self.recent and ev.candle.open_time < self.recent[-1].open_time:
+            self.recent.clear()  # an older candle inside the window changed
+        candles = await self._window(ev.candle, model.window + 1)
         if len(candles) < model.window + 1:
             self._skip("incomplete_window")  # a hole inside the window: never predict across it
-            return
-        forecast = model.predict_next(CandleArrays.from_candles(candles, tf))
+            return False
+        arrays = CandleArrays.from_candles(candles, tf)
+        if settings.forecast.inference == "keras":
+            forecast = model.predict_keras(arrays)  # the benchmark's baseline: blocks the loop
+        else:
+            forecast = await self.ctx.batcher.forecast(model, arrays)
         meta = record.meta
         trained_last = int(meta["training_range"]["last_open_time"])
         age = tf.floor_index(ev.candle.open_time) - tf.floor_index(trained_last)
@@ -191,7 +238,10 @@ class SeriesWorker:
             id=stream_id_for(ev.candle.open_time),
         )
         t0 = time.perf_counter()
-        if await self.ctx.bus.publish(prediction):
+        published = await self.ctx.bus.publish(
+            prediction, ack=[ev.id], group=self.ctx.events.group, scores=scores
+        )
+        if published:
             self.stats.published += 1
             PREDICTIONS.labels(self.series.key).inc()
             LATENCY.labels(self.series.key).observe(prediction.latency_ms / 1000)
@@ -202,6 +252,7 @@ class SeriesWorker:
             # one already predicted: the stream only moves forward.
             self.stats.duplicates += 1
             self._skip("already_published")
+        return True  # acknowledged by the publish script either way
 
     def _skip(self, reason: str) -> None:
         self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1

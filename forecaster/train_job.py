@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
     configure_logging(settings.log_format, settings.log_level)
+    # Training is batch work beside latency-critical serving on the same cores.
+    os.nice(settings.model.nice)
     return asyncio.run(_main(settings, SeriesId.parse(args.series), args.cold))
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from storage.codec import pack_record, unpack_candle
 from storage.keys import BUCKET_SIZE, Keys
 from storage.schemas import Candle
@@ -73,6 +75,7 @@ class CandleStore:
 
     def __post_init__(self) -> None:
         self._upsert = self.redis.register_script(load_script("upsert_candles.lua"))
+        self._script_loaded = False
         self._trim = self.redis.register_script(load_script("trim_candles.lua"))
 
     # writing --------------------------------------------------------------------------------
@@ -111,7 +114,7 @@ class CandleStore:
         Each script call still touches one series' keys only, so this works on Redis Cluster."""
         emit = 1 if emit_events else 0
         arrivals = [arrived_ms] * len(batches) if isinstance(arrived_ms, int) else arrived_ms
-        pipe = self.redis.pipeline(transaction=False)
+        calls: list[tuple[list[str], list[Any]]] = []
         chunks: list[int] = []
         for (series, batch), arrived in zip(batches, arrivals, strict=True):
             tf = series.timeframe
@@ -132,10 +135,10 @@ class CandleStore:
                     self.keys.events(series),
                 ]
                 keys += [self.keys.candle_bucket(series, b) for b in bucket_slots]
-                await self._upsert(keys=keys, args=argv, client=pipe)
+                calls.append((keys, argv))
                 n += 1
             chunks.append(n)
-        replies = iter(await pipe.execute())
+        replies = iter(await self._run_upserts(calls))
         results = []
         for (series, _batch), n in zip(batches, chunks, strict=True):
             total = UpsertResult()
@@ -156,6 +159,26 @@ class CandleStore:
                 total.trimmed = before - total.count
             results.append(total)
         return results
+
+    async def _run_upserts(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        # EVALSHA straight into the pipeline: redis-py's script objects would first ask
+        # SCRIPT EXISTS on every execute, a second round trip on the ingest path. The script is
+        # loaded on first use and again if Redis lost it (a restart); retrying is safe because
+        # upserts are idempotent (a candle already written the first time yields no new event).
+        for attempt in (1, 2):
+            if not self._script_loaded:
+                await self.redis.script_load(self._upsert.script)
+                self._script_loaded = True
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, argv in calls:
+                pipe.evalsha(self._upsert.sha, len(keys), *keys, *argv)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                self._script_loaded = False
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _enforce_retention(self, series: SeriesId) -> int:
         excess = await self.count(series) - self.retention

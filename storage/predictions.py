@@ -6,10 +6,13 @@ the same name to catch up from the ``id`` they last saw.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import orjson
+
 from storage.candles import load_script
+from storage.events import DEFAULT_GROUP
 from storage.keys import Keys
 from storage.schemas import Prediction, stream_id_for
 from storage.series import SeriesId
@@ -24,15 +27,42 @@ class PredictionBus:
         self.stream_len = stream_len
         self._publish = redis.register_script(load_script("publish_prediction.lua"))
 
-    async def publish(self, prediction: Prediction) -> bool:
-        """Publish once; returns False (and publishes nothing) for a repeat or older ``as_of``."""
+    async def publish(
+        self,
+        prediction: Prediction,
+        *,
+        ack: Sequence[str] = (),
+        group: str = DEFAULT_GROUP,
+        scores: dict[str, Any] | None = None,
+    ) -> bool:
+        """Publish once; returns False (and publishes nothing) for a repeat or older ``as_of``.
+
+        In the same atomic step, acknowledge the closed-candle events ``ack`` (of ``group``) the
+        prediction answers, and write ``scores`` to the live-score hash (see storage.scores).
+        """
         series = prediction.series
         if prediction.id != stream_id_for(prediction.as_of):
             raise ValueError(f"prediction id {prediction.id!r} must be '<as_of>-0'")
         key = self.keys.predictions(series)
+        args: list[Any] = [
+            key,
+            prediction.id,
+            prediction.to_json(),
+            self.stream_len,
+            group,
+            len(ack),
+            *ack,
+        ]
+        for field, value in (scores or {}).items():
+            args += [field, orjson.dumps(value)]
         done = await self._publish(
-            keys=[key, self.keys.latest_prediction(series)],
-            args=[key, prediction.id, prediction.to_json(), self.stream_len],
+            keys=[
+                key,
+                self.keys.latest_prediction(series),
+                self.keys.events(series),
+                self.keys.live_score(series),
+            ],
+            args=args,
         )
         return bool(done)
 

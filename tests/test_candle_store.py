@@ -188,3 +188,12 @@ async def test_rest_copy_without_trade_count_is_not_a_revision(redis: Redis) -> 
     assert await redis.xlen(store.keys.events(S)) == 0
     res = await store.upsert(S, [replace(candle(1), trades=None, close=100.5)])
     assert res.replaced == 1
+
+
+async def test_upserts_survive_a_flushed_script_cache(redis: Redis) -> None:
+    store = CandleStore(redis)
+    await store.upsert(S, [candle(1)])
+    await redis.script_flush()  # what a restarted Redis looks like to a long-lived client
+    res = await store.upsert(S, [candle(1), candle(2)], emit_events=True)
+    assert (res.new, res.unchanged) == (1, 1)
+    assert await redis.xlen(store.keys.events(S)) == 1

@@ -1,0 +1,72 @@
+"""Batched inference across series equals each model's own forward pass."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from forecaster.batching import InferenceBatcher, forward_many
+from forecaster.inference import LoadedModel, NumpyLSTM
+from tests.forecaster_support import btc_arrays, tiny_settings, trained_tiny
+
+
+def nets(n: int, layers: int = 2, units: int = 8, seed: int = 0) -> list[NumpyLSTM]:
+    """Random Keras-shaped weights (kernel, recurrent, bias per layer; dense) per series."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        lstm = []
+        fin = 3
+        for _l in range(layers):
+            lstm.append(
+                (
+                    rng.normal(0, 0.5, (fin, 4 * units)),
+                    rng.normal(0, 0.5, (units, 4 * units)),
+                    rng.normal(0, 0.1, 4 * units),
+                )
+            )
+            fin = units
+        out.append(
+            NumpyLSTM(
+                lstm, (rng.normal(0, 0.5, (units, 1)), rng.normal(0, 0.1, 1)), dtype=np.float64
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_forward_many_equals_each_net_alone(layers: int) -> None:
+    ns = nets(7, layers=layers, seed=layers)
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(0, 1, (1, 20, 3)) for _ in ns]
+    together = forward_many(ns, xs)
+    alone = np.array([float(n(x)[0]) for n, x in zip(ns, xs, strict=True)])
+    np.testing.assert_allclose(together, alone, rtol=0, atol=1e-12)
+
+
+async def test_batcher_gives_each_series_its_own_models_forecast() -> None:
+    import keras
+
+    from forecaster.model import build_model
+
+    base = trained_tiny()  # real metadata (scaler, interval) for models of this shape
+    settings = tiny_settings()
+    models = [base.model]
+    for seed in range(1, 4):  # same shape, different weights: one batch
+        keras.utils.set_random_seed(seed)
+        models.append(LoadedModel.from_keras(build_model(3, settings), base.meta))
+    arrays = btc_arrays(600)
+    n = settings.window + 1
+    windows = [arrays.slice(i * 100, i * 100 + n) for i in range(4)]
+    batcher = InferenceBatcher()
+    got = await asyncio.gather(
+        *(batcher.forecast(m, w) for m, w in zip(models, windows, strict=True))
+    )
+    for m, w, g in zip(models, windows, got, strict=True):
+        ref = m.predict_next(w)
+        assert g.pred_close == pytest.approx(ref.pred_close, rel=1e-6)
+        assert g.lower == pytest.approx(ref.lower, rel=1e-6)
+    assert len({g.pred_close for g in got}) == 4
+    assert batcher.batches == 1 and batcher.batched == 4

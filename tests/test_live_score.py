@@ -1,0 +1,60 @@
+"""Live scoring against hand-computed figures, and its rolling window."""
+
+from __future__ import annotations
+
+import pytest
+
+from forecaster.live_score import LiveScorer
+from storage.schemas import Candle, ModelInfo, Prediction
+
+MIN = 60_000
+
+
+def pred(as_of: int, last: float, predicted: float, version: str = "v1") -> Prediction:
+    return Prediction(
+        exchange="binance",
+        symbol="BTC/USDT",
+        timeframe="1m",
+        as_of=as_of,
+        target_time=as_of + MIN,
+        last_close=last,
+        predicted_close=predicted,
+        predicted_return=0.0,
+        lower=predicted - 1,
+        upper=predicted + 1,
+        interval_level=0.9,
+        model=ModelInfo(version=version, trained_at=0, skill=0.0),
+        stale_model=False,
+        published_at=0,
+        latency_ms=0.0,
+        id=f"{as_of}-0",
+    )
+
+
+def closed(t: int, close: float) -> Candle:
+    return Candle(t, close, close, close, close, 1.0)
+
+
+def test_scores_against_naive_by_hand() -> None:
+    s = LiveScorer(window=10)
+    s.predicted(pred(0, 100, 101))  # actual 102: error 1, naive error 2, right direction, covered
+    assert s.closed(closed(MIN, 102))
+    s.predicted(pred(MIN, 102, 103))  # actual 100: error 3, naive 2, wrong direction, not covered
+    assert s.closed(closed(2 * MIN, 100))
+    assert not s.closed(closed(3 * MIN, 100))  # nothing was predicted for it
+    f = s.figures()
+    assert f["n"] == 2 and f["mae"] == pytest.approx(2.0) and f["naive_mae"] == pytest.approx(2.0)
+    assert f["mase"] == pytest.approx(1.0) and f["direction"] == 0.5 and f["coverage"] == 0.5
+    assert f["model"] == "v1" and f["model_figures"]["n"] == 2
+
+
+def test_window_rolls_and_tracks_the_current_model() -> None:
+    s = LiveScorer(window=3)
+    for i in range(6):
+        s.predicted(pred(i * MIN, 100, 100 + (i + 1), version="v1" if i < 4 else "v2"))
+        s.closed(closed((i + 1) * MIN, 100))  # the candle did not move: no direction
+    f = s.figures()
+    assert f["n"] == 3 and f["mae"] == pytest.approx((4 + 5 + 6) / 3)
+    assert f["direction"] is None and f["mase"] is None  # naive error is 0
+    assert f["model"] == "v2" and f["model_figures"]["n"] == 2
+    assert f["model_figures"]["mae"] == pytest.approx(5.5)
