@@ -46,7 +46,12 @@ def btc_arrays(n: int = 3000) -> CandleArrays:
     """The first ``n`` real hourly candles as arrays (a fresh copy each call)."""
     a = CandleArrays.from_candles(btc_candles(n), H1)
     return CandleArrays.from_columns(
-        H1, a.open_time.copy(), a.open.copy(), a.high.copy(), a.low.copy(), a.close.copy(),
+        H1,
+        a.open_time.copy(),
+        a.open.copy(),
+        a.high.copy(),
+        a.low.copy(),
+        a.close.copy(),
         a.volume.copy(),
     )
 
@@ -54,7 +59,12 @@ def btc_arrays(n: int = 3000) -> CandleArrays:
 def tiny_settings(**overrides: Any) -> ModelSettings:
     """A model small enough for unit tests (seconds on two cores)."""
     base: dict[str, Any] = {
-        "units": 8, "layers": 2, "window": 24, "epochs": 2, "patience": 1, "batch_size": 256,
+        "units": 8,
+        "layers": 2,
+        "window": 24,
+        "epochs": 2,
+        "patience": 1,
+        "batch_size": 256,
     }
     base.update(overrides)
     return ModelSettings(**base)

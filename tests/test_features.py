@@ -155,8 +155,11 @@ def test_no_look_ahead() -> None:
         other = _prepare(_perturbed(arrays, t + 1))
         # Unscaled features of every row up to t are unchanged...
         assert np.array_equal(base.features[: t + 1], other.features[: t + 1], equal_nan=True)
-        for a, b in ((base.train, other.train), (base.early_stop, other.early_stop),
-                     (base.holdout, other.holdout)):
+        for a, b in (
+            (base.train, other.train),
+            (base.early_stop, other.early_stop),
+            (base.holdout, other.holdout),
+        ):
             keep = a.rows <= t
             assert np.array_equal(a.rows, b.rows)
             assert np.array_equal(a.target_ret[keep], b.target_ret[keep])

@@ -32,13 +32,19 @@ def loaded(result: TrainingResult) -> LoadedModel:
 def _untrained(**overrides: Any) -> tuple[LoadedModel, np.ndarray]:
     """A seeded, untrained model of the given shape wrapped with real scaler + real windows."""
     s = tiny_settings(**overrides)
-    data = prepare(btc_arrays(3000), s.features, s.window, s.early_stop_fraction,
-                   s.holdout_fraction)
+    data = prepare(
+        btc_arrays(3000), s.features, s.window, s.early_stop_fraction, s.holdout_fraction
+    )
     meta = {
         "schema": 1,
         "kind": "lstm-returns",
-        "architecture": {"units": s.units, "layers": s.layers, "dropout": s.dropout,
-                         "window": s.window, "features": list(s.features)},
+        "architecture": {
+            "units": s.units,
+            "layers": s.layers,
+            "dropout": s.dropout,
+            "window": s.window,
+            "features": list(s.features),
+        },
         "scaler": data.scaler.to_json(),
         "interval": {"level": 0.9, "q_low": -0.01, "q_high": 0.01},
     }
@@ -69,8 +75,9 @@ def test_fast_path_matches_keras(shape: dict[str, Any], dtype: type[np.floating[
 
 def test_fast_path_matches_keras_on_trained_model(loaded: LoadedModel) -> None:
     s = tiny_settings()
-    data = prepare(btc_arrays(3000), s.features, s.window, s.early_stop_fraction,
-                   s.holdout_fraction)
+    data = prepare(
+        btc_arrays(3000), s.features, s.window, s.early_stop_fraction, s.holdout_fraction
+    )
     x = data.holdout.x
     assert np.max(np.abs(loaded.forward(x) - loaded.forward_model(x))) < TOL
     assert np.max(np.abs(loaded.forward(x[:32]) - loaded.forward_keras(x[:32]))) < TOL

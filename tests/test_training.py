@@ -40,12 +40,30 @@ def frozen_runs(current: LoadedModel) -> tuple[TrainingResult, TrainingResult]:
 def test_meta_is_json_and_complete(cold: TrainingResult) -> None:
     meta = orjson.loads(orjson.dumps(cold.meta))
     assert meta == cold.meta  # no numpy scalars or NaN hiding in it
-    for key in ("schema", "kind", "architecture", "scaler", "training_range", "slices", "holdout",
-                "skill", "interval", "epochs_run", "duration_s", "warm_started", "keras_version",
-                "artifact_sha256", "training"):
+    for key in (
+        "schema",
+        "kind",
+        "architecture",
+        "scaler",
+        "training_range",
+        "slices",
+        "holdout",
+        "skill",
+        "interval",
+        "epochs_run",
+        "duration_s",
+        "warm_started",
+        "keras_version",
+        "artifact_sha256",
+        "training",
+    ):
         assert key in meta, key
     assert meta["architecture"] == {
-        "units": 8, "layers": 2, "dropout": 0.2, "window": 24, "features": ["ret", "range", "vol"]
+        "units": 8,
+        "layers": 2,
+        "dropout": 0.2,
+        "window": 24,
+        "features": ["ret", "range", "vol"],
     }
     rng = meta["training_range"]
     assert rng["candles"] == 2800 and rng["holes"] == [[HOLE_MS, HOLE_MS]]
@@ -84,8 +102,13 @@ def _early_stop_xy(result: TrainingResult) -> tuple[np.ndarray, np.ndarray]:
     from forecaster.features import prepare
 
     s = tiny_settings()
-    data = prepare(btc_arrays(3000).slice(0, 2800), s.features, s.window,
-                   s.early_stop_fraction, s.holdout_fraction)
+    data = prepare(
+        btc_arrays(3000).slice(0, 2800),
+        s.features,
+        s.window,
+        s.early_stop_fraction,
+        s.holdout_fraction,
+    )
     return data.early_stop.x, data.early_stop.y
 
 
@@ -128,8 +151,13 @@ def test_current_with_longer_window_scored_on_common_targets(current: LoadedMode
     keep = np.ones(len(arrays), dtype=bool)
     keep[2700] = False
     holed = type(arrays).from_columns(
-        arrays.timeframe, arrays.open_time[keep], arrays.open[keep], arrays.high[keep],
-        arrays.low[keep], arrays.close[keep], arrays.volume[keep],
+        arrays.timeframe,
+        arrays.open_time[keep],
+        arrays.open[keep],
+        arrays.high[keep],
+        arrays.low[keep],
+        arrays.close[keep],
+        arrays.volume[keep],
     )
     result = train(holed, tiny_settings(window=16, epochs=1), current=current)
     ho = result.meta["holdout"]
@@ -159,6 +187,7 @@ def test_architecture_follows_layers() -> None:
 
 
 # promotion rules -----------------------------------------------------------------------------
+
 
 def _meta(
     cand: float, naive: float, current: float | None = None, sha: str | None = "old"
@@ -199,7 +228,10 @@ OLD = {"artifact_sha256": "old"}
     ],
 )
 def test_promotion_rules(
-    meta: dict[str, Any], current_meta: dict[str, Any] | None, expired: bool, promote: bool,
+    meta: dict[str, Any],
+    current_meta: dict[str, Any] | None,
+    expired: bool,
+    promote: bool,
     reason: str,
 ) -> None:
     decision = decide_promotion(meta, current_meta, expired)
