@@ -1,4 +1,8 @@
-"""The ``cryptocast`` command line: parses arguments, builds objects, runs them. Nothing more."""
+"""The ``cryptocast`` command line: parses arguments, builds objects, runs them. Nothing more.
+
+Commands live here or in ``cryptocast/*_cmd.py`` modules that register on :data:`app`
+(imported below for that side effect).
+"""
 
 from __future__ import annotations
 
@@ -10,28 +14,10 @@ import orjson
 import typer
 
 from config.settings import SettingsError
+from cryptocast.app import app
 from cryptocast.runtime import AppState, fail, open_store, run
 from storage.clock import shared_clock
 from storage.health import series_health
-
-app = typer.Typer(
-    name="cryptocast",
-    help="Streaming near-real-time cryptocurrency price forecaster.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
-def _global(
-    ctx: typer.Context,
-    config: Annotated[
-        str | None,
-        typer.Option("--config", envvar="CRYPTOCAST_CONFIG", help="TOML settings file."),
-    ] = None,
-) -> None:
-    ctx.obj = AppState(config_file=config)
 
 
 @app.command()
