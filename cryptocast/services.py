@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
 import structlog
 from prometheus_client import start_http_server
 
 from config.settings import Settings
 from cryptocast.runtime import open_store
+from ingest.backoff import Backoff
+from storage.candles import CandleStore
+from storage.client import RedisUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -18,11 +26,41 @@ def start_metrics(settings: Settings, service: str) -> None:
         log.info("metrics.serving", service=service, port=settings.metrics_port)
 
 
+async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleStore] | None:
+    """Connect, waiting (with backoff, saying so) while Redis is unreachable: a service started
+    before its Redis, or during a Redis restart, must not give up. ``None`` when SIGTERM or
+    SIGINT arrived while waiting."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    backoff = Backoff(0.5, 10.0)
+    try:
+        while not stop.is_set():
+            try:
+                return await open_store(settings)
+            except RedisUnavailable as e:
+                delay = backoff.next_delay()
+                log.warning(
+                    "redis.waiting", service=service, error=str(e), retry_in_s=round(delay, 1)
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        log.info("service.stopped_while_waiting_for_redis", service=service)
+        return None
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 async def serve_ingest(settings: Settings) -> None:
     """``cryptocast ingest``."""
     from ingest.service import IngestService, run_until_signalled
 
-    redis, store = await open_store(settings)
+    opened = await wait_for_redis(settings, "ingest")
+    if opened is None:
+        return
+    redis, store = opened
     start_metrics(settings, "ingest")
     try:
         await run_until_signalled(IngestService(settings, store))
@@ -34,7 +72,10 @@ async def serve_forecast(settings: Settings, config_file: str | None) -> None:
     """``cryptocast forecast``."""
     from forecaster.service import ForecastService, run_until_signalled
 
-    redis, store = await open_store(settings)
+    opened = await wait_for_redis(settings, "forecaster")
+    if opened is None:
+        return
+    redis, store = opened
     start_metrics(settings, "forecaster")
     try:
         await run_until_signalled(ForecastService(settings, store, config_file=config_file))

@@ -1,0 +1,112 @@
+"""Redis faults: `kill -9` of redis-server mid-stream (AOF on), and Redis missing at start.
+
+Real `cryptocast ingest` and `cryptocast forecast` processes against a redis-server owned by the
+test; the 1m futures candles are relabelled as the spot series the replay exchange speaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from config.settings import load_settings
+from cryptocast.redis_server import RedisServer
+from storage.candles import CandleStore
+from storage.client import connect
+from storage.predictions import PredictionBus
+from storage.series import SeriesId
+from tests.e2e_support import Service, service_env, start_replay, wait_for
+
+pytestmark = pytest.mark.slow
+
+SERIES = SeriesId.parse("binance:LINK/USDT:1m")
+
+
+async def test_redis_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    exchange = await start_replay(["LINK/USDT"], 1800, tmp_path, speed=60)
+    env = service_env(
+        server.url,
+        exchange,
+        [SERIES.key],
+        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="100000",
+        CRYPTOCAST_SCHEDULE__STALE_AFTER="500",
+    )
+    ingest = Service("ingest", env, tmp_path).start()
+    forecast = Service("forecast", env, tmp_path).start()
+    settings = load_settings(redis_url=server.url)
+    try:
+        redis = await connect(settings)
+        store, bus = CandleStore(redis), PredictionBus(redis)
+
+        async def predicting() -> bool:
+            return await bus.count(SERIES) >= 3
+
+        await wait_for(predicting, 120, "predictions before the kill", on_fail=forecast.tail)
+        before = set(await store.open_times(SERIES))
+        published_before = await bus.count(SERIES)
+        await redis.aclose()
+
+        server.kill()  # kill -9: no shutdown, no final save; AOF (fsync always) has every ack
+        await asyncio.sleep(3)  # candles keep closing at the exchange meanwhile
+        assert ingest.proc and ingest.proc.poll() is None, ingest.tail()
+        assert forecast.proc and forecast.proc.poll() is None, forecast.tail()
+        server.start()  # same port, same data directory
+
+        redis = await connect(settings)
+        store, bus = CandleStore(redis), PredictionBus(redis)
+        after_restart = set(await store.open_times(SERIES))
+        assert before <= after_restart, "a candle stored before the kill was lost"
+
+        async def recovered() -> bool:
+            times = await store.open_times(SERIES)
+            return (
+                bool(times)
+                and times[-1] > max(before) + 5 * 60_000
+                and not await store.holes(SERIES)
+                and await bus.count(SERIES) > published_before + 3
+            )
+
+        await wait_for(
+            recovered,
+            90,
+            "ingest, gap fill and the forecaster to recover",
+            on_fail=lambda: ingest.tail() + forecast.tail(),
+        )
+        latest = await bus.latest(SERIES)
+        assert latest is not None and latest.as_of > max(before)
+        await redis.aclose()
+    finally:
+        for svc in (forecast, ingest):
+            assert svc.terminate() == 0, svc.tail()
+        await exchange.stop()
+        server.stop()
+    logs = "\n".join(ingest.log_lines() + forecast.log_lines())
+    assert "redis_unavailable" in logs or "worker.failed" in logs  # the outage was reported
+
+
+async def test_services_wait_for_redis_at_start(tmp_path: Path) -> None:
+    """Redis down at start: the service says so and retries instead of exiting."""
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    exchange = await start_replay(["LINK/USDT"], 1200, tmp_path, speed=60)
+    env = service_env(server.url, exchange, [SERIES.key])
+    ingest = Service("ingest", env, tmp_path).start()
+    try:
+        await asyncio.sleep(3)
+        assert ingest.proc and ingest.proc.poll() is None, ingest.tail()
+        assert "redis" in ingest.tail().lower()
+        server.start()
+        redis = await connect(load_settings(redis_url=server.url))
+
+        async def stored() -> bool:
+            return await CandleStore(redis).count(SERIES) > 100
+
+        await wait_for(stored, 60, "ingest to start once Redis is up", on_fail=ingest.tail)
+        await redis.aclose()
+    finally:
+        assert ingest.terminate() == 0, ingest.tail()
+        await exchange.stop()
+        server.stop()
