@@ -6,6 +6,7 @@ Commands live here or in ``cryptocast/*_cmd.py`` modules that register on :data:
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ import orjson
 import typer
 
 from config.settings import SettingsError
+from cryptocast import backtest_cmd, demo_cmd, up_cmd, watch_cmd, web_cmd  # noqa: F401
 from cryptocast.app import app
 from cryptocast.runtime import AppState, fail, open_store, run
 from storage.clock import shared_clock
@@ -169,8 +171,15 @@ def forecast(ctx: typer.Context) -> None:
     run(lambda: serve_forecast(state.settings(), state.config_file))
 
 
+def _stop_during_startup(signum: int, _frame: object) -> None:
+    # Until a service installs its own graceful handler (after imports and connecting), SIGTERM
+    # means "stop now": exit cleanly rather than die mid-import with a signal status.
+    raise SystemExit(0)
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _stop_during_startup)
     try:
         app()
     except SettingsError as e:  # raised while parsing options, before a command runs

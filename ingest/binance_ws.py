@@ -133,7 +133,10 @@ class BinanceKlineSource:
                 self.stats.age_reconnects += 1
                 return "max_age"
             try:
-                raw = await asyncio.wait_for(ws.recv(), min(self.stale_after_s, remaining_age))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that coincides with its timeout, and shutdown would hang here.
+                async with asyncio.timeout(min(self.stale_after_s, remaining_age)):
+                    raw = await ws.recv()
             except TimeoutError:
                 if time.monotonic() - opened >= max_age:
                     self.stats.age_reconnects += 1

@@ -143,9 +143,9 @@ class CcxtWatchSource:
         while True:
             generation = self.generation
             try:
-                rows = await asyncio.wait_for(
-                    self.exchange.watch_ohlcv(series.symbol, tf), self.stale_after_s
-                )
+                # asyncio.timeout, not wait_for: see BinanceKlineSource._read.
+                async with asyncio.timeout(self.stale_after_s):
+                    rows = await self.exchange.watch_ohlcv(series.symbol, tf)
             except TimeoutError:
                 self.stats.stale_reconnects += 1
                 states.enter("stale", after_s=self.stale_after_s)

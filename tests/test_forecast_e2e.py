@@ -157,20 +157,28 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
         forecast.kill()  # mid-stream and mid-training: the training child dies with it
         published_before = await bus.count(series)
 
-        async def events_waiting() -> bool:
-            return await events.pending_count(series) > 0 or await events.length(series) > 0
+        store = CandleStore(redis)
+        last_at_kill = await store.last_open_time(series)
+        assert last_at_kill is not None
 
-        await wait_for(events_waiting, 10, "events queued while the forecaster is down")
+        async def backlog() -> bool:  # candles keep closing while the forecaster is dead
+            last = await store.last_open_time(series)
+            return last is not None and last >= last_at_kill + 5 * series.timeframe.ms
+
+        await wait_for(backlog, 30, "candles to close while the forecaster is down")
+        backlog_end = await store.last_open_time(series)
+        assert backlog_end is not None
         restarted = Service("forecast", env, tmp_path).start()
         try:
 
             async def caught_up() -> bool:
-                last = await CandleStore(redis).last_open_time(series)
+                last = await store.last_open_time(series)
                 latest = await bus.latest(series)
                 return (
                     latest is not None
                     and last is not None
                     and latest.as_of == last
+                    and latest.as_of > backlog_end  # the restarted process did the work
                     and await events.pending_count(series) == 0
                 )
 
