@@ -25,3 +25,8 @@ INGEST_LAG = Gauge(
 UNFILLABLE = Gauge(
     "cryptocast_unfillable_candles", "Candles the exchange does not have (holes)", ["series"]
 )
+SERIES_STALE = Gauge(
+    "cryptocast_series_stale",
+    "1 when the newest candle closed more than stale_after timeframes ago by the service clock",
+    ["series"],
+)

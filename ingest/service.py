@@ -25,6 +25,7 @@ from ingest.backoff import Backoff
 from ingest.binance_ws import BinanceKlineSource
 from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
 from ingest.gapfill import GapFiller
+from ingest.metrics import INGEST_LAG, SERIES_STALE
 from ingest.rest import CcxtKlineFetcher, binance_server_time, make_exchange, make_pro_exchange
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
@@ -34,6 +35,7 @@ from storage.series import SeriesId
 log = structlog.get_logger(__name__)
 
 CLOCK_RESYNC_S = 30.0
+FRESHNESS_EVERY_S = 2.0
 # The start-up history fill waits this long for a series' first connect, whose gap fill fetches
 # the same candles (one REST call, not two); past it, history is fetched regardless.
 FIRST_CONNECT_WAIT_S = 10.0
@@ -131,6 +133,7 @@ class IngestService:
             tasks.append(tg.create_task(self._fill_history_on_start(), name="fill-history"))
             if isinstance(self.clock, ExchangeClock):
                 tasks.append(tg.create_task(self._clock_loop(), name="clock"))
+            tasks.append(tg.create_task(self._freshness_loop(), name="freshness"))
             self.ready.set()
             log.info("ingest.started", series=[s.key for s in self.series])
             await self._stopped.wait()
@@ -145,7 +148,24 @@ class IngestService:
         log.info("ingest.stopped", stored=self.sink.stored, rejected=self.sink.rejects.by_reason())
 
     def stop(self) -> None:
+        log.info("ingest.stopping")
         self._stopped.set()
+
+    async def _freshness_loop(self) -> None:
+        """Keep the lag and staleness gauges moving when candles stop coming: a silent series
+        must show up in the metrics, not freeze them at their last healthy value."""
+        stale_after = self.settings.schedule.stale_after
+        while True:
+            now = self.clock.now_ms()
+            for s in self.series:
+                with contextlib.suppress(RedisError, OSError):
+                    last = await self.store.last_open_time(s)
+                    if last is None:
+                        continue
+                    lag_ms = max(0, now - s.timeframe.next_open(last))
+                    INGEST_LAG.labels(s.key).set(lag_ms / 1000)
+                    SERIES_STALE.labels(s.key).set(int(lag_ms > stale_after * s.timeframe.ms))
+            await asyncio.sleep(FRESHNESS_EVERY_S)
 
     async def close(self) -> None:
         """Close every exchange connection and the HTTP session."""
