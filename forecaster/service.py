@@ -1,7 +1,8 @@
 """The forecaster service: serve the series this replica holds, retrain them on schedule.
 
 Replicas split the configured series by lease (DESIGN.md decision 4): every ``lease_ttl_s / 3``
-a replica renews the ``serve`` leases it holds and tries to take free ones; it runs one
+a replica heartbeats, renews the ``serve`` leases it holds, gives back those beyond its fair
+share (series / live replicas, rounded up) and takes free ones below it; it runs one
 :class:`~forecaster.serving.SeriesWorker` per series held and stops a worker whose lease it lost.
 A replica that dies stops renewing; after the TTL another takes its series and reclaims its
 pending events. Lifecycle: :meth:`start`, :meth:`run` until :meth:`stop` (SIGTERM), then the
@@ -15,6 +16,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 import uuid
 
 import structlog
@@ -27,7 +29,7 @@ from forecaster.serving import SeriesWorker, ServingContext
 from storage.candles import CandleStore
 from storage.clock import ClockSync, ExchangeClock, WallClock
 from storage.events import CandleEvents
-from storage.leases import Leases
+from storage.leases import Leases, Replicas
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.scores import LiveScores
@@ -65,6 +67,7 @@ class ForecastService:
             consumer=self.replica,
         )
         self.leases = Leases(redis, keys)
+        self.replicas = Replicas(redis, keys)
         self.workers: dict[SeriesId, tuple[SeriesWorker, asyncio.Task[None]]] = {}
         self.scheduler = (
             TrainingScheduler(settings, store, lambda: list(self.workers), config_file=config_file)
@@ -108,29 +111,48 @@ class ForecastService:
             await self._stop_worker(series)
             with contextlib.suppress(RedisError, OSError):
                 await self.leases.release(series, "serve", self.replica)
+        with contextlib.suppress(RedisError, OSError):
+            await self.replicas.leave(self.replica)
         log.info("forecast.stopped", replica=self.replica)
 
     async def _lease_loop(self) -> None:
         ttl_ms = int(self.settings.forecast.lease_ttl_s * 1000)
+        all_series = self.settings.series_ids
         while True:
-            for series in self.settings.series_ids:
-                try:
-                    held = await self.leases.acquire(series, "serve", self.replica, ttl_ms)
-                except (RedisError, OSError) as e:
-                    log.warning("lease.redis_unavailable", error=str(e).splitlines()[0][:200])
-                    held = series in self.workers  # keep serving what we have until the TTL
-                entry = self.workers.get(series)
-                if entry is not None and entry[1].done():
-                    await self._stop_worker(series)  # crashed (e.g. Redis gone): restart below
-                    entry = None
-                if held and entry is None:
-                    self._start_worker(series)
-                elif not held and entry is not None:
-                    log.warning("lease.lost", replica=self.replica, **series.log_fields())
-                    await self._stop_worker(series)
+            try:
+                now = int(time.time() * 1000)
+                await self.replicas.heartbeat(self.replica, now)
+                live = max(1, await self.replicas.live(now, ttl_ms))
+                await self._balance(all_series, -(-len(all_series) // live), ttl_ms)
+            except (RedisError, OSError) as e:
+                # keep serving what we hold until the TTL says otherwise
+                log.warning("lease.redis_unavailable", error=str(e).splitlines()[0][:200])
             SERIES_HELD.set(len(self.workers))
             self.ready.set()
             await asyncio.sleep(self.settings.forecast.lease_ttl_s / 3)
+
+    async def _balance(self, all_series: list[SeriesId], share: int, ttl_ms: int) -> None:
+        """Renew what we hold, give back what exceeds our fair ``share`` (so a newcomer gets
+        work), take free series while under it. A worker stops before its lease is released,
+        so two replicas never serve one series; the next holder reclaims pending events."""
+        for series in list(self.workers):
+            _worker, task = self.workers[series]
+            if task.done():  # crashed (e.g. Redis gone): restart below if still ours
+                await self._stop_worker(series)
+            elif not await self.leases.renew(series, "serve", self.replica, ttl_ms):
+                log.warning("lease.lost", replica=self.replica, **series.log_fields())
+                await self._stop_worker(series)
+        for series in list(self.workers)[share:]:
+            await self._stop_worker(series)
+            await self.leases.release(series, "serve", self.replica)
+            log.info("lease.released", replica=self.replica, share=share, **series.log_fields())
+        for series in all_series:
+            if len(self.workers) >= share:
+                break
+            if series not in self.workers and await self.leases.acquire(
+                series, "serve", self.replica, ttl_ms
+            ):
+                self._start_worker(series)
 
     def _start_worker(self, series: SeriesId) -> None:
         worker = SeriesWorker(self.ctx, series)

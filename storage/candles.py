@@ -10,12 +10,14 @@ the closed-candle event in the same step, so a stored candle always has its even
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from storage.codec import pack_record, unpack_candle
@@ -169,10 +171,21 @@ class CandleStore:
             if not self._script_loaded:
                 await self.redis.script_load(self._upsert.script)
                 self._script_loaded = True
-            pipe = self.redis.pipeline(transaction=False)
-            for keys, argv in calls:
-                pipe.evalsha(self._upsert.sha, len(keys), *keys, *argv)
             try:
+                if isinstance(self.redis, RedisCluster):
+                    # redis-py's cluster pipeline refuses EVALSHA: one call per script, sent
+                    # concurrently (each still touches a single slot).
+                    return list(
+                        await asyncio.gather(
+                            *(
+                                self.redis.evalsha(self._upsert.sha, len(keys), *keys, *argv)
+                                for keys, argv in calls
+                            )
+                        )
+                    )
+                pipe = self.redis.pipeline(transaction=False)
+                for keys, argv in calls:
+                    pipe.evalsha(self._upsert.sha, len(keys), *keys, *argv)
                 return list(await pipe.execute())
             except NoScriptError:
                 self._script_loaded = False

@@ -83,5 +83,9 @@ class Keys:
     def lease(self, series: SeriesId, role: str) -> str:
         return f"{self.prefix}:lease:{self.tag(series)}:{role}"
 
+    def replicas(self, role: str) -> str:
+        """Sorted set of live replicas of a role (score = last heartbeat ms); a single key."""
+        return f"{self.prefix}:replicas:{role}"
+
     def heartbeat(self, series: SeriesId, role: str) -> str:
         return f"{self.prefix}:heartbeat:{self.tag(series)}:{role}"

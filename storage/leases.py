@@ -49,3 +49,23 @@ class Leases:
     async def holder(self, series: SeriesId, role: str) -> str | None:
         raw = await self.redis.get(self.keys.lease(series, role))
         return None if raw is None else raw.decode()
+
+
+class Replicas:
+    """Which replicas of a role are alive: each heartbeats into one sorted set, so every replica
+    can compute its fair share of the series (see forecaster.service)."""
+
+    def __init__(self, redis: Any, keys: Keys | None = None, role: str = "forecast") -> None:
+        self.redis = redis
+        self.key = (keys or Keys()).replicas(role)
+
+    async def heartbeat(self, replica: str, now_ms: int) -> None:
+        await self.redis.zadd(self.key, {replica: now_ms})
+
+    async def live(self, now_ms: int, ttl_ms: int) -> int:
+        """Replicas seen within ``ttl_ms`` (forgetting older ones)."""
+        await self.redis.zremrangebyscore(self.key, "-inf", now_ms - ttl_ms)
+        return int(await self.redis.zcard(self.key))
+
+    async def leave(self, replica: str) -> None:
+        await self.redis.zrem(self.key, replica)

@@ -1,0 +1,138 @@
+"""Scale-out on a real Redis Cluster: three masters on loopback ports, the real ingest and two
+forecaster replicas sharing the consumer group. Every closed candle is predicted exactly once and
+no command ever mixes slots (the 1m futures candles are relabelled as spot series)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from cryptocast.redis_server import RedisServer, free_port
+from storage.keys import Keys
+from storage.schemas import Prediction
+from storage.series import SeriesId
+from tests.e2e_support import Service, service_env, start_replay, wait_for
+
+pytestmark = pytest.mark.slow
+
+SYMBOLS = ["LINK/USDT", "LTC/USDT", "AVAX/USDT", "NEAR/USDT"]
+SERIES = [SeriesId.parse(f"binance:{s}:1m") for s in SYMBOLS]
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def start_cluster(base: Path) -> list[RedisServer]:
+    nodes = []
+    for i in range(3):
+        node = RedisServer(
+            base / f"node{i}",
+            port=cluster_port(),
+            appendonly=True,
+            extra=[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(base / f"node{i}" / "nodes.conf"),
+            ],
+        )
+        node.start()
+        nodes.append(node)
+    cli = shutil.which("redis-cli")
+    assert cli, "redis-cli is installed with redis-server"
+    subprocess.run(
+        [
+            cli,
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{n.port}" for n in nodes),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return nodes
+
+
+async def test_two_replicas_on_a_three_master_cluster(tmp_path: Path) -> None:
+    nodes = start_cluster(tmp_path)
+    url = f"redis://127.0.0.1:{nodes[0].port}/0"
+    client = RedisCluster.from_url(url)
+
+    async def cluster_ok() -> bool:
+        info = await client.cluster_info()
+        return bool(info.get("cluster_state") == "ok")
+
+    exchange = None
+    services: list[Service] = []
+    try:
+        await wait_for(cluster_ok, 30, "the cluster to form")
+        keys = Keys()
+        slots = {await client.cluster_keyslot(keys.predictions(s)) for s in SERIES}
+        assert len(slots) > 1, "the series should spread over several slots"
+        exchange = await start_replay(SYMBOLS, 1300, tmp_path, speed=60)
+        env = service_env(
+            url,
+            exchange,
+            [s.key for s in SERIES],
+            CRYPTOCAST_REDIS_CLUSTER="true",
+            CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="100000",
+            CRYPTOCAST_SCHEDULE__STALE_AFTER="500",
+            CRYPTOCAST_FORECAST__LEASE_TTL_S="3",
+        )
+        services = [
+            Service("ingest", env, tmp_path).start(),
+            Service("forecast", {**env, "CRYPTOCAST_FORECAST__REPLICA_ID": "a"}, tmp_path).start(),
+            Service("forecast", {**env, "CRYPTOCAST_FORECAST__REPLICA_ID": "b"}, tmp_path).start(),
+        ]
+
+        async def predicted() -> bool:
+            return all([await client.xlen(keys.predictions(s)) >= 15 for s in SERIES])
+
+        await wait_for(
+            predicted,
+            180,
+            "15 predictions per series from the two replicas",
+            on_fail=lambda: "\n".join(s.tail(1500) for s in services),
+        )
+        holders = {
+            s.key: (await client.get(keys.lease(s, "serve")) or b"").decode() for s in SERIES
+        }
+        assert set(holders.values()) == {"a", "b"}, holders  # the work is shared
+        for s in SERIES:
+            entries = await client.xrange(keys.predictions(s), "-", "+")
+            preds = [Prediction.from_json(f[b"m"]) for _id, f in entries]
+            as_ofs = [p.as_of for p in preds]
+            assert len(as_ofs) == len(set(as_ofs))  # exactly once
+            assert as_ofs == list(range(as_ofs[0], as_ofs[-1] + 60_000, 60_000))  # no gap
+    finally:
+        for svc in services:
+            assert svc.terminate() == 0, svc.tail()
+        logs = "\n".join("\n".join(s.log_lines()) for s in services)
+        if exchange is not None:
+            await exchange.stop()
+        await client.aclose()
+        for n in nodes:
+            n.stop()
+    assert "CROSSSLOT" not in logs
+    assert "Traceback" not in logs
