@@ -7,7 +7,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["storage_bench", "latency_bench", "ingest_bench"]
+BENCHMARKS = ["storage_bench", "ingest_bench", "latency_bench", "training_bench"]
 
 
 def main() -> int:
