@@ -38,7 +38,8 @@ class RedisServer:
                 "redis-server is not installed: run scripts/ensure-redis.sh (apt-get)"
             )
         self.exe = exe
-        self.data_dir = data_dir
+        # Absolute: redis-server chdirs to --dir before it opens a relative --logfile.
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.password = password
         self.appendonly = appendonly
@@ -93,6 +94,7 @@ class RedisServer:
             except OSError:
                 pass
             time.sleep(0.02)
+        self.kill()  # never leave a half-started server behind
         raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout_s}s")
 
     def kill(self) -> None:

@@ -126,13 +126,14 @@ async def test_two_replicas_on_a_three_master_cluster(tmp_path: Path) -> None:
             assert len(as_ofs) == len(set(as_ofs))  # exactly once
             assert as_ofs == list(range(as_ofs[0], as_ofs[-1] + 60_000, 60_000))  # no gap
     finally:
-        for svc in services:
-            assert svc.terminate() == 0, svc.tail()
+        # stop everything before judging, so a failure leaves no process behind
+        codes = [svc.terminate() for svc in services]
         logs = "\n".join("\n".join(s.log_lines()) for s in services)
         if exchange is not None:
             await exchange.stop()
         await client.aclose()
         for n in nodes:
             n.stop()
+    assert codes == [0] * len(services), logs[-3000:]
     assert "CROSSSLOT" not in logs
     assert "Traceback" not in logs
