@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,10 +61,10 @@ def test_yahoo_file() -> None:
 
 
 @pytest.mark.parametrize("path", FUTURES, ids=lambda p: p.name[:8])
-def test_binance_futures_dumps_fast(path: Path) -> None:
-    t0 = time.perf_counter()
+def test_binance_futures_dumps(path: Path) -> None:
+    # How fast this is belongs to the benchmarks (bench/storage_bench.py reads these files), not
+    # to a timed test that fails on a busy machine.
     result = read_csv(path)
-    elapsed = time.perf_counter() - t0
     assert result.info.format is CsvFormat.BINANCE_KLINES and result.info.has_header
     assert result.info.timeframe == Timeframe("1m")
     assert result.info.symbol == path.name.split("_")[0].upper()
@@ -74,7 +73,6 @@ def test_binance_futures_dumps_fast(path: Path) -> None:
     row = result.rows[0]
     assert row.close_time == row.candle.open_time + 59_999 if row.candle else False
     assert row.taker_buy_volume is not None and row.taker_buy_quote_volume is not None
-    assert elapsed < 1.0, f"reading {path.name} took {elapsed:.2f}s"
 
 
 def test_headerless_and_microsecond_variants(tmp_path: Path) -> None:
