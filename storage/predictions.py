@@ -78,6 +78,11 @@ class PredictionBus:
         entries = await self.redis.xrange(self.keys.predictions(series), start, "+", count=count)
         return [Prediction.from_json(fields[b"m"]) for _id, fields in entries]
 
+    async def recent(self, series: SeriesId, count: int = 100) -> list[Prediction]:
+        """The newest ``count`` predictions in the stream, oldest first."""
+        entries = await self.redis.xrevrange(self.keys.predictions(series), "+", "-", count=count)
+        return [Prediction.from_json(fields[b"m"]) for _id, fields in reversed(entries)]
+
     async def count(self, series: SeriesId) -> int:
         return int(await self.redis.xlen(self.keys.predictions(series)))
 
