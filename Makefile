@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install redis test lint format bench run demo clean
+.PHONY: install redis compose chromium test lint format docs bench run demo clean
 
 install: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml
 redis:
 	@scripts/ensure-redis.sh
 
-test: install redis
+# docker-compose (v1, Debian's package) only to check docker-compose.yml offline in the tests.
+compose:
+	@scripts/ensure-compose.sh
+
+# Debian's Chromium for the dashboard's browser test (Playwright cannot download browsers here).
+chromium:
+	@scripts/ensure-chromium.sh
+
+test: install redis compose chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -30,6 +38,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The README's configuration reference is generated from the settings model.
+docs: install
+	$(PY) -m cryptocast.settings_doc --write README.md
 
 bench: install redis
 	$(PY) -m bench

@@ -49,8 +49,8 @@ class ModelSettings(BaseModel):
     )
     epochs: int = Field(30, ge=1, le=1000, description="Maximum epochs (early stopping applies)")
     patience: int = Field(4, ge=1, le=100, description="Early-stopping patience in epochs")
-    batch_size: int = Field(256, ge=1, le=65536)
-    learning_rate: float = Field(1e-3, gt=0, le=1.0)
+    batch_size: int = Field(256, ge=1, le=65536, description="Training batch size")
+    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Adam learning rate")
     train_candles: int = Field(
         20_000, ge=100, description="Most recent candles used for one training run"
     )
@@ -140,6 +140,31 @@ class ForecastSettings(BaseModel):
     )
 
 
+class WebSettings(BaseModel):
+    """The dashboard and read-only HTTP/WebSocket API (``cryptocast web``)."""
+
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address to bind; anything beyond loopback requires CRYPTOCAST_WEB__TOKEN",
+    )
+    port: int = Field(8080, ge=1, le=65535, description="Port of the dashboard and API")
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token the API requires (Authorization: Bearer <token>); "
+        "required when host is not a loopback address",
+    )
+    max_streams: int = Field(
+        200, ge=1, le=100_000, description="Concurrent WebSocket prediction streams served"
+    )
+    status_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a series' health (candle and hole counts) is reused between "
+        "requests, so dashboards never add Redis load in proportion to viewers",
+    )
+
+
 class Settings(BaseSettings):
     """All of cryptocast's settings. See the README's configuration reference."""
 
@@ -178,7 +203,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console", "auto"] = Field(
         "auto", description="'json' lines, readable 'console', or 'auto' (console on a TTY)"
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least severe level logged"
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port; 0 = off")
     model_cache_dir: Path = Field(
         Path("var/models"), description="Local cache of model artifacts (only a cache)"
@@ -188,6 +215,7 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @field_validator("series", mode="before")
     @classmethod

@@ -25,7 +25,7 @@ def fmt_age(ms: int | None) -> str:
     return f"{s:.0f}s"
 
 
-def print_status(report: list[dict[str, Any]]) -> None:
+def print_status(report: list[dict[str, Any]], console: Console | None = None) -> None:
     """The ``status`` table: one row per series, stale rows in red."""
     table = Table(title="cryptocast status")
     for col in (
@@ -57,7 +57,7 @@ def print_status(report: list[dict[str, Any]]) -> None:
             "-" if score.get("mase") is None else f"{score['mase']:.3f}",
             "[red]STALE: " + "; ".join(r["stale_reasons"]) + "[/red]" if r["stale"] else "ok",
         )
-    Console().print(table)
+    (console or Console()).print(table)
 
 
 def print_backfill(report: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from config.logging import series_logger
 from config.settings import Settings
-from forecaster.prom import TRAININGS
+from forecaster.prom import TRAINING_SECONDS, TRAININGS
 from storage.candles import CandleStore
 from storage.leases import Leases
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
@@ -144,6 +144,11 @@ class TrainingScheduler:
         code = await proc.wait()
         outcome = {0: "trained", 1: "failed", 3: "skipped"}.get(code, f"exit {code}")
         TRAININGS.labels(series.key, outcome).inc()
+        # The run happened in the child: its own record of how long it took is the duration.
+        with contextlib.suppress(Exception):
+            duration = (await self.tlog.state(series)).get("duration_s")
+            if code == 0 and duration is not None:
+                TRAINING_SECONDS.labels(series.key).set(float(duration))
         self.runs.append((series.key, code))
         if code not in (0, 3):
             series_logger(series, __name__).warning("training.process_failed", exit_code=code)

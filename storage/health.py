@@ -1,7 +1,8 @@
 """Per-series health, as ``cryptocast status`` and the web API report it.
 
 Read-only: candles stored, newest candle and its age, holes, the current model, the last
-prediction and the live score. A series is *stale* when its newest candle closed more than
+prediction (and how far it lags the candles, in candles and in time), the live score and the
+last training attempt. A series is *stale* when its newest candle closed more than
 ``stale_after`` timeframes ago by the service clock, or when its last prediction is older than
 its newest candle by as much.
 """
@@ -15,7 +16,7 @@ import orjson
 from storage.candles import CandleStore
 from storage.clock import Clock
 from storage.predictions import PredictionBus
-from storage.registry import ModelIntegrityError, ModelRegistry
+from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
 from storage.series import SeriesId
 
 
@@ -50,6 +51,7 @@ async def series_health(
             ),
         }
     latest = await PredictionBus(redis, keys).latest(series)
+    training = await TrainingLog(redis, keys).state(series)
     raw_score = await redis.hgetall(keys.live_score(series))
     live_score = {k.decode(): orjson.loads(v) for k, v in raw_score.items()} if raw_score else None
     reasons: list[str] = []
@@ -78,5 +80,12 @@ async def series_health(
         "prediction_lag_candles": None
         if latest is None or last is None
         else tf.floor_index(last) - tf.floor_index(latest.as_of),
+        "last_prediction_age_ms": None if latest is None else max(0, now - latest.published_at),
         "live_score": live_score,
+        "last_training": {
+            k: training.get(k)
+            for k in ("outcome", "version", "started_at", "finished_at", "duration_s", "skill")
+        }
+        if training
+        else None,
     }

@@ -1,0 +1,526 @@
+"""The machinery of ``cryptocast demo`` (command in :mod:`cryptocast.demo_cmd`): the whole
+system, offline, in one command.
+
+A private ``redis-server``, the local replay exchange serving real Binance 1m candles shipped in
+``cryptocast/data`` (two markets, 1,000 candles of history behind the replay's "now", then live
+at ``--speed`` × real time), the real ``cryptocast ingest`` and ``cryptocast forecast`` services
+as child processes, a small-but-real model profile (one LSTM layer of 16 units over 30 candles)
+trained and retrained by the forecaster as it would in production. Predictions are printed as
+they are published; at the end the demo prints the live score against the naive forecast and
+the ``status`` table, and writes a PNG of predictions vs what actually happened.
+
+Everything lives under ``<data_dir>/demo`` (``var/demo``): the plot, the services' JSON logs and
+the Redis data, wiped at the next demo run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from rich.console import Console
+from rich.table import Table
+
+from config.settings import ENV_PREFIX, load_settings
+from cryptocast.procs import ChildService, stop_all
+from cryptocast.redis_server import RedisServer
+from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
+from storage.candles import CandleStore
+from storage.client import Redis, connect
+from storage.clock import shared_clock
+from storage.health import series_health
+from storage.keys import Keys
+from storage.leases import Leases
+from storage.predictions import PredictionBus
+from storage.registry import TrainingLog
+from storage.schemas import Prediction
+from storage.series import SeriesId
+
+log = structlog.get_logger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+# Futures candles relabelled as spot series: the replay exchange speaks Binance's spot protocol.
+DEMO_MARKETS = {
+    "LINK/USDT": DATA_DIR / "linkusdt_binance_futures_1m_2026-02_head2400.csv",
+    "LTC/USDT": DATA_DIR / "ltcusdt_binance_futures_1m_2026-02_head2400.csv",
+}
+HISTORY_CANDLES = 1000
+
+# Small but real: trains in ~5 s on one core; retrains every 90 candles while serving.
+DEMO_PROFILE = {
+    "CRYPTOCAST_MODEL__UNITS": "16",
+    "CRYPTOCAST_MODEL__LAYERS": "1",
+    "CRYPTOCAST_MODEL__WINDOW": "30",
+    "CRYPTOCAST_MODEL__EPOCHS": "8",
+    "CRYPTOCAST_MODEL__PATIENCE": "3",
+    "CRYPTOCAST_MODEL__BATCH_SIZE": "64",
+    "CRYPTOCAST_MODEL__TRAIN_CANDLES": "1200",
+    "CRYPTOCAST_SCHEDULE__MIN_TRAIN_CANDLES": "600",
+    "CRYPTOCAST_SCHEDULE__RETRAIN_EVERY": "90",
+    "CRYPTOCAST_SCHEDULE__CHECK_INTERVAL_S": "1",
+    # At 60× a candle closes every second: judge staleness in candles generously, so a
+    # prediction delayed by a busy CPU is still served rather than skipped.
+    "CRYPTOCAST_SCHEDULE__STALE_AFTER": "30",
+}
+
+
+@dataclass
+class DemoOptions:
+    """How the demo runs; the defaults make the command take about three minutes."""
+
+    out_dir: Path
+    speed: float = 60.0
+    predictions: int = 120
+    timeout_s: float = 420.0
+    metrics_port: int = 0
+    profile: dict[str, str] = field(default_factory=lambda: dict(DEMO_PROFILE))
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    history: int = HISTORY_CANDLES
+
+    @property
+    def series(self) -> list[SeriesId]:
+        return [SeriesId.parse(f"binance:{m}:1m") for m in DEMO_MARKETS]
+
+
+@dataclass
+class SeriesSummary:
+    """Live figures of one series over the demo's predictions whose target candle closed."""
+
+    series: str
+    predictions: int
+    scored: int
+    mae: float
+    naive_mae: float
+    coverage: float
+    direction: float
+    models: list[str]
+
+    @property
+    def skill(self) -> float:
+        """1 - MAE/MAE_naive: > 0 beats the naive forecast."""
+        return 1 - self.mae / self.naive_mae if self.naive_mae > 0 else math.nan
+
+
+class Demo:
+    """The demo's processes and Redis: :meth:`start`, then :meth:`collect`, then :meth:`stop`."""
+
+    def __init__(self, opts: DemoOptions, console: Console) -> None:
+        self.opts = opts
+        self.console = console
+        self.series = opts.series
+        self.keys = Keys()
+        self.server: RedisServer | None = None
+        self.exchange: ReplayExchange | None = None
+        self.redis: Redis | None = None
+        self.services: list[ChildService] = []
+        self.env: dict[str, str] = {}
+        self.received: dict[str, list[Prediction]] = {s.key: [] for s in self.series}
+        self.started_at = time.monotonic()
+        self._header_shown = False
+
+    @property
+    def redis_url(self) -> str:
+        assert self.server is not None
+        return f"redis://127.0.0.1:{self.server.port}/0"
+
+    async def start(self) -> None:
+        """Fresh Redis, the replay exchange, then the two services."""
+        out = self.opts.out_dir
+        for stale in ("redis", "logs"):
+            shutil.rmtree(out / stale, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        self.server = RedisServer(out / "redis")
+        await asyncio.to_thread(self.server.start)
+        self.redis = await connect(load_settings(redis_url=self.redis_url))
+        self.exchange = ReplayExchange(
+            ReplayConfig(
+                sources=[ReplaySource(path, m, "1m") for m, path in DEMO_MARKETS.items()],
+                speed=self.opts.speed,
+                history_candles=self.opts.history,
+                exchange_info_symbols="replayed",
+                ping_interval=5.0,
+                faults=self.opts.faults,
+            )
+        )
+        await self.exchange.start()
+        self.env = self.service_env()
+        logs = out / "logs"
+        for command in ("ingest", "forecast"):
+            env = dict(self.env)
+            if self.opts.metrics_port:
+                port = self.opts.metrics_port + (command == "forecast")
+                env[ENV_PREFIX + "METRICS_PORT"] = str(port)
+            self.services.append(
+                ChildService(command, env, log_path=logs / f"{command}.log").start()
+            )
+
+    def service_env(self) -> dict[str, str]:
+        """What the services see: none of the caller's CRYPTOCAST_* settings, only the demo's."""
+        assert self.exchange is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        env.update(
+            {
+                "CRYPTOCAST_REDIS_URL": self.redis_url,
+                "CRYPTOCAST_SERIES": ",".join(s.key for s in self.series),
+                "CRYPTOCAST_CLOCK": "exchange",
+                "CRYPTOCAST_BINANCE_WS_URL": self.exchange.ws_url.removesuffix("/ws"),
+                "CRYPTOCAST_BINANCE_REST_URL": self.exchange.rest_url,
+                "CRYPTOCAST_LOG_FORMAT": "json",
+                "CRYPTOCAST_DATA_DIR": str(self.opts.out_dir),
+                "CRYPTOCAST_MODEL_CACHE_DIR": str(self.opts.out_dir / "models"),
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+                **self.opts.profile,
+            }
+        )
+        return env
+
+    async def stop(self) -> dict[str, int]:
+        """Stop the services (SIGTERM, in parallel), the exchange and Redis; exit codes."""
+        codes = await asyncio.to_thread(stop_all, self.services)
+        if self.exchange is not None:
+            await self.exchange.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
+        return codes
+
+    # -- the live part ----------------------------------------------------------------------
+
+    async def collect(
+        self,
+        on_prediction: Callable[[Prediction], None] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> bool:
+        """Receive predictions until every series has ``opts.predictions`` (True), or the
+        timeout, a dead service or ``stop`` (False). Narrates ingest and training meanwhile."""
+        assert self.redis is not None
+        bus = PredictionBus(self.redis, self.keys)
+        done = asyncio.Event()
+        target = self.opts.predictions
+
+        async def listen() -> None:
+            async for p in bus.subscribe(self.series):
+                self.received[p.series.key].append(p)
+                if on_prediction is not None:
+                    on_prediction(p)
+                if all(len(v) >= target for v in self.received.values()):
+                    done.set()
+
+        async def watch_services() -> None:
+            while all(s.poll() is None for s in self.services):  # noqa: ASYNC110 (a process)
+                await asyncio.sleep(0.5)
+            dead = next(s for s in self.services if s.poll() is not None)
+            self.console.print(
+                f"[red]the {dead.command} service exited ({dead.poll()}); its log:[/red]\n"
+                + dead.tail()
+            )
+
+        tasks = [
+            asyncio.create_task(listen(), name="demo-listen"),
+            asyncio.create_task(self._narrate(), name="demo-narrate"),
+            asyncio.create_task(watch_services(), name="demo-services"),
+            asyncio.create_task(done.wait(), name="demo-done"),
+        ]
+        if stop is not None:
+            tasks.append(asyncio.create_task(stop.wait(), name="demo-stop"))
+        try:
+            await asyncio.wait(tasks, timeout=self.opts.timeout_s, return_when="FIRST_COMPLETED")
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return done.is_set()
+
+    async def _narrate(self) -> None:
+        """Print what ingest and training do, as a user would want to know, once each."""
+        assert self.redis is not None
+        store = CandleStore(self.redis, self.keys)
+        tlog, leases = TrainingLog(self.redis, self.keys), Leases(self.redis, self.keys)
+        history_told: set[str] = set()
+        training: set[str] = set()
+        finished: dict[str, Any] = {}
+        while True:
+            for s in self.series:
+                key, name = s.key, s.symbol
+                count = await store.count(s)
+                if key not in history_told and count >= self.opts.history - 1:
+                    history_told.add(key)
+                    self._say(
+                        f"[cyan]ingest[/cyan]   {name}: {count:,} candles of history stored; "
+                        f"a live candle closes every {60 / self.opts.speed:.1f}s"
+                    )
+                if await leases.holder(s, "train") is not None:
+                    if key not in training:
+                        training.add(key)
+                        self._say(
+                            f"[magenta]training[/magenta] {name}: started on {count:,} candles"
+                        )
+                else:
+                    training.discard(key)
+                state = await tlog.state(s)
+                if state.get("finished_at") and finished.get(key) != state["finished_at"]:
+                    finished[key] = state["finished_at"]
+                    self._say(self._training_line(name, state))
+            await asyncio.sleep(0.5)
+
+    def _training_line(self, name: str, state: dict[str, Any]) -> str:
+        outcome = state.get("outcome")
+        version, skill = state.get("version"), state.get("skill")
+        took = state.get("duration_s")
+        skill_text = "" if skill is None else f", holdout skill vs naive {skill:+.2%}"
+        if outcome == "promoted":
+            return (
+                f"[magenta]training[/magenta] {name}: model {version} [green]promoted[/green] "
+                f"(trained in {took}s{skill_text})"
+            )
+        if outcome == "kept_current":
+            return (
+                f"[magenta]training[/magenta] {name}: model {version} not better than the "
+                f"serving one on the same holdout, kept the current model{skill_text}"
+            )
+        return f"[magenta]training[/magenta] {name}: {outcome} {state.get('error', '')}"
+
+    def _say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started_at
+        self.console.print(f"[dim]{elapsed:6.1f}s[/dim] {text}")
+
+    def print_prediction(self, p: Prediction) -> None:
+        """One line per published prediction (a header line before the first)."""
+        if not self._header_shown:
+            self._header_shown = True
+            self.console.print(
+                "[dim] elapsed series    as of   last close → predicted close      "
+                f"{p.interval_level:.0%} interval        model        latency[/dim]"
+            )
+        up = p.predicted_close >= p.last_close
+        arrow = "[green]▲[/green]" if up else "[red]▼[/red]"
+        change = (p.predicted_close / p.last_close - 1) * 100
+        as_of = datetime.fromtimestamp(p.as_of / 1000, UTC).strftime("%H:%M")
+        self._say(
+            f"[bold]{p.symbol:<9}[/bold] {as_of}  {p.last_close:>10.4f} → {arrow}"
+            f"{p.predicted_close:>10.4f} {change:+.3f}%  [{p.lower:.4f}, {p.upper:.4f}]  "
+            f"{p.model.version}  {p.latency_ms:5.1f} ms"
+            + ("  [yellow]stale model[/yellow]" if p.stale_model else "")
+        )
+
+    # -- the end ----------------------------------------------------------------------------
+
+    async def results(self) -> tuple[dict[str, list[Prediction]], dict[str, dict[int, float]]]:
+        """Every published prediction (from the streams: the channel is only for speed) and the
+        actual closes of the candles they predicted."""
+        assert self.redis is not None
+        bus, store = PredictionBus(self.redis, self.keys), CandleStore(self.redis, self.keys)
+        preds: dict[str, list[Prediction]] = {}
+        closes: dict[str, dict[int, float]] = {}
+        for s in self.series:
+            preds[s.key] = await bus.since(s, None, count=100_000)
+            if preds[s.key]:
+                first = preds[s.key][0].as_of - 60 * s.timeframe.ms
+                closes[s.key] = {c.open_time: c.close for c in await store.range(s, first, None)}
+            else:
+                closes[s.key] = {}
+        return preds, closes
+
+    async def status(self) -> list[dict[str, Any]]:
+        """``cryptocast status --json``'s entries for the demo's series."""
+        assert self.redis is not None
+        store = CandleStore(self.redis, self.keys)
+        clock = await shared_clock(self.redis, self.keys.clock(), "exchange")
+        stale_after = int(self.opts.profile.get("CRYPTOCAST_SCHEDULE__STALE_AFTER", "3"))
+        return [await series_health(self.redis, store, s, clock, stale_after) for s in self.series]
+
+
+def summarise(preds: list[Prediction], closes: dict[int, float], series: str) -> SeriesSummary:
+    """Live MAE vs naive, interval coverage and direction hits over the scored predictions."""
+    errs, naive, covered, hits, moves = [], [], 0, 0, 0
+    for p in preds:
+        actual = closes.get(p.target_time)
+        if actual is None:
+            continue
+        errs.append(abs(actual - p.predicted_close))
+        naive.append(abs(actual - p.last_close))
+        covered += p.lower <= actual <= p.upper
+        if actual != p.last_close:
+            moves += 1
+            hits += (actual > p.last_close) == (p.predicted_close > p.last_close)
+    n = len(errs)
+    models = list(dict.fromkeys(p.model.version for p in preds))
+    return SeriesSummary(
+        series=series,
+        predictions=len(preds),
+        scored=n,
+        mae=sum(errs) / n if n else math.nan,
+        naive_mae=sum(naive) / n if n else math.nan,
+        coverage=covered / n if n else math.nan,
+        direction=hits / moves if moves else math.nan,
+        models=models,
+    )
+
+
+def plot_predictions(
+    preds: dict[str, list[Prediction]],
+    closes: dict[str, dict[int, float]],
+    summaries: list[SeriesSummary],
+    path: Path,
+) -> Path:
+    """Predicted next close with its interval against the actual close, one panel per series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    def dt(ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+
+    fig, axes = plt.subplots(len(preds), 1, figsize=(12, 4.2 * len(preds)), squeeze=False)
+    for ax, (key, ps), summary in zip(axes[:, 0], preds.items(), summaries, strict=True):
+        actual = closes[key]
+        if ps:
+            lo_t = ps[0].as_of - 15 * 60_000
+            hi_t = ps[-1].target_time
+            xs = sorted(t for t in actual if lo_t <= t <= hi_t)
+            ax.plot([dt(t) for t in xs], [actual[t] for t in xs], color="black", lw=1.3,
+                    label="actual close")  # fmt: skip
+            tt = [dt(p.target_time) for p in ps]
+            ax.fill_between(
+                tt,
+                [p.lower for p in ps],
+                [p.upper for p in ps],
+                color="tab:blue",
+                alpha=0.18,
+                step="mid",
+                label=f"{ps[0].interval_level:.0%} prediction interval",
+            )
+            ax.plot(tt, [p.predicted_close for p in ps], ".-", color="tab:blue", lw=0.8, ms=3,
+                    label="predicted close (one step ahead)")  # fmt: skip
+            for prev, p in itertools.pairwise(ps):
+                if p.model.version != prev.model.version:
+                    ax.axvline(dt(p.target_time), color="tab:purple", ls="--", lw=0.8)
+                    ax.annotate(
+                        f"model {p.model.version.split('-')[0]}",
+                        (dt(p.target_time), 1.0),
+                        xycoords=("data", "axes fraction"),
+                        fontsize=8,
+                        color="tab:purple",
+                        va="top",
+                        ha="left",
+                    )
+        ax.set_title(
+            f"{key}: {summary.scored} scored predictions, live MAE {summary.mae:.4g} vs naive "
+            f"{summary.naive_mae:.4g} (skill {summary.skill:+.1%}), "
+            f"interval coverage {summary.coverage:.0%}",
+            fontsize=10,
+        )
+        ax.set_ylabel("price (USDT)")
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("candle open time (UTC; replayed Binance 1m candles)")
+    fig.suptitle("cryptocast demo: next-minute close, predicted live vs actual", fontsize=12)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def print_summary(console: Console, summaries: list[SeriesSummary], seconds: float) -> None:
+    """The closing table: live figures per series."""
+    table = Table(title=f"live score over the demo ({seconds:.0f}s)")
+    for col in (
+        "series",
+        "predictions",
+        "scored",
+        "MAE",
+        "naive MAE",
+        "skill",
+        "coverage",
+        "direction",
+        "models",
+    ):
+        table.add_column(col)
+    for s in summaries:
+        table.add_row(
+            s.series,
+            str(s.predictions),
+            str(s.scored),
+            f"{s.mae:.5g}",
+            f"{s.naive_mae:.5g}",
+            f"{s.skill:+.2%}",
+            f"{s.coverage:.0%}",
+            f"{s.direction:.0%}",
+            ", ".join(s.models),
+        )
+    console.print(table)
+    console.print(
+        "[dim]skill = 1 - MAE/naive MAE (> 0 beats 'next close = last close'); one-minute "
+        "returns are close to noise, so a small skill is the honest result.[/dim]"
+    )
+
+
+async def run_demo(
+    opts: DemoOptions,
+    console: Console,
+    during: Callable[[Demo], Awaitable[None]] | None = None,
+) -> tuple[list[SeriesSummary], Path | None, dict[str, int]]:
+    """The whole demo; ``during`` (tests) runs once predictions have arrived, before the stop.
+
+    Returns the summaries, the PNG path (None when no prediction arrived) and the services'
+    exit codes."""
+    demo = Demo(opts, console)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    codes: dict[str, int] = {}
+    png: Path | None = None
+    summaries: list[SeriesSummary] = []
+    try:
+        console.print(
+            f"[bold]cryptocast demo[/bold]: private Redis, replay exchange at {opts.speed:g}× "
+            f"over real Binance 1m candles of {', '.join(DEMO_MARKETS)} (futures prices "
+            f"replayed as the spot series {', '.join(s.key for s in opts.series)}), ingest, "
+            f"training and live predictions. Logs: {opts.out_dir / 'logs'}. Ctrl-C stops early."
+        )
+        await demo.start()
+        demo._say(
+            f"redis-server on 127.0.0.1:{demo.server.port if demo.server else '?'}, replay "
+            f"exchange on {demo.exchange.rest_url if demo.exchange else '?'}, services started"
+        )
+        complete = await demo.collect(demo.print_prediction, stop)
+        if not complete:
+            demo._say("[yellow]stopping before the planned number of predictions[/yellow]")
+        if during is not None:
+            await during(demo)
+        report = await demo.status()
+        preds, closes = await demo.results()
+    finally:
+        codes = await demo.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    summaries = [summarise(preds[k], closes[k], k) for k in preds]
+    seconds = time.monotonic() - demo.started_at
+    from cryptocast.views import print_status
+
+    print_status(report, console)
+    print_summary(console, summaries, seconds)
+    if any(preds.values()):
+        png = plot_predictions(preds, closes, summaries, opts.out_dir / "predictions.png")
+        console.print(f"plot of predictions vs actual: [bold]{png}[/bold]")
+    else:
+        console.print("[red]no prediction arrived; see the service logs above[/red]")
+    return summaries, png, codes

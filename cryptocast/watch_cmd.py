@@ -1,0 +1,143 @@
+"""``cryptocast watch``: a live terminal view of the predictions as they are published.
+
+One row per series, updated in place on every message of its channel (``--json``: one JSON line
+per message instead, for piping into a bot or ``jq``). It starts from each series' latest
+prediction, so the table is filled at once, then follows the channels. Ctrl-C exits cleanly
+(exit code 0), as does ``--count N`` after N messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from cryptocast.app import app
+from cryptocast.runtime import AppState, open_store, run
+from storage.predictions import PredictionBus
+from storage.schemas import Prediction
+from storage.series import SeriesId
+
+
+def _time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def render(latest: dict[str, Prediction | None], received: int) -> Table:
+    """The table: the newest prediction of each series."""
+    table = Table(
+        title=f"cryptocast predictions ({received} received; Ctrl-C to quit)",
+        title_justify="left",
+    )
+    for col in (
+        "series",
+        "as of (UTC)",
+        "last close",
+        "predicted close",
+        "change",
+        "interval",
+        "model",
+        "skill",
+        "latency",
+        "age",
+    ):
+        table.add_column(col, justify="right" if col not in ("series", "model") else "left")
+    now = time.time() * 1000
+    for key, p in latest.items():
+        if p is None:
+            table.add_row(key, "[dim]waiting…[/dim]", *([""] * 8))
+            continue
+        change = (p.predicted_close / p.last_close - 1) * 100
+        colour = "green" if change >= 0 else "red"
+        table.add_row(
+            key,
+            _time(p.as_of),
+            f"{p.last_close:.6g}",
+            f"[{colour}]{p.predicted_close:.6g}[/{colour}]",
+            f"[{colour}]{change:+.3f}%[/{colour}]",
+            f"{p.interval_level:.0%} [{p.lower:.6g}, {p.upper:.6g}]",
+            p.model.version + (" [yellow](stale)[/yellow]" if p.stale_model else ""),
+            f"{p.model.skill:+.3f}",
+            f"{p.latency_ms:.1f} ms",
+            f"{max(0.0, now - p.published_at) / 1000:.0f}s",
+        )
+    return table
+
+
+async def watch_predictions(
+    state: AppState, series: list[str] | None, json_lines: bool, count: int | None
+) -> int:
+    """Follow the channels until Ctrl-C/SIGTERM or ``count`` messages; returns messages seen."""
+    settings = state.settings(**({"series": series} if series else {}))
+    ids: list[SeriesId] = settings.series_ids
+    redis, store = await open_store(settings)
+    bus = PredictionBus(redis, store.keys)
+    latest: dict[str, Prediction | None] = {s.key: await bus.latest(s) for s in ids}
+    received = 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    console = Console()
+    live = (
+        None
+        if json_lines
+        else Live(render(latest, 0), console=console, refresh_per_second=4, transient=False)
+    )
+
+    async def follow() -> None:
+        nonlocal received
+        async for p in bus.subscribe(ids):
+            received += 1
+            latest[p.series.key] = p
+            if json_lines:
+                sys.stdout.write(p.to_json().decode() + "\n")
+                sys.stdout.flush()
+            elif live is not None:
+                live.update(render(latest, received))
+            if count is not None and received >= count:
+                stop.set()
+
+    task = asyncio.create_task(follow(), name="watch")
+    stopper = asyncio.create_task(stop.wait(), name="watch-stop")
+    try:
+        if live is not None:
+            live.start()
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    finally:
+        for t in (task, stopper):
+            t.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+        if live is not None:
+            live.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await redis.aclose()
+    return received
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    series: Annotated[
+        list[str] | None,
+        typer.Option("--series", help="Series to follow (repeatable; default: CRYPTOCAST_SERIES)."),
+    ] = None,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="One Prediction JSON per line instead of a table.")
+    ] = False,
+    count: Annotated[int | None, typer.Option(help="Exit after this many messages.", min=1)] = None,
+) -> None:
+    """Live view of published predictions (a table updated in place); Ctrl-C to quit."""
+    state: AppState = ctx.obj
+    run(lambda: watch_predictions(state, series, json_lines, count))
