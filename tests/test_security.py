@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,14 @@ def test_redis_password_is_required_honoured_and_never_shown(tmp_path: Path) -> 
             assert secret not in r.stdout + r.stderr
     finally:
         server.stop()
+
+
+def test_unreachable_redis_fails_fast_with_one_masked_line() -> None:
+    t0 = time.monotonic()
+    r = _status("redis://:hunter2@nowhere:1")
+    assert time.monotonic() - t0 < 15  # seconds, not a hang (Python start-up included)
+    assert r.returncode == 3
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert lines[0].startswith("cryptocast: error: cannot reach Redis at redis://:***@nowhere:1")
+    assert "hunter2" not in r.stderr + r.stdout
