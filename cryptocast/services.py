@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import start_http_server
@@ -53,9 +53,30 @@ async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleS
             loop.remove_signal_handler(sig)
 
 
+class Service(Protocol):
+    """The lifecycle both long-running services share."""
+
+    async def start(self) -> None: ...
+    async def run(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+async def run_until_signalled(service: Service) -> None:
+    """Start and run ``service``; SIGTERM or SIGINT stops it gracefully."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    try:
+        await service.start()
+        await service.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 async def serve_ingest(settings: Settings) -> None:
     """``cryptocast ingest``."""
-    from ingest.service import IngestService, run_until_signalled
+    from ingest.service import IngestService
 
     opened = await wait_for_redis(settings, "ingest")
     if opened is None:
@@ -70,7 +91,7 @@ async def serve_ingest(settings: Settings) -> None:
 
 async def serve_forecast(settings: Settings, config_file: str | None) -> None:
     """``cryptocast forecast``."""
-    from forecaster.service import ForecastService, run_until_signalled
+    from forecaster.service import ForecastService
 
     opened = await wait_for_redis(settings, "forecaster")
     if opened is None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import time
 import uuid
@@ -195,16 +194,3 @@ class ForecastService:
             raw = await self.store.redis.get(self.store.keys.clock())
             if raw:
                 self.clock.update(ClockSync.from_json(raw))
-
-
-async def run_until_signalled(service: ForecastService) -> None:
-    """Start and run ``service``; SIGTERM or SIGINT stops it gracefully."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop)
-    try:
-        await service.start()
-        await service.run()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)

@@ -3,15 +3,14 @@
 Lifecycle: :meth:`IngestService.start` connects what must exist before anything runs (the
 exchange clock when ``CRYPTOCAST_CLOCK=exchange``); :meth:`run` runs the sources, the sink's
 writer, gap fill and the clock re-sync as one task group; :meth:`stop` (or SIGTERM via
-:func:`run_until_signalled`) cancels them, lets the sink store what it already accepted, and
-closes every connection: no orphan tasks.
+:func:`cryptocast.services.run_until_signalled`) cancels them, lets the sink store what it
+already accepted, and closes every connection: no orphan tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -252,16 +251,3 @@ class IngestService:
         while True:
             await asyncio.sleep(CLOCK_RESYNC_S)
             await self._sync_clock(retry=False)
-
-
-async def run_until_signalled(service: IngestService) -> None:
-    """Start and run ``service``; SIGTERM or SIGINT stops it gracefully."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop)
-    try:
-        await service.start()
-        await service.run()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
