@@ -125,39 +125,50 @@ class NumpyLSTM:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Scaled windows ``(B, T, F)`` → scaled outputs ``(B,)``."""
         x = np.asarray(x, dtype=self.dtype)
-        batch, steps, n_feat = x.shape
-        if n_feat != self.n_features:
-            raise ValueError(f"expected {self.n_features} features, got {n_feat}")
-        u, n_layers = self.units, self.n_layers
-        width = n_layers * u
-        half = self.dtype(0.5)
-        state = np.zeros((batch, width + 1 + n_feat), dtype=self.dtype)
-        state[:, width] = 1.0  # feeds the bias row of the block matrix
-        h, x_in = state[:, :width], state[:, width + 1 :]
-        c = np.zeros((batch, width), dtype=self.dtype)
-        tmp = np.empty_like(c)
-        z = np.empty((batch, 4 * width), dtype=self.dtype)
-        sig, i_g, f_g = z[:, : 3 * width], z[:, :width], z[:, width : 2 * width]
-        o_g, c_g = z[:, 2 * width : 3 * width], z[:, 3 * width :]
-        block = self.block
-        for k in range(steps + n_layers - 1):
-            if k < steps:
-                x_in[...] = x[:, k]
-            elif k == steps:
-                x_in[...] = 0.0  # past the window: layer 0's output is no longer read
-            np.matmul(state, block, out=z)
-            np.tanh(z, out=z)
-            sig *= half
-            sig += half
-            c *= f_g
-            np.multiply(i_g, c_g, out=tmp)
-            c += tmp
-            np.tanh(c, out=tmp)
-            np.multiply(o_g, tmp, out=h)
-            if k < n_layers - 1:
-                h[:, (k + 1) * u :] = 0.0
-                c[:, (k + 1) * u :] = 0.0
-        return (h[:, width - u :] @ self.dense_w + self.dense_b)[:, 0]
+        if x.shape[2] != self.n_features:
+            raise ValueError(f"expected {self.n_features} features, got {x.shape[2]}")
+        h = wavefront(self.block[None], x[None], self.units, self.n_layers)[0]
+        return (h @ self.dense_w + self.dense_b)[:, 0]
+
+
+def wavefront(blocks: np.ndarray, x: np.ndarray, units: int, n_layers: int) -> np.ndarray:
+    """The stacked-LSTM forward pass of :class:`NumpyLSTM` for ``S`` models at once.
+
+    ``blocks`` ``(S, D, 4W)`` are the models' block matrices, ``x`` ``(S, B, T, F)`` their
+    scaled windows (``B`` per model); returns the last layer's final ``h``, ``(S, B, units)``.
+    One model with a batch of windows (S = 1) and many models with one window each (B = 1, see
+    :mod:`forecaster.batching`) are the same computation.
+    """
+    dtype = blocks.dtype.type
+    s, batch, steps, n_feat = x.shape
+    u, width = units, n_layers * units
+    half = dtype(0.5)
+    state = np.zeros((s, batch, width + 1 + n_feat), dtype=dtype)
+    state[:, :, width] = 1.0  # feeds the bias row of the block matrix
+    h, x_in = state[:, :, :width], state[:, :, width + 1 :]
+    c = np.zeros((s, batch, width), dtype=dtype)
+    tmp = np.empty_like(c)
+    z = np.empty((s, batch, 4 * width), dtype=dtype)
+    sig, i_g, f_g = z[..., : 3 * width], z[..., :width], z[..., width : 2 * width]
+    o_g, c_g = z[..., 2 * width : 3 * width], z[..., 3 * width :]
+    for k in range(steps + n_layers - 1):
+        if k < steps:
+            x_in[...] = x[:, :, k]
+        elif k == steps:
+            x_in[...] = 0.0  # past the window: layer 0's output is no longer read
+        np.matmul(state, blocks, out=z)
+        np.tanh(z, out=z)
+        sig *= half
+        sig += half
+        c *= f_g
+        np.multiply(i_g, c_g, out=tmp)
+        c += tmp
+        np.tanh(c, out=tmp)
+        np.multiply(o_g, tmp, out=h)
+        if k < n_layers - 1:
+            h[..., (k + 1) * u :] = 0.0
+            c[..., (k + 1) * u :] = 0.0
+    return h[..., width - u :]
 
 
 def _extract_numpy(model: keras.Model, dtype: type[np.floating[Any]]) -> NumpyLSTM:
