@@ -214,7 +214,10 @@ async def test_healthy_feed_every_live_candle_over_websocket(
     csvs = {sym: _slice(tmp_path, name, HISTORY + live) for sym, name in FILES.items()}
     series = {SeriesId.parse(f"binance:{sym}/USDT:1m"): p for sym, p in csvs.items()}
     rows = {s: _rows(p) for s, p in series.items()}
-    async with _replay(list(csvs.values()), speed=2000.0, updates_per_candle=1) as ex:
+    # 600× real time: fast, yet slow enough that the exchange clock does not run many candles
+    # ahead while one REST page is in flight (at 2000× on a loaded CI machine the start-up
+    # history fill and the first connect's fill could each need a page).
+    async with _replay(list(csvs.values()), speed=600.0, updates_per_candle=1) as ex:
         cfg = _settings(settings, ex, [s.key for s in series])
         store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
         # Generous stale limit: a healthy feed must not be mistaken for a stalled one.
@@ -223,7 +226,7 @@ async def test_healthy_feed_every_live_candle_over_websocket(
         async with _running(service):
             await _until(
                 lambda: _caught_up(service, store, rows),
-                within=live * 60 / 2000.0 + 30,
+                within=live * 60 / 600.0 + 30,
                 what="every series stored up to its last CSV row",
             )
             src = service.sources[0]
