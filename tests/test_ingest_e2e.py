@@ -205,6 +205,49 @@ async def test_faulty_feed_every_candle_exactly_once(
     assert service.sink.stored_by_via["rest"] > 0  # the outages were filled over REST
 
 
+async def test_fifty_disconnects_and_server_closes_lose_nothing(
+    tmp_path: Path, settings: Settings, redis: Redis
+) -> None:
+    """Two real series through ≥ 50 dropped connections and 24 h-style server closes (the
+    server ends a connection at the end of its lifetime, close code 1001; stalls are the sibling
+    test's): every closed candle stored exactly once and equal to the CSV, and no reconnect
+    waits longer than the configured cap."""
+    live = 1000
+    picked = dict(list(FILES.items())[:2])
+    csvs = {sym: _slice(tmp_path, name, HISTORY + live) for sym, name in picked.items()}
+    series = {SeriesId.parse(f"binance:{sym}/USDT:1m"): p for sym, p in csvs.items()}
+    rows = {s: _rows(p) for s, p in series.items()}
+    # drops after 15..45 messages (~0.12..0.37 s at ~120 messages/s) race a 0.25 s lifetime
+    faults = FaultConfig(seed=5, drop_after=30, drop_jitter=0.5)
+    async with _replay(
+        list(csvs.values()),
+        speed=2000.0,
+        updates_per_candle=1,
+        faults=faults,
+        max_connection_seconds=0.25,
+        connection_clock="wall",
+    ) as ex:
+        cfg = _settings(settings, ex, [s.key for s in series], stale_factor=3.0)
+        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
+        service = IngestService(cfg, store, expected_interval_s=0.05)
+        async with _running(service):
+            src = service.sources[0]
+            await _until(
+                lambda: _caught_up(service, store, rows),
+                within=live * 60 / 2000.0 + 60,
+                what="every series stored up to its last CSV row",
+            )
+        stats = ex.stats
+        assert stats.drops >= 50, stats
+        assert stats.limit_closes >= 10, stats
+        assert isinstance(src, BinanceKlineSource)
+        assert src.stats.reconnects >= 55
+        assert max(src.stats.reconnect_delays) <= cfg.ingest.reconnect_max_s
+    for s, r in rows.items():
+        await _assert_exact(store, s, r)
+    assert service.sink.stored_by_via["rest"] > 0  # the outages were filled over REST
+
+
 async def test_healthy_feed_every_live_candle_over_websocket(
     tmp_path: Path, settings: Settings, redis: Redis
 ) -> None:
