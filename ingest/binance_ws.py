@@ -111,7 +111,9 @@ class BinanceKlineSource:
                         self.on_connect(series)
                     reason = await self._read(ws)
             except ConnectionClosed as e:
-                reason = "frame_too_big" if e.rcvd and e.rcvd.code == 1009 else "dropped"
+                # 1009 is in the close frame we sent when we refused an oversized frame
+                too_big = any(f is not None and f.code == 1009 for f in (e.sent, e.rcvd))
+                reason = "frame_too_big" if too_big else "dropped"
             except (OSError, InvalidHandshake, TimeoutError) as e:
                 reason = "connect_failed"
                 states.enter("failed", error=str(e)[:200])

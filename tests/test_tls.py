@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -78,7 +79,7 @@ def make_certs(d: Path) -> None:
 
 
 @pytest.fixture
-def tls_redis(tmp_path: Path):  # type: ignore[no-untyped-def]
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     if shutil.which("openssl") is None:
         pytest.fail("openssl is needed to make the test certificates")
     make_certs(tmp_path)
