@@ -12,9 +12,10 @@ from cryptocast.redis_server import RedisServer
 from storage.client import Redis
 from storage.keys import Keys
 from storage.predictions import PredictionBus
-from storage.schemas import ModelInfo, Prediction
+from storage.schemas import Prediction
 from storage.series import SeriesId
 from tests.e2e_support import wait_for
+from tests.factories import make_prediction
 
 BOT = Path(__file__).resolve().parents[1] / "examples" / "bot.py"
 S = SeriesId.parse("binance:BTC/USDT:1m")
@@ -22,23 +23,13 @@ MIN = 60_000
 
 
 def prediction(as_of: int) -> Prediction:
-    return Prediction(
-        exchange=S.exchange,
-        symbol=S.symbol,
-        timeframe="1m",
-        as_of=as_of,
-        target_time=as_of + MIN,
-        last_close=100.0,
+    return make_prediction(
+        S,
+        as_of,
         predicted_close=100.1,
         predicted_return=math.log(1.001),
-        lower=99.0,
-        upper=101.0,
-        interval_level=0.9,
-        model=ModelInfo(version="v3-0badc0de", trained_at=0, skill=0.02),
-        stale_model=False,
-        published_at=as_of + MIN,
-        latency_ms=1.0,
-        id=f"{as_of}-0",
+        version="v3-0badc0de",
+        skill=0.02,
     )
 
 

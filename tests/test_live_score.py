@@ -5,29 +5,24 @@ from __future__ import annotations
 import pytest
 
 from forecaster.live_score import LiveScorer
-from storage.schemas import Candle, ModelInfo, Prediction
+from storage.schemas import Candle, Prediction
+from tests.factories import make_prediction
 
 MIN = 60_000
 
 
 def pred(as_of: int, last: float, predicted: float, version: str = "v1") -> Prediction:
-    return Prediction(
-        exchange="binance",
-        symbol="BTC/USDT",
-        timeframe="1m",
+    return make_prediction(
         as_of=as_of,
-        target_time=as_of + MIN,
         last_close=last,
         predicted_close=predicted,
         predicted_return=0.0,
         lower=predicted - 1,
         upper=predicted + 1,
-        interval_level=0.9,
-        model=ModelInfo(version=version, trained_at=0, skill=0.0),
-        stale_model=False,
+        version=version,
+        skill=0.0,
         published_at=0,
         latency_ms=0.0,
-        id=f"{as_of}-0",
     )
 
 

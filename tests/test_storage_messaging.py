@@ -15,32 +15,16 @@ from storage.events import CandleEvents
 from storage.leases import Leases
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRegistry
-from storage.schemas import Candle, ModelInfo, Prediction
+from storage.schemas import Candle, Prediction
 from storage.series import SeriesId
+from tests.factories import make_prediction
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
 MIN = 60_000
 
 
 def prediction(as_of: int, close: float = 100.0) -> Prediction:
-    return Prediction(
-        exchange=S.exchange,
-        symbol=S.symbol,
-        timeframe="1m",
-        as_of=as_of,
-        target_time=as_of + MIN,
-        last_close=close,
-        predicted_close=close * 1.001,
-        predicted_return=math.log(1.001),
-        lower=close * 0.99,
-        upper=close * 1.01,
-        interval_level=0.9,
-        model=ModelInfo(version="v1-x", trained_at=0, skill=0.05),
-        stale_model=False,
-        published_at=as_of + MIN,
-        latency_ms=1.0,
-        id=f"{as_of}-0",
-    )
+    return make_prediction(S, as_of, last_close=close, predicted_return=math.log(1.001))
 
 
 async def test_pending_events_survive_a_dead_consumer_and_are_claimed(redis: Redis) -> None:

@@ -14,9 +14,10 @@ from cryptocast.redis_server import RedisServer
 from storage.client import Redis
 from storage.keys import Keys
 from storage.predictions import PredictionBus
-from storage.schemas import ModelInfo, Prediction
+from storage.schemas import Prediction
 from storage.series import SeriesId
 from tests.e2e_support import wait_for
+from tests.factories import make_prediction
 
 BTC = SeriesId.parse("binance:BTC/USDT:1m")
 ETH = SeriesId.parse("binance:ETH/USDT:1m")
@@ -24,23 +25,15 @@ MIN = 60_000
 
 
 def prediction(series: SeriesId, as_of: int, close: float) -> Prediction:
-    return Prediction(
-        exchange=series.exchange,
-        symbol=series.symbol,
-        timeframe="1m",
-        as_of=as_of,
-        target_time=as_of + MIN,
+    return make_prediction(
+        series,
+        as_of,
         last_close=close,
         predicted_close=close * 1.002,
         predicted_return=math.log(1.002),
-        lower=close * 0.99,
-        upper=close * 1.01,
-        interval_level=0.9,
-        model=ModelInfo(version="v7-abcdef12", trained_at=0, skill=0.04),
-        stale_model=False,
-        published_at=as_of + MIN,
+        version="v7-abcdef12",
+        skill=0.04,
         latency_ms=2.5,
-        id=f"{as_of}-0",
     )
 
 

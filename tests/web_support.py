@@ -10,7 +10,8 @@ from typing import Any
 import uvicorn
 
 from config.settings import Settings
-from storage.schemas import ModelInfo, Prediction, stream_id_for
+from storage.schemas import Prediction
+from tests.factories import make_prediction
 from web.app import create_app
 
 
@@ -46,24 +47,16 @@ async def serve(settings: Settings, redis: Any) -> AsyncIterator[str]:
 
 def prediction(series: str, as_of: int, close: float = 100.0, step_ms: int = 60_000) -> Prediction:
     """A well-formed Prediction message for ``series`` made at ``as_of``."""
-    exchange, rest = series.split(":", 1)
-    symbol, timeframe = rest.rsplit(":", 1)
     r = 0.001 * ((as_of // step_ms) % 7 - 3)
-    return Prediction(
-        exchange=exchange,
-        symbol=symbol,
-        timeframe=timeframe,
-        as_of=as_of,
-        target_time=as_of + step_ms,
+    return make_prediction(
+        series,
+        as_of,
         last_close=close,
         predicted_close=close * (1 + r),
         predicted_return=r,
-        lower=close * 0.99,
-        upper=close * 1.01,
-        interval_level=0.9,
-        model=ModelInfo(version="v1-test", trained_at=as_of - 3_600_000, skill=0.02),
-        stale_model=False,
+        version="v1-test",
+        trained_at=as_of - 3_600_000,
+        skill=0.02,
         published_at=as_of + step_ms + 5,
         latency_ms=1.5,
-        id=stream_id_for(as_of),
     )
