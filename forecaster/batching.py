@@ -61,7 +61,7 @@ class InferenceBatcher:
     def __init__(self) -> None:
         self._queue: list[tuple[LoadedModel, np.ndarray, float, asyncio.Future[Forecast]]] = []
         self._scheduled = False
-        self._stacked: dict[tuple[int, ...], np.ndarray] = {}
+        self._stacked: dict[tuple[int, ...], tuple[tuple[NumpyLSTM, ...], np.ndarray]] = {}
         self.batches = 0
         self.batched = 0
 
@@ -87,12 +87,7 @@ class InferenceBatcher:
             items = [queue[i] for i in members]
             try:
                 nets = [m.net for m, _x, _l, _f in items]
-                key = tuple(id(n) for n in nets)
-                blocks = self._stacked.get(key)
-                if blocks is None:
-                    if len(self._stacked) > 64:  # models came and went: drop old stacks
-                        self._stacked.clear()
-                    blocks = self._stacked[key] = stack_blocks(nets)
+                blocks = self._blocks(nets)
                 out = forward_many(nets, [x for _m, x, _l, _f in items], blocks)
                 for (model, _x, last, fut), z in zip(items, out, strict=True):
                     if not fut.done():
@@ -103,3 +98,20 @@ class InferenceBatcher:
                         fut.set_exception(e)
         self.batches += len(chunks)
         self.batched += len(queue)
+
+    def _blocks(self, nets: list[NumpyLSTM]) -> np.ndarray:
+        """The stacked block matrices of ``nets``, cached while the same nets come together.
+
+        The cache entry keeps its nets alive and is checked against them: keyed by ``id`` alone,
+        a model freed after a swap could hand its address (and so its stale weights) to the next
+        version loaded.
+        """
+        key = tuple(id(n) for n in nets)
+        cached = self._stacked.get(key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], nets, strict=True)):
+            return cached[1]
+        if len(self._stacked) > 64:  # models came and went: drop old stacks
+            self._stacked.clear()
+        blocks = stack_blocks(nets)
+        self._stacked[key] = (tuple(nets), blocks)
+        return blocks

@@ -70,3 +70,25 @@ async def test_batcher_gives_each_series_its_own_models_forecast() -> None:
         assert g.lower == pytest.approx(ref.lower, rel=1e-6)
     assert len({g.pred_close for g in got}) == 4
     assert batcher.batches == 1 and batcher.batched == 4
+
+
+async def test_batcher_never_serves_the_weights_of_a_replaced_model() -> None:
+    """A series swaps its model for each promoted version; the old one is freed, and CPython
+    reuses freed addresses, so a cache of stacked weights keyed by ``id`` alone would serve
+    the new version with an old version's weights (it did: the third model got the first one's
+    address and forecasts). Every forecast must be its own model's."""
+    import gc
+    from dataclasses import replace
+
+    base = trained_tiny().model
+    assert base.net.n_features == 3  # what nets() builds
+    arrays = btc_arrays(300)
+    window = arrays.slice(0, tiny_settings().window + 1)
+    batcher = InferenceBatcher()
+    for seed in range(40):
+        (net,) = nets(1, layers=base.net.n_layers, units=base.net.units, seed=seed)
+        model = replace(base, net=net)
+        got = await batcher.forecast(model, window)
+        assert got.pred_close == pytest.approx(model.predict_next(window).pred_close, rel=1e-9)
+        del model, net
+        gc.collect()
