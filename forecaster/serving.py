@@ -186,6 +186,18 @@ class SeriesWorker:
         if len(recent) < n:
             recent.clear()
             recent.extend(await self.ctx.store.window(self.series, candle.open_time, n))
+            window = list(recent)
+            if len(window) < n:
+                # A short read means a hole: keep only the run after it, so the candles
+                # appended next never grow the memory copy to full length with the hole inside.
+                start = len(window) - 1
+                while start > 0 and tf.next_open(window[start - 1].open_time) == (
+                    window[start].open_time
+                ):
+                    start -= 1
+                recent.clear()
+                recent.extend(window[start:])
+            return window
         return list(recent)
 
     async def _predict(self, ev: CandleEvent, scores: dict[str, Any] | None) -> bool:
