@@ -1,18 +1,20 @@
 """When to retrain: an APScheduler job that starts training processes.
 
 Every ``schedule.check_interval_s`` the job looks at the series this replica serves and starts a
-training process (``python -m forecaster.train_job``) for the first that needs one: no model yet
-(once ``min_train_candles`` exist), ``retrain_every`` candles since the last attempt, or a model
-past ``max_model_age`` candles (forced at the next new candle). At most one training runs per
-replica so serving keeps a core; the ``train`` lease inside the job keeps two replicas from
-training one series at once. A failed run is logged with its cause and retried
-``retrain_every`` candles later.
+training process (``python -m forecaster.train_job``) for the most urgent that needs one: no model
+yet (once ``min_train_candles`` exist), then a model past ``max_model_age`` candles (forced at the
+next new candle), then ``retrain_every`` candles since the last attempt, each ordered by how far
+overdue it is, so that when training cannot keep up no series waits behind the others for ever.
+At most one training runs per replica so serving keeps a core; the ``train`` lease inside the job
+keeps two replicas from training one series at once. A failed run is logged with its cause and
+retried ``retrain_every`` candles later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -85,21 +87,33 @@ class TrainingScheduler:
             await asyncio.gather(self._watch, return_exceptions=True)
 
     async def check(self) -> None:
-        """The scheduled job: start a training for the first held series that needs one."""
+        """The scheduled job: start a training for the most urgent held series (module doc)."""
         if self.proc is not None and self.proc.returncode is None:
             return
+        try:
+            picked = await self.most_urgent()
+        except Exception as e:  # Redis down: the next check tries again
+            log.warning("schedule.check_failed", error=str(e)[:200])
+            return
+        if picked is not None:
+            await self.launch(*picked)
+
+    async def most_urgent(self) -> tuple[SeriesId, str] | None:
+        """The held series to train next and why, or None when none needs it."""
+        best: tuple[tuple[int, float], SeriesId, str] | None = None
         for series in self.held():
-            try:
-                reason = await self.needs_training(series)
-            except Exception as e:  # Redis down: the next check tries again
-                log.warning("schedule.check_failed", error=str(e)[:200], **series.log_fields())
-                return
-            if reason is not None:
-                await self.launch(series, reason)
-                return
+            need = await self._need(series)
+            if need is not None and (best is None or need[1] > best[0]):
+                best = (need[1], series, need[0])
+        return None if best is None else (best[1], best[2])
 
     async def needs_training(self, series: SeriesId) -> str | None:
         """Why ``series`` should be trained now, or None."""
+        need = await self._need(series)
+        return None if need is None else need[0]
+
+    async def _need(self, series: SeriesId) -> tuple[str, tuple[int, float]] | None:
+        """Why ``series`` should be trained now and how urgently (greater first), or None."""
         sched = self.settings.schedule
         tf = series.timeframe
         last = await self.store.last_open_time(series)
@@ -117,16 +131,16 @@ class TrainingScheduler:
             if await self.store.count(series) < sched.min_train_candles:
                 return None
             if since_attempt is None or since_attempt >= sched.retrain_every:
-                return "no model"
+                return "no model", (2, math.inf if since_attempt is None else since_attempt)
             return None
         trained_last = int(rec.meta["training_range"]["last_open_time"])
         age = newest - tf.floor_index(trained_last)
         if since_attempt is None:  # a model promoted by hand or restored: count from its data
             since_attempt = age
-        if since_attempt >= sched.retrain_every:
-            return f"{since_attempt} candles since last training"
         if age > sched.max_model_age and since_attempt >= 1:
-            return f"model expired ({age} candles old)"
+            return f"model expired ({age} candles old)", (1, age)
+        if since_attempt >= sched.retrain_every:
+            return f"{since_attempt} candles since last training", (0, since_attempt)
         return None
 
     async def launch(self, series: SeriesId, reason: str) -> None:

@@ -97,3 +97,38 @@ async def test_failed_training_is_recorded_with_its_cause_and_retried_later(
     more = btc_candles(760)[700:]
     await store.upsert(S, more)
     assert await scheduler.needs_training(S) == "no model"
+
+
+async def test_scheduler_trains_the_most_overdue_series_first(
+    redis: Redis, settings: Settings
+) -> None:
+    """When training cannot keep up, the first configured series must not take every turn:
+    no model first, then an expired model, then the series longest since its last attempt."""
+    sched = settings.schedule.model_copy(
+        update={"min_train_candles": 100, "retrain_every": 50, "max_model_age": 400}
+    )
+    cfg = settings.model_copy(update={"schedule": sched})
+    store, registry, tlog = CandleStore(redis), ModelRegistry(redis), TrainingLog(redis)
+    candles = btc_candles(1000)
+    tf = S.timeframe
+    newest = tf.floor_index(candles[-1].open_time)
+    names = ["first", "second", "third", "expired", "new"]
+    series = {n: SeriesId.parse(f"binance:{n.upper()}/USDT:1h") for n in names}
+    for name, s in series.items():
+        await store.upsert(s, candles)
+        if name == "new":
+            continue  # no model yet
+        trained = candles[{"first": 900, "second": 700, "third": 800, "expired": 500}[name]]
+        meta = {"training_range": {"last_open_time": trained.open_time}}  # all _need reads
+        await registry.promote(s, await registry.put(s, b"weights", meta))
+        age = newest - tf.floor_index(trained.open_time)
+        await tlog.record(s, index=newest - (60 if name == "expired" else age))
+    held = [series[n] for n in names]
+    scheduler = TrainingScheduler(cfg, store, lambda: held)
+    assert await scheduler.most_urgent() == (series["new"], "no model")
+    held.remove(series["new"])
+    assert await scheduler.most_urgent() == (series["expired"], "model expired (499 candles old)")
+    held.remove(series["expired"])
+    assert await scheduler.most_urgent() == (series["second"], "299 candles since last training")
+    held.remove(series["second"])
+    assert await scheduler.most_urgent() == (series["third"], "199 candles since last training")
