@@ -335,14 +335,48 @@ class CandleStore:
         """Runs of missing candles between ``start_ms`` and ``end_ms`` (default: the first and
         last stored candle). Candles before the first stored one are history, not holes."""
         tf = series.timeframe
-        present = await self.open_times(series, start_ms, end_ms)
+        present = await self._indexes(series, start_ms, end_ms)
         if not present and (start_ms is None or end_ms is None):
             return []
-        lo = tf.index(present[0]) if start_ms is None else tf.floor_index(start_ms)
+        lo = present[0] if start_ms is None else tf.floor_index(start_ms)
         if start_ms is not None and not tf.is_aligned(start_ms):
             lo += 1
-        hi = tf.index(present[-1]) if end_ms is None else tf.floor_index(end_ms)
-        return find_holes(series, [tf.index(t) for t in present], lo, hi)
+        hi = present[-1] if end_ms is None else tf.floor_index(end_ms)
+        return find_holes(series, present, lo, hi)
+
+    async def _indexes(
+        self, series: SeriesId, start_ms: int | None, end_ms: int | None
+    ) -> list[int]:
+        """Sorted indexes of the candles stored in the range, as :meth:`open_times` finds them,
+        but reading field names only from buckets that are not full (a full bucket holds every
+        index): after a backfill that is a few buckets instead of every candle's field."""
+        tf = series.timeframe
+        lo = "-inf" if start_ms is None else tf.floor_index(start_ms) // BUCKET_SIZE
+        hi = "+inf" if end_ms is None else tf.floor_index(end_ms) // BUCKET_SIZE
+        buckets = sorted(
+            int(b) for b in await self.redis.zrangebyscore(self.keys.candle_index(series), lo, hi)
+        )
+        pipe = self.redis.pipeline(transaction=False)
+        for b in buckets:
+            pipe.hlen(self.keys.candle_bucket(series, b))
+        sizes = await pipe.execute()
+        partial = [b for b, n in zip(buckets, sizes, strict=True) if int(n) < BUCKET_SIZE]
+        fields: dict[int, list[int]] = {}
+        if partial:
+            pipe = self.redis.pipeline(transaction=False)
+            for b in partial:
+                pipe.hkeys(self.keys.candle_bucket(series, b))
+            for b, names in zip(partial, await pipe.execute(), strict=True):
+                fields[b] = sorted(int(f) for f in names)
+        out: list[int] = []
+        for b in buckets:
+            base = b * BUCKET_SIZE
+            out += [base + f for f in fields[b]] if b in fields else range(base, base + BUCKET_SIZE)
+        first = None if start_ms is None else tf.floor_index(start_ms)
+        if start_ms is not None and not tf.is_aligned(start_ms):
+            first = tf.floor_index(start_ms) + 1
+        last = None if end_ms is None else tf.floor_index(end_ms)
+        return [i for i in out if (first is None or i >= first) and (last is None or i <= last)]
 
 
 def find_holes(series: SeriesId, present: Sequence[int], lo: int, hi: int) -> list[Hole]:

@@ -35,6 +35,8 @@ class Timeframe:
     text: str
     ms: int = field(init=False, repr=False, compare=False)
     """Nominal duration in milliseconds (30 days for ``1M``, used only for rates and timeouts)."""
+    _kind: int = field(init=False, repr=False, compare=False)
+    """0 fixed, 1 weekly, 2 monthly: read on every index computation, so a field, not a test."""
 
     def __post_init__(self) -> None:
         m = _TIMEFRAME_RE.match(self.text)
@@ -52,10 +54,11 @@ class Timeframe:
         if unit not in "wM" and 86_400_000 % (amount * _UNIT_MS[unit]) != 0:
             raise SeriesError(f"unsupported timeframe {self.text!r}: it does not divide a day")
         object.__setattr__(self, "ms", 30 * 86_400_000 if unit == "M" else amount * _UNIT_MS[unit])
+        object.__setattr__(self, "_kind", {"w": 1, "M": 2}.get(unit, 0))
 
     @property
     def monthly(self) -> bool:
-        return self.text.endswith("M")
+        return self._kind == 2
 
     def index(self, open_time: int) -> int:
         """Dense index of the candle opening at ``open_time``; raises if it is not aligned."""
@@ -66,22 +69,24 @@ class Timeframe:
 
     def floor_index(self, t: int) -> int:
         """Index of the candle that contains instant ``t`` (ms)."""
-        if self.monthly:
+        kind = self._kind
+        if kind == 0:
+            return t // self.ms
+        if kind == 2:
             days = t // 86_400_000
             y, mo = _civil_from_days(days)
             return (y - 1970) * 12 + (mo - 1)
-        if self.text == "1w":
-            return (t - _FIRST_MONDAY_MS) // self.ms
-        return t // self.ms
+        return (t - _FIRST_MONDAY_MS) // self.ms
 
     def open_time(self, index: int) -> int:
         """Open time (ms) of the candle with the given index."""
-        if self.monthly:
+        kind = self._kind
+        if kind == 0:
+            return index * self.ms
+        if kind == 2:
             y, mo = divmod(index, 12)
             return _days_from_civil(1970 + y, mo + 1, 1) * 86_400_000
-        if self.text == "1w":
-            return index * self.ms + _FIRST_MONDAY_MS
-        return index * self.ms
+        return index * self.ms + _FIRST_MONDAY_MS
 
     def is_aligned(self, open_time: int) -> bool:
         return self.open_time(self.floor_index(open_time)) == open_time
