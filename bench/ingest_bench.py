@@ -1,4 +1,4 @@
-"""Ingest: websocket path throughput (receive, parse, validate, store), 1 and 128 symbols.
+"""Ingest: websocket path throughput (receive, parse, validate, store), 1, 100, 1,000 symbols.
 
 A local websocket server (the ``websockets`` library on loopback) sends pre-built Binance kline
 frames of closed candles (combined-stream format, real LINKUSDT 1m prices relabelled as N
@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
@@ -35,11 +36,11 @@ from storage.series import SeriesId
 
 MESSAGES = 60_000
 BASELINE_MESSAGES = 3_000
-SYMBOL_COUNTS = (1, 128)
+SYMBOL_COUNTS = (1, 100, 1000)
 
 
 def _symbols(n: int) -> list[str]:
-    return ["LINKUSDT"] if n == 1 else [f"S{i:03d}USDT" for i in range(n)]
+    return ["LINKUSDT"] if n == 1 else [f"S{i:04d}USDT" for i in range(n)]
 
 
 def build_frames(candles: list[Candle], symbols: list[str], total: int) -> list[bytes]:
@@ -67,16 +68,22 @@ def build_frames(candles: list[Candle], symbols: list[str], total: int) -> list[
 
 
 class Sender:
-    """A websocket server that sends ``frames`` to each client as fast as it reads them."""
+    """A websocket server that sends each client the ``frames`` of the streams its URL names
+    (all of them when it names none), as fast as the client reads them."""
 
     def __init__(self, frames: list[bytes]) -> None:
-        self.frames = [f.decode() for f in frames]
+        self.frames = [(orjson.loads(f)["stream"], f.decode()) for f in frames]
         self.started = 0.0
 
     async def handler(self, ws: ServerConnection) -> None:
-        self.started = time.perf_counter()
-        for f in self.frames:
-            await ws.send(f)
+        if not self.started:
+            self.started = time.perf_counter()
+        assert ws.request is not None
+        query = parse_qs(urlsplit(ws.request.path).query)
+        wanted = set(query["streams"][0].split("/")) if "streams" in query else None
+        for stream, f in self.frames:
+            if wanted is None or stream in wanted:
+                await ws.send(f)
         await ws.wait_closed()
 
 
@@ -89,15 +96,18 @@ async def measure_source(url: str, redis: Any, n_symbols: int, frames: list[byte
     sender = Sender(frames)
     async with serve(sender.handler, "127.0.0.1", 0, max_queue=None) as server:
         port = server.sockets[0].getsockname()[1]
-        settings = IngestSettings(streams_per_connection=1024, reconnect_max_s=1.0)
+        # the default 200 streams per connection: 1,000 symbols are five connections (a URL
+        # naming 1,000 streams is longer than a websocket server takes: HTTP 414)
+        settings = IngestSettings(reconnect_max_s=1.0)
         source = BinanceKlineSource(
             series, f"ws://127.0.0.1:{port}", sink, settings, expected_interval_s=60.0
         )
         tasks = [asyncio.create_task(sink.run()), asyncio.create_task(source.run())]
+        t0 = time.perf_counter()
         try:
             while sink.stored < len(frames):
                 await asyncio.sleep(0.005)
-                if time.perf_counter() - (sender.started or time.perf_counter()) > 60:
+                if time.perf_counter() - (sender.started or t0) > 60:
                     raise RuntimeError(f"only {sink.stored} of {len(frames)} stored in 60 s")
             elapsed = time.perf_counter() - sender.started
         finally:
@@ -116,7 +126,7 @@ async def measure_naive(url: str, redis: Any, frames: list[bytes]) -> float:
     await redis.flushall()
     store = CandleStore(redis, retention=1_000_000, event_stream_len=1_000_000)
     sender = Sender(frames)
-    series = {s: SeriesId.parse(f"binance:{s[:-4]}/USDT:1m") for s in _symbols(128)}
+    series = {s: SeriesId.parse(f"binance:{s[:-4]}/USDT:1m") for s in _symbols(100)}
     async with serve(sender.handler, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         async with ws_connect(f"ws://127.0.0.1:{port}/stream") as ws:
@@ -147,15 +157,13 @@ async def measure(url: str) -> dict[str, Any]:
             frames = build_frames(candles, _symbols(n), MESSAGES)
             rate = await measure_source(url, redis, n, frames)
             figures[f"ws_path_msgs_per_s_{n}_symbols"] = round(rate)
-        frames = build_frames(candles, _symbols(128), MESSAGES)
+        frames = build_frames(candles, _symbols(100), MESSAGES)
         figures["parse_only_msgs_per_s"] = round(measure_parse(frames))
         naive = await measure_naive(url, redis, frames[:BASELINE_MESSAGES])
         figures["baseline_naive_json_one_upsert_per_msg_msgs_per_s"] = round(naive)
     finally:
         await redis.aclose()
-    figures["speedup_vs_baseline"] = round(
-        figures[f"ws_path_msgs_per_s_{SYMBOL_COUNTS[-1]}_symbols"] / naive, 1
-    )
+    figures["speedup_vs_baseline"] = round(figures["ws_path_msgs_per_s_100_symbols"] / naive, 1)
     return figures
 
 
@@ -164,7 +172,7 @@ def main() -> dict[str, object]:
         figures = asyncio.run(measure(server.url))
     # A Binance connection carries at most ~1,024 streams x one update per 2 s ≈ 500 msgs/s.
     figures["target_msgs_per_s"] = 5_000
-    figures["ok"] = figures["ws_path_msgs_per_s_128_symbols"] >= 5_000
+    figures["ok"] = all(figures[f"ws_path_msgs_per_s_{n}_symbols"] >= 5_000 for n in SYMBOL_COUNTS)
     return emit("ingest", figures)
 
 
