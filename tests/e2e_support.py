@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ingest.replay import ReplayConfig, ReplayExchange, ReplaySource
+from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from tests.conftest import SHARED_DATA
 
 T = TypeVar("T")
@@ -47,13 +47,22 @@ def slice_csv(symbol: str, rows: int, dest: Path) -> Path:
 
 
 async def start_replay(
-    symbols: list[str], rows: int, dest: Path, *, speed: float, history: int = 1000
+    symbols: list[str],
+    rows: int,
+    dest: Path,
+    *,
+    speed: float,
+    history: int = 1000,
+    faults: FaultConfig | None = None,
+    updates_per_candle: int = 3,
 ) -> ReplayExchange:
     config = ReplayConfig(
         sources=[ReplaySource(slice_csv(s, rows, dest), s, "1m") for s in symbols],
         speed=speed,
         history_candles=history,
         ping_interval=5.0,
+        faults=faults or FaultConfig(),
+        updates_per_candle=updates_per_candle,
     )
     exchange = ReplayExchange(config)
     await exchange.start()
