@@ -9,6 +9,7 @@ with one altered row and exactly that candle is replaced.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.csvfiles import CsvFormatError, open_csv, read_csv
-from storage.candles import CandleStore
+from storage.candles import CandleStore, UpsertResult
 from storage.clock import Clock
 from storage.schemas import Candle, candle_problem
 from storage.series import SeriesId
@@ -66,26 +67,49 @@ async def store_candles(
     *,
     progress: Progress | None = None,
 ) -> None:
-    """Upsert in chunks (no events), adding to the report's counters."""
-    batch: list[Candle] = []
+    """Upsert in chunks (no events), adding to the report's counters.
 
-    async def flush() -> None:
-        res = await store.upsert(series, batch)
+    One chunk stays in flight while the next is packed, so Redis runs the script of one while
+    this process encodes the other (upserts of distinct candles commute, and the retention
+    trim re-reads the count inside its script).
+    """
+    batch: list[Candle] = []
+    pending: asyncio.Task[UpsertResult] | None = None
+
+    async def settle() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        task, pending = pending, None
+        res = await task
         report.stored += res.new
         report.replaced += res.replaced
         report.skipped += res.unchanged
         if progress:
-            progress(len(batch))
-        batch.clear()
+            progress(res.new + res.replaced + res.unchanged)
 
-    for c in candles:
-        batch.append(c)
-        report.first_open_time = min(report.first_open_time or c.open_time, c.open_time)
-        report.last_open_time = max(report.last_open_time or c.open_time, c.open_time)
-        if len(batch) >= CHUNK:
+    async def flush() -> None:
+        nonlocal pending, batch
+        task = asyncio.create_task(store.upsert(series, batch))
+        batch = []
+        await asyncio.sleep(0)  # let it pack and send before the previous one is awaited
+        await settle()
+        pending = task
+
+    try:
+        for c in candles:
+            batch.append(c)
+            report.first_open_time = min(report.first_open_time or c.open_time, c.open_time)
+            report.last_open_time = max(report.last_open_time or c.open_time, c.open_time)
+            if len(batch) >= CHUNK:
+                await flush()
+        if batch:
             await flush()
-    if batch:
-        await flush()
+        await settle()
+    finally:
+        if pending is not None:  # an error (or cancellation) above: do not leave it running
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
 
 async def finish(store: CandleStore, series: SeriesId, report: BackfillReport, t0: float) -> None:

@@ -303,7 +303,7 @@ class CsvFile:
             reader = csv.reader(fh)
             fmt = self.info.format
             if fmt is CsvFormat.BINANCE_KLINES:
-                yield from self._binance_rows(reader)
+                yield from self._binance_rows(_split_rows(fh))
             elif fmt is CsvFormat.BINANCE_TABLE:
                 yield from self._table_rows(reader)
             else:
@@ -444,6 +444,18 @@ class CsvFile:
                 yield CsvRow(line, None, "malformed", str(e))
                 continue
             yield self._check(line, candle, tf.close_time(open_time))
+
+
+def _split_rows(fh: Iterator[str]) -> Iterator[list[str]]:
+    """What ``csv.reader`` yields for a file of unquoted rows (Binance's kline dumps), at a
+    third of its cost; a line with a quote goes through ``csv.reader`` itself. (A quoted field
+    spanning lines does not occur in a kline dump: such a file reads as malformed rows.)"""
+    for line in fh:
+        text = line.rstrip("\r\n")
+        if '"' in text:
+            yield from csv.reader([text])
+        else:
+            yield text.split(",") if text else []
 
 
 def open_csv(path: str | Path, *, timeframe: Timeframe | str | None = None) -> CsvFile:
