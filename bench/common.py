@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,12 @@ from storage.schemas import Candle
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
 SHARED = ROOT.parent / "shared" / "data"
+
+
+def run_id() -> str | None:
+    """The id ``python -m bench`` sets for its whole run (bench/__main__.py); None when a
+    benchmark runs alone."""
+    return os.environ.get("BENCH_RUN_ID")
 
 
 def data_file(name: str) -> Path:
@@ -53,7 +60,7 @@ def private_redis(**kwargs: Any) -> Iterator[RedisServer]:
 
 def emit(name: str, figures: dict[str, Any]) -> dict[str, Any]:
     """Print the benchmark's JSON line and merge it into bench/results.json."""
-    line = {"bench": name, "machine": machine(), **figures}
+    line = {"bench": name, "machine": machine(), "run": run_id(), **figures}
     print(orjson.dumps(line).decode(), flush=True)
     results: dict[str, Any] = {}
     if RESULTS.exists():
@@ -62,6 +69,11 @@ def emit(name: str, figures: dict[str, Any]) -> dict[str, Any]:
     results[name] = line
     RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     return line
+
+
+def emit_progress(text: str) -> None:
+    """A progress line on stderr (the JSON lines stay alone on stdout)."""
+    print(f"# {text}", file=sys.stderr, flush=True)
 
 
 def machine() -> str:

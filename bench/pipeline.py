@@ -1,0 +1,255 @@
+"""The end-to-end harness shared by the latency and replica benchmarks.
+
+A :class:`Pipeline` runs real ``cryptocast forecast`` processes (one or more replicas sharing the
+consumer group) serving N series of the seed architecture (LSTM 50 ×2, window 60), a subscriber
+in this process that timestamps each prediction's arrival, and the candle writer: every round,
+every series gets its next real candle at the same instant (one pipelined Lua upsert per series,
+as the ingest sink writes it, with its closed-candle event). The figure is the time from that
+write (the candle's arrival at ingest) to the prediction's arrival at the subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import emit_progress
+from config.settings import ModelSettings, load_settings
+from storage.candles import CandleStore
+from storage.client import connect
+from storage.keys import Keys
+from storage.registry import ModelRegistry
+from storage.schemas import Candle
+from storage.series import SeriesId
+
+HISTORY = 3000
+# Loading a Keras model costs a fraction of a second; 100 series load 100 of them.
+WARMUP_TIMEOUT_S = 300.0
+ROUND_TIMEOUT_S = 120.0
+
+
+# The retrain that competes with serving trains this series (not served): the whole month is
+# stored under it, so the training is one of a month of 1m candles, as in production.
+TRAIN_SERIES = SeriesId.parse("binance:TRAIN/USDT:1m")
+
+
+def series_names(n: int) -> list[SeriesId]:
+    return [SeriesId.parse(f"binance:S{i:04d}/USDT:1m") for i in range(n)]
+
+
+async def prepare(url: str, candles: list[Candle], n: int) -> float:
+    """History and one promoted default-architecture model per series (one model trained for
+    one epoch, stored once per series: serving cost does not depend on the weights' values).
+    Returns the seconds it took."""
+    from forecaster.data import CandleArrays
+    from forecaster.training import train
+
+    t0 = time.perf_counter()
+    redis = await connect(load_settings(redis_url=url))
+    await redis.flushall()
+    store, registry = CandleStore(redis), ModelRegistry(redis)
+    settings = ModelSettings(epochs=1, train_candles=HISTORY)
+    result = train(
+        CandleArrays.from_candles(candles[:HISTORY], series_names(1)[0].timeframe), settings
+    )
+    meta = {**result.meta, "trained_at": int(time.time() * 1000)}
+    names = series_names(n)
+    await store.upsert_many([(s, candles[:HISTORY]) for s in names])
+    await store.upsert(TRAIN_SERIES, candles)
+    for s in names:
+        await registry.promote(s, await registry.put(s, result.artifact, meta))
+    await redis.aclose()
+    return time.perf_counter() - t0
+
+
+def forecaster_env(url: str, n: int, inference: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
+    env.update(
+        {
+            "CRYPTOCAST_REDIS_URL": url,
+            "CRYPTOCAST_SERIES": ",".join(s.key for s in series_names(n)),
+            "CRYPTOCAST_SCHEDULE__RETRAIN_EVERY": "100000000",
+            "CRYPTOCAST_SCHEDULE__MAX_MODEL_AGE": "100000000",
+            "CRYPTOCAST_SCHEDULE__STALE_AFTER": "100000000",
+            "CRYPTOCAST_FORECAST__INFERENCE": inference,
+            "CRYPTOCAST_LOG_FORMAT": "json",
+            "CRYPTOCAST_LOG_LEVEL": "WARNING",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            **extra,
+        }
+    )
+    return env
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process now, from /proc (Linux)."""
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmRSS:"):
+            return round(int(row.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def percentiles(latencies: list[float]) -> dict[str, Any]:
+    xs = sorted(latencies)
+    return {
+        "p50_ms": round(statistics.median(xs), 2),
+        "p99_ms": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))], 2),
+        "max_ms": round(xs[-1], 2),
+        "n": len(xs),
+    }
+
+
+class Pipeline:
+    """Forecaster replicas + subscriber + candle writer on one Redis (see the module doc)."""
+
+    def __init__(
+        self, url: str, candles: list[Candle], n: int, inference: str, start: int, logs: Path
+    ) -> None:
+        self.url, self.candles, self.n, self.inference = url, candles, n, inference
+        self.index = start
+        self.logs = logs
+        self.series = series_names(n)
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.trainer: asyncio.subprocess.Process | None = None
+        self.received: dict[tuple[str, int], float] = {}
+        self.keys = Keys()
+
+    async def __aenter__(self) -> Pipeline:
+        self.redis = await connect(load_settings(redis_url=self.url))
+        self.store = CandleStore(self.redis)
+        self.pubsub = self.redis.pubsub()
+        await self.pubsub.subscribe(*(self.keys.predictions(s) for s in self.series))
+        self.listener = asyncio.create_task(self._listen())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.listener.cancel()
+        await asyncio.gather(self.listener, return_exceptions=True)
+        await self.pubsub.aclose()
+        for p in [self.trainer, *self.procs.values()]:
+            if p is not None and p.returncode is None:
+                p.terminate()
+                await asyncio.wait_for(p.wait(), 60)
+        await self.redis.aclose()
+
+    async def _listen(self) -> None:
+        async for msg in self.pubsub.listen():
+            if msg["type"] == "message":
+                t = time.time()
+                as_of = int(msg["data"].split(b'"as_of":', 1)[1].split(b",", 1)[0])
+                self.received[(msg["channel"].decode(), as_of)] = t
+
+    async def start_replica(self, replica: str, **extra: str) -> None:
+        log = self.logs / f"forecast-{self.n}-{self.inference}-{replica}.log"
+        env = forecaster_env(
+            self.url, self.n, self.inference, CRYPTOCAST_FORECAST__REPLICA_ID=replica, **extra
+        )
+        self.procs[replica] = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cryptocast",
+            "forecast",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log.open("wb"),
+        )
+
+    def _tails(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-2000:] for p in self.logs.glob("*.log"))
+
+    async def round_trip(self, timeout_s: float = ROUND_TIMEOUT_S) -> list[float]:
+        """One candle for every series at once; the latency of each prediction (ms)."""
+        c = self.candles[self.index]
+        self.index += 1
+        sent = time.time()
+        # all series' candles close at the same instant: one write, as the ingest sink does
+        await self.store.upsert_many(
+            [(s, [c]) for s in self.series], emit_events=True, arrived_ms=int(sent * 1000)
+        )
+        keys = [(self.keys.predictions(s), c.open_time) for s in self.series]
+        deadline = time.monotonic() + timeout_s
+        while not all(k in self.received for k in keys):
+            if time.monotonic() > deadline or any(
+                p.returncode is not None for p in self.procs.values()
+            ):
+                raise RuntimeError(f"predictions did not arrive:\n{self._tails()}")
+            await asyncio.sleep(0.0005)
+        return [(self.received[k] - sent) * 1000 for k in keys]
+
+    async def warm_up(self) -> float:
+        """Two unrecorded rounds (leases taken, every model loaded); returns the seconds."""
+        t0 = time.perf_counter()
+        await self.round_trip(WARMUP_TIMEOUT_S)
+        await self.round_trip(WARMUP_TIMEOUT_S)
+        return time.perf_counter() - t0
+
+    async def measure(self, rounds: int, name: str) -> dict[str, Any]:
+        latencies: list[float] = []
+        for _ in range(rounds):
+            latencies += await self.round_trip()
+            if self.trainer is not None and self.trainer.returncode is not None:
+                raise RuntimeError(f"the training ended before the measurement:\n{self._tails()}")
+            await asyncio.sleep(0.02)
+        figures = percentiles(latencies)
+        emit_progress(f"{name}: {figures}")
+        return figures
+
+    async def start_retrain(self) -> None:
+        """A real training process (the default model on 40,000 of a month's 1m candles, niced
+        as the service runs it), into its epochs before this returns."""
+        self.trainer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "forecaster.train_job",
+            "--series",
+            TRAIN_SERIES.key,
+            "--cold",
+            env=forecaster_env(
+                self.url,
+                self.n,
+                self.inference,
+                CRYPTOCAST_MODEL__TRAIN_CANDLES="40000",
+                CRYPTOCAST_MODEL__EPOCHS="50",
+            ),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(self.logs / f"trainer-{self.n}-{self.inference}.log").open("wb"),
+        )
+        await asyncio.sleep(8)  # past TensorFlow's import: into the training epochs
+        if self.trainer.returncode is not None:
+            raise RuntimeError(f"the concurrent training failed:\n{self._tails()}")
+
+    async def stop_retrain(self) -> None:
+        if self.trainer is not None and self.trainer.returncode is None:
+            self.trainer.terminate()
+            await asyncio.wait_for(self.trainer.wait(), 30)
+        self.trainer = None
+
+    async def holders(self) -> dict[str, int]:
+        """How many series each replica holds the serve lease of."""
+        out: dict[str, int] = {}
+        for s in self.series:
+            who = (await self.redis.get(self.keys.lease(s, "serve")) or b"").decode()
+            out[who] = out.get(who, 0) + 1
+        return out
+
+    def warnings(self) -> dict[str, int]:
+        """Warning and error events the replicas logged (a lost lease, a failed worker...):
+        reported beside the figures, since any of them shows in the tail latencies."""
+        counts: Counter[str] = Counter()
+        for path in self.logs.glob(f"forecast-{self.n}-{self.inference}-*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError, AttributeError):
+                    counts[orjson.loads(line).get("event", "?")] += 1
+        return dict(counts)
+
+    def rss(self) -> dict[str, float]:
+        return {name: rss_mb(p.pid) for name, p in self.procs.items()}
