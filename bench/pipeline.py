@@ -135,8 +135,11 @@ class Pipeline:
         self.listener.cancel()
         await asyncio.gather(self.listener, return_exceptions=True)
         await self.pubsub.aclose()
-        for p in [self.trainer, *self.procs.values()]:
-            if p is not None and p.returncode is None:
+        if self.trainer is not None and self.trainer.returncode is None:
+            self.trainer.kill()
+            await self.trainer.wait()
+        for p in self.procs.values():
+            if p.returncode is None:
                 p.terminate()
                 await asyncio.wait_for(p.wait(), 60)
         await self.redis.aclose()
@@ -228,10 +231,13 @@ class Pipeline:
             raise RuntimeError(f"the concurrent training failed:\n{self._tails()}")
 
     async def stop_retrain(self) -> None:
+        # Killed, not asked: a training stops on SIGTERM only between epochs (tens of seconds
+        # on a month of candles). Its train lease would outlive it: removed for the next run.
         if self.trainer is not None and self.trainer.returncode is None:
-            self.trainer.terminate()
-            await asyncio.wait_for(self.trainer.wait(), 30)
+            self.trainer.kill()
+            await self.trainer.wait()
         self.trainer = None
+        await self.redis.delete(self.keys.lease(TRAIN_SERIES, "train"))
 
     async def holders(self) -> dict[str, int]:
         """How many series each replica holds the serve lease of."""

@@ -59,6 +59,8 @@ def _run_one(mode: str, out: Path, previous: Path | None) -> dict[str, Any]:
     return {
         "seconds": round(seconds, 1),
         "epochs": result.meta["epochs_run"],
+        "best_epoch": result.meta["best_epoch"],  # 0: no epoch beat the starting weights
+        "initial_val_loss": result.meta["training"]["initial_val_loss"],
         "best_val_loss": result.meta["training"]["best_val_loss"],
         "holdout_mae": holdout["candidate"]["mae"],
         "naive_mae": holdout["naive"]["mae"],
