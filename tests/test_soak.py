@@ -6,11 +6,12 @@ thousand times real time, while the exchange drops connections, sends malformed 
 messages, and the forecaster retrains continuously (one training process at a time, as in
 production). Retention is small, so history reaches its steady state early in the run.
 
-The run being judged starts once every series has its first prediction (start-up, history
-and first models, is not the steady state) and ends when the month's last candle is stored. What
-must hold over its second half: Redis memory, and the RSS of each service, grow by less than 5 %. Growth is judged on medians of the samples at the start and at the end of
-the second half, so a model version that lands between two prunes (a transient, bounded by
-``KEEP_VERSIONS``) is not taken for a leak, while a steady climb is.
+The run being judged starts once every series has its first prediction (start-up, history and
+first models, is not the steady state) and ends when the month's last candle is stored. What must
+hold over its second half: Redis memory, and the RSS of each service, grow by less than 5 %.
+Growth is judged on medians of the samples at the start and at the end of the second half, so a
+model version that lands between two prunes (a transient, bounded by ``KEEP_VERSIONS``) is not
+taken for a leak, while a steady climb is.
 """
 
 from __future__ import annotations
