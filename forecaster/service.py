@@ -25,6 +25,7 @@ from config.settings import Settings
 from forecaster.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
 from forecaster.scheduler import TrainingScheduler
 from forecaster.serving import SeriesWorker, ServingContext
+from forecaster.tasks import cancel_and_wait
 from storage.candles import CandleStore
 from storage.clock import ClockSync, ExchangeClock, WallClock
 from storage.events import CandleEvents
@@ -96,7 +97,7 @@ class ForecastService:
                 ]
                 await self._stopped.wait()
                 for t in loops:
-                    t.cancel()
+                    await cancel_and_wait(t)
         finally:
             await self._shutdown()
 
@@ -170,8 +171,7 @@ class ForecastService:
 
     async def _stop_worker(self, series: SeriesId) -> None:
         _worker, task = self.workers.pop(series)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)  # before its lease goes: never two servers of one series
 
     async def _housekeeping(self) -> None:
         """Clock re-sync, pending-event and live-score gauges."""

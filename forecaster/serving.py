@@ -26,6 +26,7 @@ from forecaster.data import CandleArrays
 from forecaster.inference import LoadedModel
 from forecaster.live_score import LiveScorer
 from forecaster.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
+from forecaster.tasks import cancel_and_wait
 from storage.candles import CandleStore
 from storage.clock import Clock
 from storage.events import CandleEvent, CandleEvents
@@ -101,10 +102,8 @@ class ModelHolder:
         self.log.info("model.loaded", version=version, skill=rec.meta.get("skill"))
 
     async def close(self) -> None:
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loading
+        if self._loading is not None:
+            await cancel_and_wait(self._loading)
 
 
 @dataclass
@@ -147,8 +146,7 @@ class SeriesWorker:
                 if batch:
                     await self.handle(batch)
         finally:
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+            await cancel_and_wait(refresher)
             await self.holder.close()
 
     async def _refresh_model_loop(self) -> None:

@@ -41,6 +41,10 @@ def create_client(settings: Settings, *, timeout_s: float = 5.0) -> Redis:
         kwargs["password"] = settings.redis_password.get_secret_value()
     if settings.redis_cluster:
         kwargs.pop("health_check_interval")
+        # No socket timeout, as on the standalone client (keepalive finds dead peers): with
+        # one, redis-py sends through asyncio.wait_for, which on Python 3.11 can swallow a
+        # task's cancellation, so a stopped forecaster worker went on serving (cluster test).
+        kwargs["socket_timeout"] = None
         return RedisCluster.from_url(url, **kwargs)
     return aioredis.Redis.from_url(url, **kwargs)
 
