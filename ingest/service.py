@@ -141,7 +141,8 @@ class IngestService:
             for filler in self.fillers.values():
                 await filler.cancel_all()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.sink.drained(), 5)
+                async with asyncio.timeout(5):
+                    await self.sink.drained()
             tasks[0].cancel()
         await self.close()
         log.info("ingest.stopped", stored=self.sink.stored, rejected=self.sink.rejects.by_reason())
@@ -201,8 +202,12 @@ class IngestService:
         Each series waits for its source's first connect, whose gap fill already fetches the
         latest candles: history then joins that fill instead of fetching them a second time."""
         for s in self.series:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # landing as the wait ends, and this loop (one wait per series) then went on
+            # filling the history of 1,000 series after SIGTERM.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected[s].wait(), FIRST_CONNECT_WAIT_S)
+                async with asyncio.timeout(FIRST_CONNECT_WAIT_S):
+                    await self._connected[s].wait()
             for step in (
                 self.fillers[s.exchange].fill_history,
                 self.fillers[s.exchange].fill_holes,
