@@ -306,16 +306,23 @@ class CandleStore:
             ]
         return out
 
+    async def _buckets(
+        self, series: SeriesId, start_ms: int | None, end_ms: int | None
+    ) -> list[int]:
+        """Stored bucket numbers overlapping the range, ascending."""
+        tf = series.timeframe
+        lo = "-inf" if start_ms is None else tf.floor_index(start_ms) // BUCKET_SIZE
+        hi = "+inf" if end_ms is None else tf.floor_index(end_ms) // BUCKET_SIZE
+        return sorted(
+            int(b) for b in await self.redis.zrangebyscore(self.keys.candle_index(series), lo, hi)
+        )
+
     async def open_times(
         self, series: SeriesId, start_ms: int | None = None, end_ms: int | None = None
     ) -> list[int]:
         """Open times stored in the range (reads field names only, not values)."""
         tf = series.timeframe
-        lo = "-inf" if start_ms is None else tf.floor_index(start_ms) // BUCKET_SIZE
-        hi = "+inf" if end_ms is None else tf.floor_index(end_ms) // BUCKET_SIZE
-        buckets = sorted(
-            int(b) for b in await self.redis.zrangebyscore(self.keys.candle_index(series), lo, hi)
-        )
+        buckets = await self._buckets(series, start_ms, end_ms)
         pipe = self.redis.pipeline(transaction=False)
         for b in buckets:
             pipe.hkeys(self.keys.candle_bucket(series, b))
@@ -351,11 +358,7 @@ class CandleStore:
         but reading field names only from buckets that are not full (a full bucket holds every
         index): after a backfill that is a few buckets instead of every candle's field."""
         tf = series.timeframe
-        lo = "-inf" if start_ms is None else tf.floor_index(start_ms) // BUCKET_SIZE
-        hi = "+inf" if end_ms is None else tf.floor_index(end_ms) // BUCKET_SIZE
-        buckets = sorted(
-            int(b) for b in await self.redis.zrangebyscore(self.keys.candle_index(series), lo, hi)
-        )
+        buckets = await self._buckets(series, start_ms, end_ms)
         pipe = self.redis.pipeline(transaction=False)
         for b in buckets:
             pipe.hlen(self.keys.candle_bucket(series, b))
