@@ -14,10 +14,10 @@ import orjson
 
 from cryptocast.redis_server import RedisServer
 from storage.schemas import Candle
+from tests.market_data import market_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.json"
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def run_id() -> str | None:
@@ -27,11 +27,8 @@ def run_id() -> str | None:
 
 
 def data_file(name: str) -> Path:
-    """A real data file: the project's copy if it has one, else ../shared/data."""
-    for base in (ROOT / "cryptocast" / "data", SHARED):
-        if (base / name).exists():
-            return base / name
-    raise FileNotFoundError(f"{name} is neither in cryptocast/data nor in {SHARED}")
+    """A real data file shipped in the repository (``data/*.gz``, unpacked once)."""
+    return market_file(name)
 
 
 def binance_1m_candles(name: str) -> list[Candle]:

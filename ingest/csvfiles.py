@@ -20,9 +20,11 @@ still-forming candle is for the caller to decide.
 from __future__ import annotations
 
 import csv
+import gzip
 import re
 from collections import Counter
 from collections.abc import Iterator
+from typing import IO
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -214,7 +216,7 @@ class CsvFile:
 
     def _head(self, n: int = 8) -> list[list[str]]:
         try:
-            with self.path.open(newline="", encoding="utf-8-sig") as fh:
+            with _open_text(self.path) as fh:
                 out: list[list[str]] = []
                 for row in csv.reader(fh):
                     if row and any(cell.strip() for cell in row):
@@ -299,7 +301,7 @@ class CsvFile:
 
     def rows(self) -> Iterator[CsvRow]:
         """Yield every data row, valid or not, in file order."""
-        with self.path.open(newline="", encoding="utf-8-sig") as fh:
+        with _open_text(self.path) as fh:
             reader = csv.reader(fh)
             fmt = self.info.format
             if fmt is CsvFormat.BINANCE_KLINES:
@@ -444,6 +446,13 @@ class CsvFile:
                 yield CsvRow(line, None, "malformed", str(e))
                 continue
             yield self._check(line, candle, tf.close_time(open_time))
+
+
+def _open_text(path: Path) -> IO[str]:
+    """Open a CSV as text; a ``.gz`` file (how the project ships large data) is read through gzip."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    return path.open(newline="", encoding="utf-8-sig")
 
 
 def _split_rows(fh: Iterator[str]) -> Iterator[list[str]]:

@@ -14,7 +14,7 @@ from config.settings import Settings, load_settings
 from cryptocast.redis_server import RedisServer
 from storage.client import Redis, connect
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "cryptocast" / "data"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
-from tests.conftest import SHARED_DATA
+from tests.market_data import futures_files, market_file
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ TINY_MODEL = {
 def slice_csv(symbol: str, rows: int, dest: Path) -> Path:
     """The first ``rows`` rows of a real 1m file (futures candles: tests relabel them as the
     spot series ``binance:<symbol>:1m`` because the replay exchange speaks the spot protocol)."""
-    lines = (SHARED_DATA / FILES[symbol]).read_text().splitlines(keepends=True)
+    lines = market_file(FILES[symbol]).read_text().splitlines(keepends=True)
     out = dest / f"{symbol.replace('/', '').lower()}_1m.csv"
     out.write_text("".join(lines[: rows + 1]))
     return out

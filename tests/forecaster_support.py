@@ -19,10 +19,11 @@ from config.settings import ModelSettings
 from forecaster.data import CandleArrays
 from storage.schemas import Candle
 from storage.series import Timeframe
+from tests.market_data import BTC_1H, market_file
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BTC_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "btcusdt_binance_1h.csv"
+BTC_CSV = market_file(BTC_1H)
 H1 = Timeframe("1h")
 HOLE_MS = 1679662800000  # 2023-03-24 13:00 UTC, missing in the source data
 

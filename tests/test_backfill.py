@@ -16,9 +16,9 @@ from cryptocast.redis_server import RedisServer
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.series import SeriesId
-from tests.conftest import SHARED_DATA
+from tests.market_data import futures_files, market_file
 
-BTC_1H = SHARED_DATA / "btcusdt_binance_1h.csv"
+BTC_1H = market_file("btcusdt_binance_1h.csv")
 SERIES = "binance:BTC/USDT:1h"
 HALT = 1679662800000  # 2023-03-24 13:00 UTC: Binance halted spot trading
 
@@ -79,7 +79,7 @@ async def test_csv_backfill_is_idempotent_and_reports_the_real_hole(
 def test_bad_rows_are_counted_per_reason_and_nothing_bad_is_stored(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    src = SHARED_DATA / "linkusdt_binance_futures_1m_2026-02.csv"
+    src = market_file("linkusdt_binance_futures_1m_2026-02.csv")
     lines = src.read_text().splitlines(keepends=True)[:101]  # header + 100 rows
     bad = lines[:]
     bad[5] = bad[5].replace(bad[5].split(",")[2], "nan", 1)  # high = NaN

@@ -17,10 +17,10 @@ from ingest.csvfiles import (
 )
 from storage.schemas import REJECT_REASONS
 from storage.series import Timeframe
+from tests.conftest import PROJECT_DATA
+from tests.market_data import futures_files, market_file
 
-DATA = Path("/work/shared/data")
-FUTURES = sorted(DATA.glob("*usdt_binance_futures_1m_2026-02.csv"))
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared market data not present")
+FUTURES = futures_files()
 
 
 def _ms(text: str) -> int:
@@ -33,7 +33,7 @@ def _lines(path: Path, n: int) -> list[str]:
 
 
 def test_btcusdt_table_file() -> None:
-    result = read_csv(DATA / "btcusdt_binance_1h.csv")
+    result = read_csv(market_file("btcusdt_binance_1h.csv"))
     assert result.info.format is CsvFormat.BINANCE_TABLE
     assert result.info.timeframe == Timeframe("1h")
     assert result.info.symbol == "BTCUSDT"
@@ -51,7 +51,7 @@ def test_btcusdt_table_file() -> None:
 
 
 def test_yahoo_file() -> None:
-    result = read_csv(DATA / "btc-usd_yahoo_1d.csv")
+    result = read_csv(PROJECT_DATA / "btc-usd_yahoo_1d.csv")
     assert result.info.format is CsvFormat.YAHOO
     assert result.info.timeframe == Timeframe("1d")
     assert len(result.candles) == 2_723 and not result.rejects
@@ -76,7 +76,7 @@ def test_binance_futures_dumps(path: Path) -> None:
 
 
 def test_headerless_and_microsecond_variants(tmp_path: Path) -> None:
-    src = DATA / "linkusdt_binance_futures_1m_2026-02.csv"
+    src = market_file("linkusdt_binance_futures_1m_2026-02.csv")
     lines = _lines(src, 21)
     reference = read_csv(src).rows[:20]
 
@@ -104,7 +104,7 @@ def test_headerless_and_microsecond_variants(tmp_path: Path) -> None:
 
 
 def test_bad_binance_rows_counted_per_reason(tmp_path: Path) -> None:
-    lines = _lines(DATA / "avaxusdt_binance_futures_1m_2026-02.csv", 4)
+    lines = _lines(market_file("avaxusdt_binance_futures_1m_2026-02.csv"), 4)
     header, good = lines[0], [ln.rstrip("\n").split(",") for ln in lines[1:]]
 
     def variant(**changes: str) -> str:
@@ -146,7 +146,7 @@ def test_bad_binance_rows_counted_per_reason(tmp_path: Path) -> None:
 
 
 def test_bad_table_and_yahoo_rows(tmp_path: Path) -> None:
-    lines = _lines(DATA / "btcusdt_binance_1h.csv", 4)
+    lines = _lines(market_file("btcusdt_binance_1h.csv"), 4)
     table = tmp_path / "btc_table.csv"
     table.write_text(
         "".join(lines)
@@ -159,7 +159,7 @@ def test_bad_table_and_yahoo_rows(tmp_path: Path) -> None:
     assert len(result.candles) == 3
     assert result.reject_counts == {"wrong_symbol": 1, "wrong_interval": 1, "malformed": 2}
 
-    ylines = _lines(DATA / "btc-usd_yahoo_1d.csv", 4)
+    ylines = _lines(PROJECT_DATA / "btc-usd_yahoo_1d.csv", 4)
     yahoo = tmp_path / "btc-usd.csv"
     yahoo.write_text("".join(ylines) + "2014-09-20,null,null,null,null,null,null\n")
     result = read_csv(yahoo)
@@ -197,4 +197,4 @@ def test_names_and_timeframes() -> None:
     assert timeframe_from_close(1672531200000, 1672534799999) == Timeframe("1h")
     assert timeframe_from_close(1769904000000, 1769904000999) == Timeframe("1s")
     assert timeframe_from_close(1769904000000, 1769904000998) is None
-    assert open_csv(DATA / "btcusdt_binance_1h.csv", timeframe="1h").info.symbol == "BTCUSDT"
+    assert open_csv(market_file("btcusdt_binance_1h.csv"), timeframe="1h").info.symbol == "BTCUSDT"

@@ -34,9 +34,8 @@ from storage.client import Redis
 from storage.keys import Keys
 from storage.schemas import Candle
 from storage.series import SeriesId
-from tests.conftest import SHARED_DATA
+from tests.market_data import futures_files, market_file
 
-pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared market data not present")
 
 FILES = {
     "AVAX": "avaxusdt_binance_futures_1m_2026-02.csv",
@@ -49,7 +48,7 @@ HISTORY = 1000  # candles behind the replay's start: the ingester's initial hist
 
 def _slice(tmp_path: Path, name: str, rows: int) -> Path:
     out = tmp_path / name
-    with (SHARED_DATA / name).open() as src:
+    with market_file(name).open() as src:
         out.write_text("".join(next(src) for _ in range(rows + 1)))  # + the header row
     return out
 

@@ -32,15 +32,14 @@ from ingest.replay import (
 )
 from ingest.replay.faults import ConnectionFaults
 from ingest.replay.protocol import fmt_num
+from tests.market_data import market_file
 
-DATA = Path("/work/shared/data")
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared market data not present")
 ROWS = 1100  # 1000 candles of history before the default start, 100 to stream
 
 
 def _slice(tmp_path: Path, name: str, rows: int = ROWS) -> Path:
     out = tmp_path / name
-    with (DATA / name).open() as src:
+    with market_file(name).open() as src:
         out.write_text("".join(next(src) for _ in range(rows + 1)))
     return out
 

@@ -35,12 +35,11 @@ from storage.keys import Keys
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.series import SeriesId
-from tests.conftest import SHARED_DATA
+from tests.market_data import futures_files, market_file
 from tests.e2e_support import FILES, Service, service_env, start_replay, wait_for
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared market data not present"),
 ]
 
 ROWS = 40_320  # the whole month

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from cryptocast.redis_server import free_port
-from tests.conftest import SHARED_DATA
+from tests.market_data import futures_files, market_file
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +149,7 @@ def test_services_use_tls_with_a_verified_certificate(
 ) -> None:
     port, ca = tls_redis
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
-    src = SHARED_DATA / "btcusdt_binance_1h.csv"
+    src = market_file("btcusdt_binance_1h.csv")
     small = tmp_path / "btc.csv"
     small.write_text("".join(src.read_text().splitlines(keepends=True)[:201]))
     stored = _cli(
