@@ -24,11 +24,11 @@ import gzip
 import re
 from collections import Counter
 from collections.abc import Iterator
-from typing import IO
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import IO
 
 from storage.schemas import Candle, candle_problem
 from storage.series import SeriesError, Timeframe
@@ -449,7 +449,7 @@ class CsvFile:
 
 
 def _open_text(path: Path) -> IO[str]:
-    """Open a CSV as text; a ``.gz`` file (how the project ships large data) is read through gzip."""
+    """Open a CSV as text; a ``.gz`` file (how large data ships) is read through gzip."""
     if path.suffix == ".gz":
         return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
     return path.open(newline="", encoding="utf-8-sig")

@@ -14,7 +14,6 @@ from config.settings import Settings, load_settings
 from cryptocast.redis_server import RedisServer
 from storage.client import Redis, connect
 
-
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "cryptocast" / "data"
 
 

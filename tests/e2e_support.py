@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
-from tests.market_data import futures_files, market_file
+from tests.market_data import market_file
 
 T = TypeVar("T")
 

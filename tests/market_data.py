@@ -1,4 +1,4 @@
-"""The real market data shipped in ``data/`` (gzip-compressed), unpacked once for tests and benchmarks.
+"""The real market data shipped in ``data/`` (gzip), unpacked once for tests and benchmarks.
 
 Tests and benchmarks read plain CSV lines (slices, rewrites, replays), so each file is unpacked
 into ``var/data/`` the first time it is asked for and reused while it is newer than its archive.
@@ -20,7 +20,8 @@ UNPACKED = ROOT / "var" / "data"
 
 BTC_1H = "btcusdt_binance_1h.csv"
 FUTURES_1M = {
-    sym: f"{sym.lower()}usdt_binance_futures_1m_2026-02.csv" for sym in ("AVAX", "LINK", "LTC", "NEAR")
+    sym: f"{sym.lower()}usdt_binance_futures_1m_2026-02.csv"
+    for sym in ("AVAX", "LINK", "LTC", "NEAR")
 }
 
 

@@ -16,7 +16,7 @@ from cryptocast.redis_server import RedisServer
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.series import SeriesId
-from tests.market_data import futures_files, market_file
+from tests.market_data import market_file
 
 BTC_1H = market_file("btcusdt_binance_1h.csv")
 SERIES = "binance:BTC/USDT:1h"

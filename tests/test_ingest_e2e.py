@@ -34,8 +34,7 @@ from storage.client import Redis
 from storage.keys import Keys
 from storage.schemas import Candle
 from storage.series import SeriesId
-from tests.market_data import futures_files, market_file
-
+from tests.market_data import market_file
 
 FILES = {
     "AVAX": "avaxusdt_binance_futures_1m_2026-02.csv",

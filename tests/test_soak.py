@@ -35,7 +35,6 @@ from storage.keys import Keys
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.series import SeriesId
-from tests.market_data import futures_files, market_file
 from tests.e2e_support import FILES, Service, service_env, start_replay, wait_for
 
 pytestmark = [

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from cryptocast.redis_server import free_port
-from tests.market_data import futures_files, market_file
+from tests.market_data import market_file
 
 pytestmark = pytest.mark.slow
 
