@@ -33,8 +33,9 @@ def status(
     """Per-series health; exits 1 when any series is stale (usable as a healthcheck)."""
     state: AppState = ctx.obj
 
+    settings = state.reader_settings(**({"series": series} if series else {}))
+
     async def main() -> list[dict[str, object]]:
-        settings = state.settings(**({"series": series} if series else {}))
         redis, store = await open_store(settings)
         try:
             clock = await shared_clock(redis, store.keys.clock(), settings.clock)
@@ -47,12 +48,13 @@ def status(
 
     report = run(main)
     if json_out:
-        sys.stdout.write(orjson.dumps({"series": report}, option=orjson.OPT_INDENT_2).decode())
+        out = {"series": report, "redis": state.queried(settings)}
+        sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
     else:
         from cryptocast.views import print_status
 
-        print_status(report)
+        print_status(report, redis=state.queried(settings))
     if any(r["stale"] for r in report):
         raise typer.Exit(1)
 

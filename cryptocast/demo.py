@@ -16,6 +16,7 @@ the Redis data, wiped at the next demo run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -30,11 +31,12 @@ from typing import Any
 
 import structlog
 from rich.console import Console
-from rich.table import Table
 
 from config.settings import ENV_PREFIX, load_settings
+from cryptocast.instance import Instance, announced
 from cryptocast.procs import ChildService, stop_all
 from cryptocast.redis_server import RedisServer
+from cryptocast.views import Column, fitted_table, fmt_skill, print_status
 from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import Redis, connect
@@ -87,10 +89,22 @@ class DemoOptions:
     profile: dict[str, str] = field(default_factory=lambda: dict(DEMO_PROFILE))
     faults: FaultConfig = field(default_factory=FaultConfig)
     history: int = HISTORY_CANDLES
+    # Where `status`/`watch`/`web` of a second terminal look for us (cryptocast.instance).
+    announce_dir: Path | None = None
 
     @property
     def series(self) -> list[SeriesId]:
         return [SeriesId.parse(f"binance:{m}:1m") for m in DEMO_MARKETS]
+
+
+@dataclass
+class DemoResult:
+    """What a demo run ended with."""
+
+    summaries: list[SeriesSummary]
+    png: Path | None
+    codes: dict[str, int]
+    interrupted: bool  # Ctrl-C or SIGTERM before the planned number of predictions
 
 
 @dataclass
@@ -133,6 +147,17 @@ class Demo:
     def redis_url(self) -> str:
         assert self.server is not None
         return f"redis://127.0.0.1:{self.server.port}/0"
+
+    def instance(self) -> Instance:
+        """How a second terminal's commands find this run."""
+        return Instance(
+            owner="demo",
+            pid=os.getpid(),
+            redis_url=self.redis_url,
+            series=[s.key for s in self.series],
+            clock="exchange",
+            key_prefix=self.keys.prefix,
+        )
 
     async def start(self) -> None:
         """Fresh Redis, the replay exchange, then the two services."""
@@ -419,9 +444,13 @@ def plot_predictions(
                         va="top",
                         ha="left",
                     )
+        if not summary.scored:
+            ax.set_title(f"{key}: no scored prediction yet", fontsize=10)
+            ax.set_axis_off()
+            continue
         ax.set_title(
             f"{key}: {summary.scored} scored predictions, live MAE {summary.mae:.4g} vs naive "
-            f"{summary.naive_mae:.4g} (skill {summary.skill:+.1%}), "
+            f"{summary.naive_mae:.4g} (skill {fmt_skill(summary.skill)}), "
             f"interval coverage {summary.coverage:.0%}",
             fontsize=10,
         )
@@ -438,33 +467,25 @@ def plot_predictions(
     return path
 
 
+def _fig(x: float, spec: str) -> str:
+    """A figure, or "-" where nothing was scored yet (never "nan")."""
+    return "-" if math.isnan(x) else format(x, spec)
+
+
 def print_summary(console: Console, summaries: list[SeriesSummary], seconds: float) -> None:
     """The closing table: live figures per series."""
-    table = Table(title=f"live score over the demo ({seconds:.0f}s)")
-    for col in (
-        "series",
-        "predictions",
-        "scored",
-        "MAE",
-        "naive MAE",
-        "skill",
-        "coverage",
-        "direction",
-        "models",
-    ):
-        table.add_column(col)
-    for s in summaries:
-        table.add_row(
-            s.series,
-            str(s.predictions),
-            str(s.scored),
-            f"{s.mae:.5g}",
-            f"{s.naive_mae:.5g}",
-            f"{s.skill:+.2%}",
-            f"{s.coverage:.0%}",
-            f"{s.direction:.0%}",
-            ", ".join(s.models),
-        )
+    columns = [
+        Column("series", [s.series for s in summaries], 0),
+        Column("predictions", [str(s.predictions) for s in summaries], 2, "right"),
+        Column("scored", [str(s.scored) for s in summaries], 1, "right"),
+        Column("MAE", [_fig(s.mae, ".5g") for s in summaries], 1, "right"),
+        Column("naive MAE", [_fig(s.naive_mae, ".5g") for s in summaries], 1, "right"),
+        Column("skill", [fmt_skill(s.skill) for s in summaries], 0, "right"),
+        Column("coverage", [_fig(s.coverage, ".0%") for s in summaries], 1, "right"),
+        Column("direction", [_fig(s.direction, ".0%") for s in summaries], 2, "right"),
+        Column("models", [", ".join(s.models) or "-" for s in summaries], 3, wrap=True),
+    ]
+    table = fitted_table(f"live score over the demo ({seconds:.0f}s)", columns, console.width)
     console.print(table)
     console.print(
         "[dim]skill = 1 - MAE/naive MAE (> 0 beats 'next close = last close'); one-minute "
@@ -476,11 +497,10 @@ async def run_demo(
     opts: DemoOptions,
     console: Console,
     during: Callable[[Demo], Awaitable[None]] | None = None,
-) -> tuple[list[SeriesSummary], Path | None, dict[str, int]]:
+) -> DemoResult:
     """The whole demo; ``during`` (tests) runs once predictions have arrived, before the stop.
 
-    Returns the summaries, the PNG path (None when no prediction arrived) and the services'
-    exit codes."""
+    Interrupted (Ctrl-C, SIGTERM), it still prints what it saw so far."""
     demo = Demo(opts, console)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -488,7 +508,9 @@ async def run_demo(
         loop.add_signal_handler(sig, stop.set)
     codes: dict[str, int] = {}
     png: Path | None = None
-    summaries: list[SeriesSummary] = []
+    report: list[dict[str, Any]] = []
+    preds: dict[str, list[Prediction]] = {s.key: [] for s in opts.series}
+    closes: dict[str, dict[int, float]] = {s.key: {} for s in opts.series}
     try:
         console.print(
             f"[bold]cryptocast demo[/bold]: private Redis, replay exchange at {opts.speed:g}× "
@@ -500,27 +522,36 @@ async def run_demo(
         demo._say(
             f"redis-server on 127.0.0.1:{demo.server.port if demo.server else '?'}, replay "
             f"exchange on {demo.exchange.rest_url if demo.exchange else '?'}, services started"
+            + (
+                "; `cryptocast status` and `cryptocast watch` in another terminal follow this run"
+                if opts.announce_dir is not None
+                else ""
+            )
         )
-        complete = await demo.collect(demo.print_prediction, stop)
-        if not complete:
-            demo._say("[yellow]stopping before the planned number of predictions[/yellow]")
-        if during is not None:
-            await during(demo)
-        report = await demo.status()
-        preds, closes = await demo.results()
+        with contextlib.ExitStack() as announcement:
+            if opts.announce_dir is not None:
+                announcement.enter_context(announced(opts.announce_dir, demo.instance()))
+            complete = await demo.collect(demo.print_prediction, stop)
+            if not complete:
+                demo._say("[yellow]stopping before the planned number of predictions[/yellow]")
+            if during is not None:
+                await during(demo)
+            report = await demo.status()
+            preds, closes = await demo.results()
     finally:
         codes = await demo.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     summaries = [summarise(preds[k], closes[k], k) for k in preds]
     seconds = time.monotonic() - demo.started_at
-    from cryptocast.views import print_status
-
-    print_status(report, console)
+    if report:
+        print_status(report, console)
     print_summary(console, summaries, seconds)
-    if any(preds.values()):
+    if any(s.scored for s in summaries):
         png = plot_predictions(preds, closes, summaries, opts.out_dir / "predictions.png")
         console.print(f"plot of predictions vs actual: [bold]{png}[/bold]")
+    elif stop.is_set():
+        console.print("[yellow]stopped before any prediction was scored: no plot[/yellow]")
     else:
         console.print("[red]no prediction arrived; see the service logs above[/red]")
-    return summaries, png, codes
+    return DemoResult(summaries, png, codes, interrupted=stop.is_set())

@@ -45,10 +45,13 @@ def demo(
         predictions=predictions,
         timeout_s=timeout,
         metrics_port=metrics_port,
+        announce_dir=settings.data_dir,
     )
     console = Console()
     if not console.is_terminal:  # piped or logged: do not wrap the lines at 80 columns
         console = Console(width=130)
-    _summaries, png, codes = run(lambda: run_demo(opts, console))
-    if png is None or any(c != 0 for c in codes.values()):
+    result = run(lambda: run_demo(opts, console))
+    if result.interrupted:
+        raise typer.Exit(130)  # the shell's code for Ctrl-C, after printing what was seen
+    if result.png is None or any(c != 0 for c in result.codes.values()):
         raise typer.Exit(1)

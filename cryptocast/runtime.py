@@ -12,6 +12,7 @@ import typer
 
 from config.logging import configure_logging
 from config.settings import Settings, SettingsError, load_settings
+from cryptocast.instance import Instance, instance_overrides
 from storage.candles import CandleStore
 from storage.client import RedisUnavailable, connect
 from storage.keys import Keys
@@ -25,12 +26,27 @@ class AppState:
 
     config_file: str | None = None
     _settings: Settings | None = None
+    # The running `up`/`demo` whose Redis a reading command queries (see cryptocast.instance).
+    instance: Instance | None = None
 
     def settings(self, **overrides: Any) -> Settings:
         if self._settings is None or overrides:
             self._settings = load_settings(self.config_file, **overrides)
             configure_logging(self._settings.log_format, self._settings.log_level)
         return self._settings
+
+    def reader_settings(self, **overrides: Any) -> Settings:
+        """Settings of a command that only reads (status, watch, web): what the user did not set
+        comes from a running ``cryptocast up`` or ``demo`` when one is announced."""
+        base = self.settings(**overrides)
+        taken, self.instance = instance_overrides(base.data_dir, self.config_file, overrides)
+        return self.settings(**overrides, **taken) if taken else base
+
+    def queried(self, settings: Settings) -> str:
+        """Which Redis a reading command queried, for its output."""
+        if self.instance is not None:
+            return self.instance.describe()
+        return settings.redis_url_masked
 
 
 class SourceUnavailable(RuntimeError):

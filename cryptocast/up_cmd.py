@@ -17,8 +17,6 @@ import os
 import signal
 import socket
 import time
-import tomllib
-from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -26,6 +24,7 @@ import typer
 
 from config.settings import ENV_PREFIX, Settings
 from cryptocast.app import app
+from cryptocast.instance import Instance, announced, user_chose
 from cryptocast.procs import ChildService, stop_all
 from cryptocast.redis_server import RedisServer, free_port
 from cryptocast.runtime import AppState, fail
@@ -39,16 +38,7 @@ STOP_TIMEOUT_S = 30.0
 def redis_url_configured(config_file: str | None) -> bool:
     """Whether the user chose a Redis: ``CRYPTOCAST_REDIS_URL`` set, or ``redis_url`` in the
     TOML file. The settings model's default URL is not a choice."""
-    if os.environ.get(ENV_PREFIX + "REDIS_URL"):
-        return True
-    path = config_file or os.environ.get(ENV_PREFIX + "CONFIG")
-    if not path:
-        return False
-    try:
-        with Path(path).open("rb") as f:
-            return "redis_url" in tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
-        return False  # load_settings already reported a bad file before we got here
+    return user_chose("redis_url", config_file)
 
 
 def _port_free(port: int) -> bool:
@@ -141,7 +131,16 @@ def up(ctx: typer.Context) -> None:
         for s in services:
             s.start()
         log.info("up.started", series=settings.series, redis=redis_url or settings.redis_url_masked)
-        code = supervise(services)
+        me = Instance(
+            owner="up",
+            pid=os.getpid(),
+            redis_url=redis_url or settings.redis_url.get_secret_value(),
+            series=list(settings.series),
+            clock=settings.clock,
+            key_prefix=settings.key_prefix,
+        )
+        with announced(settings.data_dir, me):
+            code = supervise(services)
     finally:
         stop_all(services, STOP_TIMEOUT_S)  # no-op when supervise already stopped them
         if server is not None:

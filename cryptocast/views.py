@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def fmt_time(ms: int | None) -> str:
@@ -25,39 +28,101 @@ def fmt_age(ms: int | None) -> str:
     return f"{s:.0f}s"
 
 
-def print_status(report: list[dict[str, Any]], console: Console | None = None) -> None:
-    """The ``status`` table: one row per series, stale rows in red."""
-    table = Table(title="cryptocast status")
-    for col in (
-        "series",
-        "candles",
-        "last candle",
-        "age",
-        "holes",
-        "model",
-        "skill",
-        "last prediction",
-        "live MASE",
-        "state",
-    ):
-        table.add_column(col)
-    for r in report:
-        model = r["model"] or {}
-        score = r["live_score"] or {}
-        pred = r["last_prediction"]
-        table.add_row(
-            r["series"],
-            str(r["candles"]),
-            fmt_time(r["last_open_time"]),
-            fmt_age(r["last_candle_age_ms"]),
-            str(sum(h["count"] for h in r["holes"])),
-            str(model.get("version", "-")),
-            "-" if model.get("skill") is None else f"{model['skill']:+.3f}",
-            fmt_time(pred["as_of"]) if pred else "-",
-            "-" if score.get("mase") is None else f"{score['mase']:.3f}",
-            "[red]STALE: " + "; ".join(r["stale_reasons"]) + "[/red]" if r["stale"] else "ok",
+def fmt_skill(skill: float | None) -> str:
+    """Skill vs naive (1 - MAE/naive MAE) in percent, everywhere it is shown."""
+    return "-" if skill is None or math.isnan(skill) else f"{skill:+.2%}"
+
+
+@dataclass
+class Column:
+    """A column of a table that must fit the terminal: shown when there is room for it."""
+
+    header: str
+    cells: list[str]
+    priority: int  # 0 = always shown; higher numbers give way first
+    justify: Literal["left", "right"] = "left"
+    wrap: bool = False  # may wrap inside its column (long free text) instead of being dropped
+
+    def width(self) -> int:
+        return max([len(self.header), *(len(Text.from_markup(c).plain) for c in self.cells)])
+
+
+def fitted_table(
+    title: str, columns: list[Column], width: int, caption: str | None = None
+) -> Table:
+    """A table of the columns that fit ``width``, in their given order.
+
+    The first column (the series) is never truncated or wrapped: LINK and LTC must not both read
+    ``binance:L…``. Columns that do not fit are left out by priority, rather than squeezed until
+    every cell wraps over several lines; a wrapping column takes what room is left."""
+    pad = 3  # a cell's padding and its border
+    budget = width - 1
+    shown: set[int] = set()
+    for i in sorted(range(len(columns)), key=lambda i: (columns[i].priority, i)):
+        col = columns[i]
+        need = (min(col.width(), 24) if col.wrap else col.width()) + pad
+        if col.priority == 0 or need <= budget:
+            shown.add(i)
+            budget -= need
+    chosen = [c for i, c in enumerate(columns) if i in shown]
+    if len(chosen) < len(columns):
+        hidden = f"{len(columns) - len(chosen)} column(s) hidden: a wider terminal, or --json"
+        caption = f"{caption}; {hidden}" if caption else hidden
+    table = Table(title=title, caption=caption)
+    for i, col in enumerate(chosen):
+        table.add_column(
+            col.header,
+            justify=col.justify,
+            no_wrap=not col.wrap,
+            min_width=col.width() if i == 0 else None,
+            overflow="fold",
         )
-    (console or Console()).print(table)
+    for row in zip(*(c.cells for c in chosen), strict=True):
+        table.add_row(*row)
+    return table
+
+
+def _state(r: dict[str, Any]) -> str:
+    if r["stale"]:
+        return "[red]STALE: " + "; ".join(r["stale_reasons"]) + "[/red]"
+    if r.get("degraded"):
+        return "[yellow]degraded: " + "; ".join(r["degraded_reasons"]) + "[/yellow]"
+    return "ok"
+
+
+def print_status(
+    report: list[dict[str, Any]], console: Console | None = None, redis: str | None = None
+) -> None:
+    """The ``status`` table: one row per series, stale rows in red, degraded ones in yellow."""
+    console = console or Console()
+    models = [r["model"] or {} for r in report]
+    scores = [r["live_score"] or {} for r in report]
+    columns = [
+        Column("series", [r["series"] for r in report], 0),
+        Column("candles", [str(r["candles"]) for r in report], 2, "right"),
+        Column("last candle", [fmt_time(r["last_open_time"]) for r in report], 4),
+        Column("age", [fmt_age(r["last_candle_age_ms"]) for r in report], 1, "right"),
+        Column("holes", [str(sum(h["count"] for h in r["holes"])) for r in report], 3, "right"),
+        Column("model", [str(m.get("version", "-")) for m in models], 5),
+        Column("skill", [fmt_skill(m.get("skill")) for m in models], 2, "right"),
+        Column(
+            "last prediction",
+            [
+                fmt_time(r["last_prediction"]["as_of"]) if r["last_prediction"] else "-"
+                for r in report
+            ],
+            6,
+        ),
+        Column(
+            "live MASE",
+            ["-" if s.get("mase") is None else f"{s['mase']:.3f}" for s in scores],
+            1,
+            "right",
+        ),
+        Column("state", [_state(r) for r in report], 0, wrap=True),
+    ]
+    caption = f"Redis: {redis}" if redis else None
+    console.print(fitted_table("cryptocast status", columns, console.width, caption))
 
 
 def print_backfill(report: dict[str, Any]) -> None:

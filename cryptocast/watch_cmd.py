@@ -22,6 +22,7 @@ from rich.table import Table
 
 from cryptocast.app import app
 from cryptocast.runtime import AppState, open_store, run
+from cryptocast.views import Column, fitted_table, fmt_skill
 from storage.predictions import PredictionBus
 from storage.schemas import Prediction
 from storage.series import SeriesId
@@ -31,54 +32,59 @@ def _time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def render(latest: dict[str, Prediction | None], received: int) -> Table:
-    """The table: the newest prediction of each series."""
-    table = Table(
-        title=f"cryptocast predictions ({received} received; Ctrl-C to quit)",
-        title_justify="left",
-    )
-    for col in (
-        "series",
-        "as of (UTC)",
-        "last close",
-        "predicted close",
-        "change",
-        "interval",
-        "model",
-        "skill",
-        "latency",
-        "age",
-    ):
-        table.add_column(col, justify="right" if col not in ("series", "model") else "left")
+def render(latest: dict[str, Prediction | None], received: int, width: int = 200) -> Table:
+    """The table: the newest prediction of each series, with the columns that fit ``width``."""
     now = time.time() * 1000
-    for key, p in latest.items():
+    rows: list[list[str]] = []
+    for p in latest.values():
         if p is None:
-            table.add_row(key, "[dim]waiting…[/dim]", *([""] * 8))
+            rows.append(["[dim]waiting…[/dim]", *([""] * 8)])
             continue
         change = (p.predicted_close / p.last_close - 1) * 100
         colour = "green" if change >= 0 else "red"
-        table.add_row(
-            key,
-            _time(p.as_of),
-            f"{p.last_close:.6g}",
-            f"[{colour}]{p.predicted_close:.6g}[/{colour}]",
-            f"[{colour}]{change:+.3f}%[/{colour}]",
-            f"{p.interval_level:.0%} [{p.lower:.6g}, {p.upper:.6g}]",
-            p.model.version + (" [yellow](stale)[/yellow]" if p.stale_model else ""),
-            f"{p.model.skill:+.3f}",
-            f"{p.latency_ms:.1f} ms",
-            f"{max(0.0, now - p.published_at) / 1000:.0f}s",
+        rows.append(
+            [
+                _time(p.as_of),
+                f"{p.last_close:.6g}",
+                f"[{colour}]{p.predicted_close:.6g}[/{colour}]",
+                f"[{colour}]{change:+.3f}%[/{colour}]",
+                f"{p.interval_level:.0%} [{p.lower:.6g}, {p.upper:.6g}]",
+                p.model.version + (" [yellow](stale)[/yellow]" if p.stale_model else ""),
+                fmt_skill(p.model.skill),
+                f"{p.latency_ms:.1f} ms",
+                f"{max(0.0, now - p.published_at) / 1000:.0f}s",
+            ]
         )
-    return table
+    cells = list(zip(*rows, strict=True)) if rows else [()] * 9
+    spec = [  # header, priority, justify
+        ("as of (UTC)", 3, "right"),
+        ("last close", 1, "right"),
+        ("predicted close", 0, "right"),
+        ("change", 1, "right"),
+        ("interval", 2, "right"),
+        ("model", 5, "left"),
+        ("skill", 4, "right"),
+        ("latency", 6, "right"),
+        ("age", 2, "right"),
+    ]
+    columns = [Column("series", list(latest), 0)] + [
+        Column(h, list(c), prio, just)  # type: ignore[arg-type]
+        for (h, prio, just), c in zip(spec, cells, strict=True)
+    ]
+    title = f"cryptocast predictions ({received} received; Ctrl-C to quit)"
+    return fitted_table(title, columns, width)
 
 
 async def watch_predictions(
     state: AppState, series: list[str] | None, json_lines: bool, count: int | None
 ) -> int:
     """Follow the channels until Ctrl-C/SIGTERM or ``count`` messages; returns messages seen."""
-    settings = state.settings(**({"series": series} if series else {}))
+    settings = state.reader_settings(**({"series": series} if series else {}))
     ids: list[SeriesId] = settings.series_ids
     redis, store = await open_store(settings)
+    # stderr, so `watch --json | jq` still reads pure JSON lines
+    where = state.queried(settings)
+    sys.stderr.write(f"cryptocast watch: following {len(ids)} series on {where}\n")
     bus = PredictionBus(redis, store.keys)
     latest: dict[str, Prediction | None] = {s.key: await bus.latest(s) for s in ids}
     received = 0
@@ -90,7 +96,9 @@ async def watch_predictions(
     live = (
         None
         if json_lines
-        else Live(render(latest, 0), console=console, refresh_per_second=4, transient=False)
+        else Live(
+            render(latest, 0, console.width), console=console, refresh_per_second=4, transient=False
+        )
     )
 
     async def follow() -> None:
@@ -102,7 +110,7 @@ async def watch_predictions(
                 sys.stdout.write(p.to_json().decode() + "\n")
                 sys.stdout.flush()
             elif live is not None:
-                live.update(render(latest, received))
+                live.update(render(latest, received, console.width))
             if count is not None and received >= count:
                 stop.set()
 

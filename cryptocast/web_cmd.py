@@ -35,7 +35,8 @@ def web(
     from web.app import check_exposure
 
     state: AppState = ctx.obj
-    settings = state.settings()
+    settings = state.reader_settings()
+    log.info("web.redis", redis=state.queried(settings))
     bind_host = host if host is not None else settings.web.host
     bind_port = port if port is not None else settings.web.port
     if not 1 <= bind_port <= 65535:

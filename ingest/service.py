@@ -120,6 +120,10 @@ class IngestService:
             log.info("ingest.source", exchange=exchange_id, mode=mode, series=len(series))
         if isinstance(self.clock, ExchangeClock):
             await self._sync_clock(retry=True)
+        else:
+            # A reading left by an earlier run on the exchange clock would make every reader
+            # judge staleness on a replay's time.
+            await self.store.redis.delete(self.store.keys.clock())
 
     async def run(self) -> None:
         """Run until :meth:`stop`; returns after a clean shutdown."""

@@ -1,4 +1,4 @@
-"""The one clock services read "now" from (DESIGN.md, Clock).
+"""The one clock services read "now" from (docs/architecture.md, "Clock").
 
 ``wall``: the machine's clock. ``exchange``: the exchange's server time, extrapolated from the
 last sync as ``server_ms + (wall_now - wall_at_sync) * speed``; ``speed`` is 1 for a real exchange
@@ -63,8 +63,14 @@ class ExchangeClock:
 
 
 async def shared_clock(redis: Any, key: str, kind: str) -> Clock:
-    """The clock for a service that does not talk to the exchange itself."""
-    if kind != "exchange":
-        return WallClock()
+    """The clock for a service that does not talk to the exchange itself.
+
+    The exchange clock whenever ingest published a reading (it does when it runs on the exchange
+    clock, and removes it when it runs on the wall clock), whatever ``kind`` says: a ``status``
+    typed in a second terminal, configured for the wall clock, must judge a replay running on
+    exchange time by that time, as the services do. Without a reading: ``kind``'s clock.
+    """
     raw = await redis.get(key)
-    return ExchangeClock(ClockSync.from_json(raw) if raw else None)
+    if raw:
+        return ExchangeClock(ClockSync.from_json(raw))
+    return ExchangeClock() if kind == "exchange" else WallClock()

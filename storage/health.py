@@ -4,7 +4,9 @@ Read-only: candles stored, newest candle and its age, holes, the current model, 
 prediction (and how far it lags the candles, in candles and in time), the live score and the
 last training attempt. A series is *stale* when its newest candle closed more than
 ``stale_after`` timeframes ago by the service clock, or when its last prediction is older than
-its newest candle by as much.
+its newest candle by as much. It is *degraded* (reported, not a failure) when its live MASE over
+at least ``DEGRADED_MIN_SCORED`` scored predictions is above 1: the model does worse than the
+naive "next close = last close" forecast on the candles it actually predicted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from storage.clock import Clock
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
 from storage.series import SeriesId
+
+# A live MASE over fewer scored predictions than this says nothing either way.
+DEGRADED_MIN_SCORED = 30
 
 
 async def series_health(
@@ -40,15 +45,15 @@ async def series_health(
         rec = None
     if rec is not None:
         meta = rec.meta
+        trained_last = (meta.get("training_range") or {}).get("last_open_time")
         model = {
             "version": rec.version,
             "trained_at": meta.get("trained_at", rec.created_at),
             "skill": meta.get("skill"),
+            # candles closed since the last one the model was trained on
             "age_candles": None
-            if last is None
-            else max(
-                0, tf.floor_index(last) - tf.floor_index(int(meta.get("last_open_time", last)))
-            ),
+            if last is None or trained_last is None
+            else max(0, tf.floor_index(last) - tf.floor_index(int(trained_last))),
         }
     latest = await PredictionBus(redis, keys).latest(series)
     training = await TrainingLog(redis, keys).state(series)
@@ -66,6 +71,10 @@ async def series_health(
         and tf.floor_index(last) - tf.floor_index(latest.as_of) > stale_after
     ):
         reasons.append("predictions lag the candles")
+    degraded: list[str] = []
+    mase = (live_score or {}).get("mase")
+    if mase is not None and (live_score or {}).get("n", 0) >= DEGRADED_MIN_SCORED and mase > 1:
+        degraded.append(f"live MASE {mase:.3f} > 1 (worse than naive)")
     return {
         "series": series.key,
         "candles": count,
@@ -75,6 +84,8 @@ async def series_health(
         "holes": [{**h.to_dict(), "unfillable": h.first in unfillable} for h in holes],
         "stale": bool(reasons),
         "stale_reasons": reasons,
+        "degraded": bool(degraded),
+        "degraded_reasons": degraded,
         "model": model,
         "last_prediction": None if latest is None else latest.model_dump(by_alias=True),
         "prediction_lag_candles": None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -123,7 +125,8 @@ async def test_demo_reports_predictions_metrics_and_status(tmp_path: Path) -> No
     # fails here and stops its processes in its own task, instead of being interrupted from
     # outside and leaving tasks behind for the session's event loop.
     async with asyncio.timeout(200):
-        summaries, png, codes = await run_demo(opts, Console(file=out, width=140), during)
+        result = await run_demo(opts, Console(file=out, width=140), during)
+        summaries, png, codes = result.summaries, result.png, result.codes
     text = out.getvalue()
 
     # metrics: every figure is there and counts what happened
@@ -204,3 +207,46 @@ def test_summary_by_hand() -> None:
     assert s.skill == pytest.approx(1 - 1.25 / 1.5)
     assert s.coverage == pytest.approx(0.5) and s.direction == pytest.approx(0.5)
     assert s.models == ["v1-x"]
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def test_ctrl_c_early_prints_what_was_seen_and_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C before any prediction: no NaN, no empty plot, a table of what was seen, exit 130;
+    meanwhile a second terminal's `status` found the demo's Redis through its announcement."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
+    env |= {"CRYPTOCAST_DATA_DIR": str(tmp_path / "var"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    log = tmp_path / "demo.out"
+    proc = _spawn([sys.executable, "-m", "cryptocast", "demo", "--timeout", "120"], env, log)
+    try:
+
+        async def started() -> bool:
+            return "services started" in log.read_text()
+
+        await wait_for(started, 60, "the demo's services", on_fail=log.read_text)
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cryptocast", "status", "--json"],
+            env=env, capture_output=True, timeout=60,
+        )  # fmt: skip
+        report = orjson.loads(status.stdout)
+        assert "(cryptocast demo, pid" in report["redis"]
+        assert [e["series"] for e in report["series"]] == [
+            "binance:LINK/USDT:1m",
+            "binance:LTC/USDT:1m",
+        ]
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 130, text
+    assert "live score over the demo" in text
+    assert "nan" not in text.lower().replace("binance", "")
+    assert "Traceback" not in text and "No artists with labels" not in text
+    assert not (tmp_path / "var" / "instance.json").exists()

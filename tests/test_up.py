@@ -143,6 +143,23 @@ async def test_up_runs_both_services_on_a_private_redis_and_stops_cleanly(
 
         await wait_for(candles_and_metrics, 60, "candles in the private Redis and both metrics")
         await redis.aclose()
+        # A second terminal with nothing configured but the data dir: it must query up's Redis
+        # (not the default 6379), up's series, and judge freshness on the exchange clock.
+        second = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
+        second["CRYPTOCAST_DATA_DIR"] = str(tmp_path / "var")
+        r = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cryptocast", "status", "--json"],
+            env=second,
+            capture_output=True,
+            timeout=60,
+        )
+        report = orjson.loads(r.stdout)
+        assert report["redis"].startswith(f"redis://127.0.0.1:{redis_port}/0 (cryptocast up, pid")
+        assert [e["series"] for e in report["series"]] == [SERIES.key]
+        assert report["series"][0]["candles"] >= 1000
+        assert not report["series"][0]["stale"], report["series"][0]["stale_reasons"]
+        assert r.returncode == 0, r.stderr
         pids = [int(e["pid"]) for e in up.event("service.started")]  # type: ignore[call-overload]
         assert len(pids) == 2
         up.proc.send_signal(signal.SIGTERM)
@@ -154,6 +171,7 @@ async def test_up_runs_both_services_on_a_private_redis_and_stops_cleanly(
     assert not any(alive(p) for p in pids), "a service outlived `up`"
     assert not port_open(redis_port), "the private redis-server outlived `up`"
     assert list((tmp_path / "var" / "redis").glob("appendonlydir/*.aof")), "no AOF written"
+    assert not (tmp_path / "var" / "instance.json").exists(), "up left its announcement behind"
     codes = up.event("up.stopped")[0]["exit_codes"]
     assert codes == {"ingest": 0, "forecast": 0}
 
