@@ -125,6 +125,8 @@ def backtest(
         )  # fmt: skip
     except ValueError as e:  # bad file, bad series, too few candles: one line, no traceback
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except OSError as e:  # a missing or unreadable --csv
+        fail(f"cannot read {e.filename or csv}: {e.strerror or e}")
 
 
 def _parse_models(text: str) -> tuple[str, ...]:

@@ -7,12 +7,14 @@ test; the 1m futures candles are relabelled as the spot series the replay exchan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 
 from config.settings import load_settings
 from cryptocast.redis_server import RedisServer
+from ingest.replay import ReplayExchange
 from storage.candles import CandleStore
 from storage.client import connect
 from storage.predictions import PredictionBus
@@ -26,8 +28,19 @@ SERIES = SeriesId.parse("binance:LINK/USDT:1m")
 
 async def test_redis_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis", appendonly=True)
-    server.start()
-    exchange = await start_replay(["LINK/USDT"], 1800, tmp_path, speed=60)
+    async with contextlib.AsyncExitStack() as cleanup:  # set-up that fails still cleans up
+        server.start()
+        cleanup.callback(server.stop)
+        exchange = await start_replay(["LINK/USDT"], 1800, tmp_path, speed=60)
+        cleanup.push_async_callback(exchange.stop)
+        ingest, forecast = await _kill_and_restart(server, exchange, tmp_path)
+    logs = "\n".join(ingest.log_lines() + forecast.log_lines())
+    assert "redis_unavailable" in logs or "worker.failed" in logs  # the outage was reported
+
+
+async def _kill_and_restart(
+    server: RedisServer, exchange: ReplayExchange, tmp_path: Path
+) -> tuple[Service, Service]:
     env = service_env(
         server.url,
         exchange,
@@ -82,31 +95,32 @@ async def test_redis_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
     finally:
         for svc in (forecast, ingest):
             assert svc.terminate() == 0, svc.tail()
-        await exchange.stop()
-        server.stop()
-    logs = "\n".join(ingest.log_lines() + forecast.log_lines())
-    assert "redis_unavailable" in logs or "worker.failed" in logs  # the outage was reported
+    return ingest, forecast
 
 
 async def test_services_wait_for_redis_at_start(tmp_path: Path) -> None:
     """Redis down at start: the service says so and retries instead of exiting."""
     server = RedisServer(tmp_path / "redis", appendonly=True)
-    exchange = await start_replay(["LINK/USDT"], 1200, tmp_path, speed=60)
-    env = service_env(server.url, exchange, [SERIES.key])
-    ingest = Service("ingest", env, tmp_path).start()
-    try:
-        await asyncio.sleep(3)
-        assert ingest.proc and ingest.proc.poll() is None, ingest.tail()
-        assert "redis" in ingest.tail().lower()
-        server.start()
-        redis = await connect(load_settings(redis_url=server.url))
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.callback(server.stop)
+        exchange = await start_replay(["LINK/USDT"], 1200, tmp_path, speed=60)
+        cleanup.push_async_callback(exchange.stop)
+        env = service_env(server.url, exchange, [SERIES.key])
+        ingest = Service("ingest", env, tmp_path).start()
+        try:
 
-        async def stored() -> bool:
-            return await CandleStore(redis).count(SERIES) > 100
+            async def said_so() -> bool:
+                return "redis.waiting" in ingest.tail()
 
-        await wait_for(stored, 60, "ingest to start once Redis is up", on_fail=ingest.tail)
-        await redis.aclose()
-    finally:
-        assert ingest.terminate() == 0, ingest.tail()
-        await exchange.stop()
-        server.stop()
+            await wait_for(said_so, 30, "ingest to report Redis unreachable", on_fail=ingest.tail)
+            assert ingest.proc and ingest.proc.poll() is None, ingest.tail()
+            server.start()
+            redis = await connect(load_settings(redis_url=server.url))
+
+            async def stored() -> bool:
+                return await CandleStore(redis).count(SERIES) > 100
+
+            await wait_for(stored, 60, "ingest to start once Redis is up", on_fail=ingest.tail)
+            await redis.aclose()
+        finally:
+            assert ingest.terminate() == 0, ingest.tail()

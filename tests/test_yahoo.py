@@ -322,10 +322,9 @@ def close_on(candles: list[Any], day: str) -> float:
 # --- daily history --------------------------------------------------------------------------
 
 
-# The shared data note says the last row's volume is 324790476452723 (~10,000× its neighbours).
-# The file (and its upstream) holds 32479047645: the note's figure is that value with the file's
-# line count, 2723, glued on. The real row is therefore valid, and the corruption the note
-# describes is injected on purpose below to test the outlier rule on the real file.
+# The last row's real volume is 32479047645. With the file's line count (2723) glued on, as
+# `wc -l` on a file without a final newline can show it, it reads 324790476452723, ~10,000× its
+# neighbours: that corruption is injected on purpose below to test the outlier rule.
 REAL_LAST_VOLUME = 32_479_047_645
 QUOTED_CORRUPT_VOLUME = 324_790_476_452_723
 
