@@ -30,10 +30,14 @@ chromium:
 test: install redis compose chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff (style, and asyncio.wait_for banned), mypy, the import contract between the layers
+# (pyproject's [tool.importlinter]) and the dependencies being exactly those imported (deptry).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry .
 
 format: install
 	$(VENV)/bin/ruff format .

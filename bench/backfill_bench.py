@@ -27,13 +27,13 @@ from typing import Any
 
 from bench.common import data_file, emit, emit_progress, private_redis
 from config.settings import load_settings
+from core.clock import WallClock
+from core.series import SeriesId
 from ingest.backfill import BackfillReport, backfill_csv, store_candles
 from ingest.csvfiles import read_csv
 from storage.candles import CandleStore
 from storage.client import connect
-from storage.clock import WallClock
 from storage.keys import BUCKET_SIZE
-from storage.series import SeriesId
 
 FILES = {
     "binanceusdm:AVAX/USDT:USDT:1m": "avaxusdt_binance_futures_1m_2026-02.csv",

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from core.schemas import Candle
 from cryptocast.redis_server import RedisServer
-from storage.schemas import Candle
 from tests.market_data import market_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,14 +25,14 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from bench.common import binance_1m_candles, emit, private_redis
 from config.settings import IngestSettings, load_settings
+from core.clock import WallClock
+from core.schemas import Candle
+from core.series import SeriesId
 from ingest.binance_format import parse_kline_message, stream_name
 from ingest.binance_ws import BinanceKlineSource
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
 from storage.client import connect
-from storage.clock import WallClock
-from storage.schemas import Candle
-from storage.series import SeriesId
 
 MESSAGES = 60_000
 BASELINE_MESSAGES = 3_000

@@ -25,10 +25,11 @@ from typing import Any
 from bench.common import data_file, emit, emit_progress, private_redis
 from bench.pipeline import rss_mb
 from config.settings import load_settings
+from core.lifecycle import with_timeout
+from core.series import SeriesId
 from ingest.replay import ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import connect
-from storage.series import SeriesId
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOL_COUNTS = (1, 100, 1000)
@@ -143,7 +144,7 @@ async def measure(url: str, n: int, tmp: Path) -> dict[str, Any]:
             if proc.returncode is None:
                 proc.terminate()
                 try:
-                    await asyncio.wait_for(proc.wait(), 30)
+                    await with_timeout(proc.wait(), 30)
                 except TimeoutError:
                     # seen once at 1,000 symbols (mid history fill): noted in the figures
                     proc.kill()

@@ -24,12 +24,13 @@ import orjson
 
 from bench.common import emit_progress
 from config.settings import ModelSettings, load_settings
+from core.lifecycle import with_timeout
+from core.schemas import Candle
+from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
 from storage.keys import Keys
 from storage.registry import ModelRegistry
-from storage.schemas import Candle
-from storage.series import SeriesId
 
 HISTORY = 3000
 # Loading a Keras model costs a fraction of a second; 100 series load 100 of them.
@@ -141,7 +142,7 @@ class Pipeline:
         for p in self.procs.values():
             if p.returncode is None:
                 p.terminate()
-                await asyncio.wait_for(p.wait(), 60)
+                await with_timeout(p.wait(), 60)
         await self.redis.aclose()
 
     async def _listen(self) -> None:

@@ -14,9 +14,9 @@ from dataclasses import replace
 
 from bench.common import binance_1m_candles, emit, private_redis
 from config.settings import load_settings
+from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
-from storage.series import SeriesId
 
 FILES = {
     "binanceusdm:AVAX/USDT:USDT:1m": "avaxusdt_binance_futures_1m_2026-02.csv",

@@ -33,11 +33,11 @@ def _run_one(mode: str, out: Path, previous: Path | None) -> dict[str, Any]:
     import resource
 
     from config.settings import ModelSettings
+    from core.series import Timeframe
     from forecaster.data import CandleArrays
     from forecaster.inference import LoadedModel
     from forecaster.model import configure_tensorflow
     from forecaster.training import train
-    from storage.series import Timeframe
 
     settings = ModelSettings(train_candles=int(os.environ.get("BENCH_TRAIN_CANDLES", "20000")))
     configure_tensorflow(settings.threads)

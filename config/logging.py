@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import structlog
 
-from storage.series import SeriesId
+from core.series import SeriesId
 
 _SECRET_KEYS = ("password", "secret", "token", "apikey", "api_key", "authorization")
 

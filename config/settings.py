@@ -24,7 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from storage.series import SeriesError, SeriesId
+from core.series import SeriesError, SeriesId
 
 ENV_PREFIX = "CRYPTOCAST_"
 FeatureName = Literal["ret", "range", "vol"]

@@ -11,9 +11,9 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config.settings import Settings
+from core.clock import WallClock
+from core.series import SeriesError, SeriesId
 from cryptocast.runtime import SourceUnavailable, open_store
-from storage.clock import WallClock
-from storage.series import SeriesError, SeriesId
 
 
 @contextlib.contextmanager

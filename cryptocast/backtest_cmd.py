@@ -31,9 +31,9 @@ DEFAULT_TRAIN_WINDOW = 4000
 
 
 def _load_csv(path: str, series: str | None) -> tuple[CandleArrays, str, dict[str, Any]]:
+    from core.series import SeriesId
     from forecaster.data import CandleArrays
     from ingest.csvfiles import read_csv
-    from storage.series import SeriesId
 
     result = read_csv(path)
     tf = result.info.timeframe
@@ -49,8 +49,8 @@ def _load_csv(path: str, series: str | None) -> tuple[CandleArrays, str, dict[st
 
 
 async def _load_redis(settings: Settings, series: str) -> tuple[CandleArrays, str, dict[str, Any]]:
+    from core.series import SeriesId
     from forecaster.data import CandleArrays
-    from storage.series import SeriesId
 
     sid = SeriesId.parse(series)
     redis, store = await open_store(settings)

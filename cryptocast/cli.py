@@ -15,10 +15,10 @@ import orjson
 import typer
 
 from config.settings import SettingsError
+from core.clock import shared_clock
 from cryptocast import backtest_cmd, demo_cmd, up_cmd, watch_cmd, web_cmd  # noqa: F401
 from cryptocast.app import app
 from cryptocast.runtime import AppState, fail, open_store, run
-from storage.clock import shared_clock
 from storage.health import series_health
 
 

@@ -21,7 +21,6 @@ import itertools
 import math
 import os
 import shutil
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,10 @@ import structlog
 from rich.console import Console
 
 from config.settings import ENV_PREFIX, load_settings
+from core.clock import shared_clock
+from core.lifecycle import on_signals
+from core.schemas import Prediction
+from core.series import SeriesId
 from cryptocast.instance import Instance, announced
 from cryptocast.procs import ChildService, stop_all
 from cryptocast.redis_server import RedisServer
@@ -40,14 +43,11 @@ from cryptocast.views import Column, fitted_table, fmt_skill, print_status
 from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import Redis, connect
-from storage.clock import shared_clock
 from storage.health import series_health
 from storage.keys import Keys
 from storage.leases import Leases
 from storage.predictions import PredictionBus
 from storage.registry import TrainingLog
-from storage.schemas import Prediction
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 
@@ -503,45 +503,41 @@ async def run_demo(
     Interrupted (Ctrl-C, SIGTERM), it still prints what it saw so far."""
     demo = Demo(opts, console)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     codes: dict[str, int] = {}
     png: Path | None = None
     report: list[dict[str, Any]] = []
     preds: dict[str, list[Prediction]] = {s.key: [] for s in opts.series}
     closes: dict[str, dict[int, float]] = {s.key: {} for s in opts.series}
-    try:
-        console.print(
-            f"[bold]cryptocast demo[/bold]: private Redis, replay exchange at {opts.speed:g}× "
-            f"over real Binance 1m candles of {', '.join(DEMO_MARKETS)} (futures prices "
-            f"replayed as the spot series {', '.join(s.key for s in opts.series)}), ingest, "
-            f"training and live predictions. Logs: {opts.out_dir / 'logs'}. Ctrl-C stops early."
-        )
-        await demo.start()
-        demo._say(
-            f"redis-server on 127.0.0.1:{demo.server.port if demo.server else '?'}, replay "
-            f"exchange on {demo.exchange.rest_url if demo.exchange else '?'}, services started"
-            + (
-                "; `cryptocast status` and `cryptocast watch` in another terminal follow this run"
-                if opts.announce_dir is not None
-                else ""
+    with on_signals(stop.set):
+        try:
+            console.print(
+                f"[bold]cryptocast demo[/bold]: private Redis, replay exchange at {opts.speed:g}× "
+                f"over real Binance 1m candles of {', '.join(DEMO_MARKETS)} (futures prices "
+                f"replayed as the spot series {', '.join(s.key for s in opts.series)}), ingest, "
+                f"training and live predictions. Logs: {opts.out_dir / 'logs'}. Ctrl-C stops early."
             )
-        )
-        with contextlib.ExitStack() as announcement:
-            if opts.announce_dir is not None:
-                announcement.enter_context(announced(opts.announce_dir, demo.instance()))
-            complete = await demo.collect(demo.print_prediction, stop)
-            if not complete:
-                demo._say("[yellow]stopping before the planned number of predictions[/yellow]")
-            if during is not None:
-                await during(demo)
-            report = await demo.status()
-            preds, closes = await demo.results()
-    finally:
-        codes = await demo.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            await demo.start()
+            demo._say(
+                f"redis-server on 127.0.0.1:{demo.server.port if demo.server else '?'}, replay "
+                f"exchange on {demo.exchange.rest_url if demo.exchange else '?'}, services started"
+                + (
+                    "; `cryptocast status` or `watch` in another terminal follow this run"
+                    if opts.announce_dir is not None
+                    else ""
+                )
+            )
+            with contextlib.ExitStack() as announcement:
+                if opts.announce_dir is not None:
+                    announcement.enter_context(announced(opts.announce_dir, demo.instance()))
+                complete = await demo.collect(demo.print_prediction, stop)
+                if not complete:
+                    demo._say("[yellow]stopping before the planned number of predictions[/yellow]")
+                if during is not None:
+                    await during(demo)
+                report = await demo.status()
+                preds, closes = await demo.results()
+        finally:
+            codes = await demo.stop()
     summaries = [summarise(preds[k], closes[k], k) for k in preds]
     seconds = time.monotonic() - demo.started_at
     if report:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from typing import Any, Protocol
 
 import structlog
 from prometheus_client import start_http_server
 
 from config.settings import Settings
+from core.backoff import Backoff
+from core.lifecycle import on_signals, wait_until
 from cryptocast.runtime import open_store
-from ingest.backoff import Backoff
 from storage.candles import CandleStore
 from storage.client import RedisUnavailable
 
@@ -31,11 +30,8 @@ async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleS
     before its Redis, or during a Redis restart, must not give up. ``None`` when SIGTERM or
     SIGINT arrived while waiting."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     backoff = Backoff(0.5, 10.0)
-    try:
+    with on_signals(stop.set):
         while not stop.is_set():
             try:
                 return await open_store(settings)
@@ -44,13 +40,9 @@ async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleS
                 log.warning(
                     "redis.waiting", service=service, error=str(e), retry_in_s=round(delay, 1)
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-        log.info("service.stopped_while_waiting_for_redis", service=service)
-        return None
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+                await wait_until(stop, delay)
+    log.info("service.stopped_while_waiting_for_redis", service=service)
+    return None
 
 
 class Service(Protocol):
@@ -63,15 +55,9 @@ class Service(Protocol):
 
 async def run_until_signalled(service: Service) -> None:
     """Start and run ``service``; SIGTERM or SIGINT stops it gracefully."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop)
-    try:
+    with on_signals(service.stop):
         await service.start()
         await service.run()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
 
 
 async def serve_ingest(settings: Settings) -> None:

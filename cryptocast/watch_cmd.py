@@ -9,7 +9,6 @@ prediction, so the table is filled at once, then follows the channels. Ctrl-C ex
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -20,12 +19,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from core.lifecycle import on_signals
+from core.schemas import Prediction
+from core.series import SeriesId
 from cryptocast.app import app
 from cryptocast.runtime import AppState, open_store, run
 from cryptocast.views import Column, fitted_table, fmt_skill
 from storage.predictions import PredictionBus
-from storage.schemas import Prediction
-from storage.series import SeriesId
 
 
 def _time(ms: int) -> str:
@@ -89,9 +89,6 @@ async def watch_predictions(
     latest: dict[str, Prediction | None] = {s.key: await bus.latest(s) for s in ids}
     received = 0
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     console = Console()
     live = (
         None
@@ -116,21 +113,20 @@ async def watch_predictions(
 
     task = asyncio.create_task(follow(), name="watch")
     stopper = asyncio.create_task(stop.wait(), name="watch-stop")
-    try:
-        if live is not None:
-            live.start()
-        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-    finally:
-        for t in (task, stopper):
-            t.cancel()
-        await asyncio.gather(task, stopper, return_exceptions=True)
-        if live is not None:
-            live.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await redis.aclose()
+    with on_signals(stop.set):
+        try:
+            if live is not None:
+                live.start()
+            await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        finally:
+            for t in (task, stopper):
+                t.cancel()
+            await asyncio.gather(task, stopper, return_exceptions=True)
+            if live is not None:
+                live.stop()
+            await redis.aclose()
     return received
 
 

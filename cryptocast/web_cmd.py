@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -12,6 +10,7 @@ import structlog
 import typer
 
 from config.settings import Settings, SettingsError
+from core.lifecycle import on_signals
 from cryptocast.app import app
 from cryptocast.runtime import AppState, fail, run
 
@@ -36,7 +35,6 @@ def web(
 
     state: AppState = ctx.obj
     settings = state.reader_settings()
-    log.info("web.redis", redis=state.queried(settings))
     bind_host = host if host is not None else settings.web.host
     bind_port = port if port is not None else settings.web.port
     if not 1 <= bind_port <= 65535:
@@ -45,6 +43,7 @@ def web(
         check_exposure(bind_host, settings)
     except SettingsError as e:
         fail(str(e))
+    log.info("web.redis", redis=state.queried(settings))
     run(lambda: serve_web(settings, bind_host, bind_port))
 
 
@@ -76,19 +75,15 @@ async def serve_web(settings: Settings, host: str, port: int) -> None:
         ws_ping_timeout=20,
     )
     server = _Server(config)
-    loop = asyncio.get_running_loop()
 
     def stop() -> None:
         server.should_exit = True
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)
     log.info("web.serving", host=host, port=port, auth=settings.web.token is not None)
     try:
-        await server.serve()
+        with on_signals(stop):
+            await server.serve()
         if not server.started:
             raise ValueError(f"cannot serve on {host}:{port} (is the port in use?)")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await close_quietly(redis)

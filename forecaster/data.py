@@ -1,7 +1,7 @@
 """Columnar candle arrays: the one input format of the forecaster's numeric code.
 
 Everything downstream (features, training, fast inference, baselines, the backtest) works on
-:class:`CandleArrays` rather than lists of :class:`~storage.schemas.Candle`, so the per-candle
+:class:`CandleArrays` rather than lists of :class:`~core.schemas.Candle`, so the per-candle
 Python overhead is paid once, here.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage.schemas import Candle
-from storage.series import Timeframe
+from core.schemas import Candle
+from core.series import Timeframe
 
 __all__ = ["CandleArrays", "DataError"]
 

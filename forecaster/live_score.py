@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.schemas import Candle, Prediction
+from core.schemas import Candle, Prediction
 
 
 @dataclass(frozen=True, slots=True)

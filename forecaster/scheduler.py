@@ -26,11 +26,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from config.logging import series_logger
 from config.settings import Settings
+from core.lifecycle import with_timeout
+from core.series import SeriesId
 from forecaster.prom import TRAINING_SECONDS, TRAININGS
 from storage.candles import CandleStore
 from storage.leases import Leases
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +80,7 @@ class TrainingScheduler:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), 10)
+                await with_timeout(self.proc.wait(), 10)
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()

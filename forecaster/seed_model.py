@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.preprocessing import MinMaxScaler
 
 from config.settings import ModelSettings
 from forecaster.data import CandleArrays
@@ -35,24 +36,32 @@ __all__ = ["LevelScaler", "SeedFit", "fit_seed", "predict_seed"]
 
 @dataclass(frozen=True, slots=True)
 class LevelScaler:
-    """MinMax scaling of closes, as sklearn's ``MinMaxScaler`` on one column."""
+    """The seeds' scaling of closes: scikit-learn's ``MinMaxScaler`` on one column."""
 
-    low: float
-    high: float
+    scaler: MinMaxScaler
 
     @classmethod
     def fit_whole_series(cls, arrays: CandleArrays) -> LevelScaler:
         """The seeds' mistake, on purpose: min and max over every close, future ones included."""
-        lo, hi = float(np.min(arrays.close)), float(np.max(arrays.close))
-        return cls(lo, hi if hi > lo else lo + 1.0)
+        return cls(MinMaxScaler().fit(np.asarray(arrays.close, np.float64).reshape(-1, 1)))
+
+    @property
+    def low(self) -> float:
+        return float(self.scaler.data_min_[0])
+
+    @property
+    def high(self) -> float:
+        return float(self.scaler.data_max_[0])
 
     def transform(self, price: np.ndarray) -> np.ndarray:
         """Prices to [0, 1] (over the fitted range)."""
-        return (np.asarray(price, np.float64) - self.low) / (self.high - self.low)
+        col = np.asarray(price, np.float64).reshape(-1, 1)
+        return np.asarray(self.scaler.transform(col)).reshape(np.shape(price))
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         """Scaled values back to prices."""
-        return np.asarray(z, np.float64) * (self.high - self.low) + self.low
+        col = np.asarray(z, np.float64).reshape(-1, 1)
+        return np.asarray(self.scaler.inverse_transform(col)).reshape(np.shape(z))
 
 
 @dataclass(slots=True)

@@ -22,18 +22,18 @@ import structlog
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from core.clock import ClockSync, ExchangeClock, WallClock
+from core.lifecycle import cancel_and_wait
+from core.series import SeriesId
 from forecaster.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
 from forecaster.scheduler import TrainingScheduler
 from forecaster.serving import SeriesWorker, ServingContext
-from forecaster.tasks import cancel_and_wait
 from storage.candles import CandleStore
-from storage.clock import ClockSync, ExchangeClock, WallClock
 from storage.events import CandleEvents
 from storage.leases import Leases, Replicas
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.scores import LiveScores
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 

@@ -21,20 +21,20 @@ from redis.exceptions import RedisError
 
 from config.logging import series_logger
 from config.settings import Settings
+from core.clock import Clock
+from core.lifecycle import cancel_and_wait
+from core.schemas import Candle, ModelInfo, Prediction, stream_id_for
+from core.series import SeriesId
 from forecaster.batching import InferenceBatcher
 from forecaster.data import CandleArrays
 from forecaster.inference import LoadedModel
 from forecaster.live_score import LiveScorer
 from forecaster.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
-from forecaster.tasks import cancel_and_wait
 from storage.candles import CandleStore
-from storage.clock import Clock
 from storage.events import CandleEvent, CandleEvents
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRecord, ModelRegistry
-from storage.schemas import Candle, ModelInfo, Prediction, stream_id_for
 from storage.scores import LiveScores
-from storage.series import SeriesId
 
 MODEL_REFRESH_S = 1.0
 

@@ -27,13 +27,14 @@ import structlog
 
 from config.logging import configure_logging, series_logger
 from config.settings import Settings, load_settings
+from core.clock import shared_clock
+from core.lifecycle import on_signals
+from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
-from storage.clock import shared_clock
 from storage.keys import Keys
 from storage.leases import Leases
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
-from storage.series import SeriesId
 
 LEASE_TTL_MS = 60_000
 EXIT_OK, EXIT_FAILED, EXIT_SKIPPED = 0, 1, 3
@@ -173,10 +174,9 @@ async def _main(settings: Settings, series: SeriesId, cold: bool) -> int:
     import signal
 
     task = asyncio.create_task(train_series(settings, series, force_cold=cold))
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        return await task
+        with on_signals(task.cancel, (signal.SIGTERM,)):
+            return await task
     except asyncio.CancelledError:
         return EXIT_FAILED
 

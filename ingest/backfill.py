@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.clock import Clock
+from core.schemas import Candle, candle_problem
+from core.series import SeriesId
 from ingest.csvfiles import CsvFormatError, open_csv, read_csv
 from storage.candles import CandleStore, UpsertResult
-from storage.clock import Clock
-from storage.schemas import Candle, candle_problem
-from storage.series import SeriesId
 
 CHUNK = 10_000
 Progress = Callable[[int], None]

@@ -1,10 +1,10 @@
-"""Binance's public kline messages → :class:`~storage.schemas.Candle`.
+"""Binance's public kline messages → :class:`~core.schemas.Candle`.
 
 Binance sends kline updates as ``{"e": "kline", "E": event_ms, "s": "BTCUSDT", "k": {...}}``, or
 wrapped as ``{"stream": "btcusdt@kline_1m", "data": {...}}`` on combined streams; prices are
 decimal strings. Several in-progress updates (``"x": false``) precede the final one
 (``"x": true``); only the final one may enter history. Anything that is not a well-formed kline
-raises :class:`~storage.schemas.CandleError` with reason ``malformed``; value checks (prices,
+raises :class:`~core.schemas.CandleError` with reason ``malformed``; value checks (prices,
 alignment, ...) are the sink's job so every source shares them.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from storage.schemas import Candle, CandleError
+from core.schemas import Candle, CandleError
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from config.settings import IngestSettings
-from ingest.backoff import Backoff, StateLog
+from core.backoff import Backoff, StateLog
+from core.schemas import CandleError
+from core.series import SeriesId
 from ingest.binance_format import parse_kline_message, stream_name
 from ingest.metrics import RECONNECTS
 from ingest.sink import CandleSink
-from storage.schemas import CandleError
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 

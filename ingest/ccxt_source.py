@@ -1,6 +1,6 @@
 """Live candles from exchanges other than Binance's native stream, through ccxt.
 
-Two ways, one result: the same :class:`~storage.schemas.Candle` into the same
+Two ways, one result: the same :class:`~core.schemas.Candle` into the same
 :class:`~ingest.sink.CandleSink`.
 
 * :class:`CcxtPollSource` polls REST (``fetch_ohlcv``, ccxt's rate limiter on) every
@@ -15,7 +15,7 @@ Two ways, one result: the same :class:`~storage.schemas.Candle` into the same
   gap fill over REST then, as the Binance source does, and forgets the candle it was holding
   (its final update may have been lost with the old connection). A silent stream (no update for
   ``stale_factor`` × the expected interval) closes the websockets so the next call reconnects;
-  errors back off exponentially with jitter (:class:`~ingest.backoff.Backoff`).
+  errors back off exponentially with jitter (:class:`~core.backoff.Backoff`).
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from typing import Any
 import structlog
 
 from config.settings import IngestSettings
-from ingest.backoff import Backoff, StateLog
+from core.backoff import Backoff, StateLog
+from core.schemas import Candle
+from core.series import SeriesId
 from ingest.binance_ws import ConnectionStats, OnConnect
 from ingest.gapfill import GapFiller
 from ingest.metrics import RECONNECTS
 from ingest.sink import CandleSink
-from storage.schemas import Candle
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 

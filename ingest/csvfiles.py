@@ -1,4 +1,4 @@
-"""Readers that turn candle CSV files into :class:`storage.schemas.Candle` objects.
+"""Readers that turn candle CSV files into :class:`core.schemas.Candle` objects.
 
 Three layouts are recognised from the header (or the first row when there is none):
 
@@ -12,7 +12,7 @@ Three layouts are recognised from the header (or the first row when there is non
   three-line header, ``Price``/``Ticker``/``Date``, is accepted too).
 
 A bad row never stops a read: it comes out as a reject with a reason code from
-:data:`storage.schemas.REJECT_REASONS` and its line number, so a backfill can count rejects per
+:data:`core.schemas.REJECT_REASONS` and its line number, so a backfill can count rejects per
 reason. Only the row's own validity is judged here; whether the last row of a file is a
 still-forming candle is for the caller to decide.
 """
@@ -30,8 +30,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
-from storage.schemas import Candle, candle_problem
-from storage.series import SeriesError, Timeframe
+from core.schemas import Candle, candle_problem
+from core.series import SeriesError, Timeframe
 
 __all__ = [
     "CsvFile",

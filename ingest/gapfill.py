@@ -19,12 +19,12 @@ from typing import Protocol
 import structlog
 
 from config.logging import series_logger
+from core.clock import Clock
+from core.schemas import Candle
+from core.series import SeriesId
 from ingest.metrics import GAPFILL_CANDLES, UNFILLABLE
 from ingest.sink import CandleSink, clock_margin_ms
 from storage.candles import CandleStore
-from storage.clock import Clock
-from storage.schemas import Candle
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 

@@ -15,10 +15,10 @@ import aiohttp
 import ccxt.async_support as ccxt_async
 import structlog
 
+from core.clock import ClockSync
+from core.schemas import Candle
+from core.series import SeriesId
 from ingest.metrics import REST_CALLS
-from storage.clock import ClockSync
-from storage.schemas import Candle
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,9 @@ import structlog
 from redis.exceptions import RedisError
 
 from config.settings import IngestMode, Settings
-from ingest.backoff import Backoff
+from core.backoff import Backoff
+from core.clock import Clock, ExchangeClock, WallClock
+from core.series import SeriesId
 from ingest.binance_ws import BinanceKlineSource
 from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
 from ingest.gapfill import GapFiller
@@ -28,8 +30,6 @@ from ingest.metrics import INGEST_LAG, SERIES_STALE
 from ingest.rest import CcxtKlineFetcher, binance_server_time, make_exchange, make_pro_exchange
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
-from storage.clock import Clock, ExchangeClock, WallClock
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import structlog
 from redis.exceptions import RedisError
 
-from ingest.backoff import Backoff
+from core.backoff import Backoff
+from core.clock import Clock, ExchangeClock
+from core.schemas import Candle, candle_problem
+from core.series import SeriesId
 from ingest.metrics import CANDLES_REJECTED, CANDLES_STORED, INGEST_LAG
 from storage.candles import CandleStore
-from storage.clock import Clock, ExchangeClock
-from storage.schemas import Candle, candle_problem
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 

@@ -31,6 +31,8 @@ import structlog
 import yfinance as yf
 from yfinance.exceptions import YFException, YFPricesMissingError, YFRateLimitError
 
+from core.schemas import Candle, candle_problem
+from core.series import SeriesId, Timeframe
 from ingest.yahoo_limits import (
     YAHOO_INTERVALS,
     RangePlan,
@@ -40,8 +42,6 @@ from ingest.yahoo_limits import (
     plan_range,
     yahoo_interval,
 )
-from storage.schemas import Candle, candle_problem
-from storage.series import SeriesId, Timeframe
 
 __all__ = [
     "VOLUME_OUTLIER_FACTOR",
@@ -87,7 +87,7 @@ class YahooResult:
     candles: list[Candle]
     """Valid, closed candles, ordered by open time, one per open time."""
     rejected: dict[str, int]
-    """Rows rejected, per reason code from :data:`storage.schemas.REJECT_REASONS`."""
+    """Rows rejected, per reason code from :data:`core.schemas.REJECT_REASONS`."""
     forming_dropped: int
     """Rows of the still-forming candle (the one containing ``now_ms``), left out, not rejects."""
     rows: int
@@ -128,7 +128,7 @@ def fetch_yahoo(
 
     * the row of the candle containing ``now_ms`` (Yahoo's last, still-forming row) is dropped
       and counted in ``forming_dropped``;
-    * rows failing :func:`storage.schemas.candle_problem` are counted in ``rejected`` under its
+    * rows failing :func:`core.schemas.candle_problem` are counted in ``rejected`` under its
       reason (Yahoo's ``null`` rows come out ``not_finite``);
     * volume outliers: a candle whose volume exceeds ``VOLUME_OUTLIER_FACTOR`` (1,000) × the
       median volume of its valid neighbours (up to ``VOLUME_OUTLIER_NEIGHBOURS`` = 10 on each

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from storage.series import Timeframe
+from core.series import Timeframe
 
 __all__ = [
     "EARLIEST_MS",

@@ -20,10 +20,10 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from core.schemas import Candle
+from core.series import SeriesId
 from storage.codec import pack_record, unpack_candle
 from storage.keys import BUCKET_SIZE, Keys
-from storage.schemas import Candle
-from storage.series import SeriesId
 
 # Candles per script call: big enough to amortise the round trip, small enough that one call
 # never blocks Redis for more than a few milliseconds.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -13,6 +12,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from config.settings import Settings, mask_url
+from core.lifecycle import with_timeout
 
 # Both clients speak the same command API; scripts and pipelines work on either because every
 # multi-key command of ours stays inside one series' hash tag.
@@ -53,7 +53,7 @@ async def connect(settings: Settings, *, timeout_s: float = 5.0) -> Redis:
     """Connect and PING once; raise :class:`RedisUnavailable` (one line) on failure."""
     client = create_client(settings, timeout_s=timeout_s)
     try:
-        await asyncio.wait_for(client.ping(), timeout_s * 2)
+        await with_timeout(client.ping(), timeout_s * 2)
     except (RedisError, OSError, TimeoutError) as e:
         await close_quietly(client)
         raise RedisUnavailable(

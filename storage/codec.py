@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from storage.schemas import Candle
+from core.schemas import Candle
 
 _PACK = struct.Struct("<5dq")
 PACKED_SIZE = _PACK.size

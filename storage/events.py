@@ -13,10 +13,10 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from core.schemas import Candle
+from core.series import SeriesId
 from storage.codec import unpack_candle
 from storage.keys import Keys
-from storage.schemas import Candle
-from storage.series import SeriesId
 
 DEFAULT_GROUP = "forecaster"
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
+from core.clock import Clock
+from core.series import SeriesId
 from storage.candles import CandleStore
-from storage.clock import Clock
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
-from storage.series import SeriesId
 
 # A live MASE over fewer scored predictions than this says nothing either way.
 DEGRADED_MIN_SCORED = 30

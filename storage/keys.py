@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.series import SeriesId
+from core.series import SeriesId
 
 # Candles per hash bucket: at most Redis's default hash-max-listpack-entries (128) so each bucket
 # stays listpack-encoded.

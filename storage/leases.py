@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.series import SeriesId
 from storage.keys import Keys
-from storage.series import SeriesId
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 
+from core.schemas import Prediction, stream_id_for
+from core.series import SeriesId
 from storage.candles import load_script
 from storage.events import DEFAULT_GROUP
 from storage.keys import Keys
-from storage.schemas import Prediction, stream_id_for
-from storage.series import SeriesId
 
 
 class PredictionBus:

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
+from core.series import SeriesId
 from storage.candles import load_script
 from storage.keys import Keys
-from storage.series import SeriesId
 
 
 class ModelIntegrityError(RuntimeError):

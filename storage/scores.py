@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from core.series import SeriesId
 from storage.keys import Keys
-from storage.series import SeriesId
 
 
 class LiveScores:

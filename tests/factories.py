@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from storage.schemas import ModelInfo, Prediction, stream_id_for
-from storage.series import SeriesId
+from core.schemas import ModelInfo, Prediction, stream_id_for
+from core.series import SeriesId
 
 
 def make_prediction(

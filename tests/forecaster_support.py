@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from config.settings import ModelSettings
+from core.schemas import Candle
+from core.series import Timeframe
 from forecaster.data import CandleArrays
-from storage.schemas import Candle
-from storage.series import Timeframe
 from tests.market_data import BTC_1H, market_file
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from core.series import SeriesId
 from cryptocast.cli import app
 from cryptocast.redis_server import RedisServer
 from storage.candles import CandleStore
 from storage.client import Redis
-from storage.series import SeriesId
 from tests.market_data import market_file
 
 BTC_1H = market_file("btcusdt_binance_1h.csv")

@@ -218,8 +218,8 @@ def test_cli_usage_errors_are_one_line(tmp_path: Path) -> None:
 
 
 async def test_cli_reads_a_series_from_redis(redis: Any, redis_server: Any) -> None:
+    from core.series import SeriesId
     from storage.candles import CandleStore
-    from storage.series import SeriesId
     from tests.forecaster_support import btc_candles
 
     series = "binance:BTC/USDT:1h"

@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.settings import Settings
+from core.schemas import Candle
+from core.series import SeriesId
 from storage.candles import CandleStore, Hole, find_holes
 from storage.client import Redis, connect
 from storage.events import CandleEvents
 from storage.keys import BUCKET_SIZE
-from storage.schemas import Candle
-from storage.series import SeriesId
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
 MIN = 60_000

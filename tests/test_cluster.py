@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from core.schemas import Prediction
+from core.series import SeriesId
 from cryptocast.redis_server import RedisServer, free_port
 from storage.keys import Keys
-from storage.schemas import Prediction
-from storage.series import SeriesId
 from tests.e2e_support import Service, service_env, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ async def test_two_replicas_on_a_three_master_cluster(tmp_path: Path) -> None:
         # Both replicas start together: each first sees itself alone and takes every series,
         # then they balance by lease, giving back series whose workers are mid-start. (A
         # worker cancelled then could swallow the cancellation and keep serving while its
-        # replica's lease loop waited for it: fixed in storage.client and forecaster.tasks.)
+        # replica's lease loop waited for it: fixed in storage.client and core.lifecycle.)
         services = [
             Service("ingest", env, tmp_path).start(),
             Service("forecast", {**env, "CRYPTOCAST_FORECAST__REPLICA_ID": "a"}, tmp_path).start(),

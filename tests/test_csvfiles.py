@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.schemas import REJECT_REASONS
+from core.series import Timeframe
 from ingest.csvfiles import (
     CsvFormat,
     CsvFormatError,
@@ -15,8 +17,6 @@ from ingest.csvfiles import (
     symbol_from_filename,
     timeframe_from_close,
 )
-from storage.schemas import REJECT_REASONS
-from storage.series import Timeframe
 from tests.conftest import PROJECT_DATA
 from tests.market_data import futures_files, market_file
 

@@ -24,9 +24,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
+from core.schemas import ModelInfo, Prediction
 from cryptocast.demo import Demo, DemoOptions, run_demo, summarise
 from ingest.replay import FaultConfig
-from storage.schemas import ModelInfo, Prediction
 from tests.e2e_support import TINY_MODEL, wait_for
 
 pytestmark = pytest.mark.slow

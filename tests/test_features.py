@@ -10,6 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
+from core.schemas import Candle
+from core.series import Timeframe
 from forecaster.data import CandleArrays, DataError
 from forecaster.features import (
     FeatureError,
@@ -19,8 +21,6 @@ from forecaster.features import (
     target_rows,
     window_features,
 )
-from storage.schemas import Candle
-from storage.series import Timeframe
 from tests.forecaster_support import H1, HOLE_MS, btc_arrays, btc_candles
 
 WINDOW = 24

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from core.lifecycle import with_timeout
+from core.schemas import Prediction
+from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from forecaster.data import CandleArrays
 from forecaster.inference import LoadedModel
@@ -22,8 +25,6 @@ from storage.events import CandleEvents
 from storage.leases import Leases
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
-from storage.schemas import Prediction
-from storage.series import SeriesId
 from tests.e2e_support import Service, service_env, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,7 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
     ready = asyncio.Event()
     sub = asyncio.create_task(subscribe(redis, bus, received, leases, ready))
     try:
-        await asyncio.wait_for(ready.wait(), 5)
+        await with_timeout(ready.wait(), 5)
 
         async def enough() -> bool:
             per = {s.key: [p for p, _ in received if p.series == s] for s in SERIES}

@@ -11,12 +11,12 @@ from prometheus_client import REGISTRY
 from websockets.asyncio.server import ServerConnection, serve
 
 from config.settings import IngestSettings
+from core.clock import WallClock
+from core.series import SeriesId
 from ingest.binance_ws import BinanceKlineSource
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
 from storage.client import Redis
-from storage.clock import WallClock
-from storage.series import SeriesId
 from tests.e2e_support import wait_for
 
 S = SeriesId.parse("binance:BTC/USDT:1m")

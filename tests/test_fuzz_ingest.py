@@ -16,14 +16,15 @@ from hypothesis import strategies as st
 
 from config.settings import IngestSettings
 from config.settings import Settings as AppSettings
+from core.clock import WallClock
+from core.lifecycle import with_timeout
+from core.schemas import Candle, candle_problem
+from core.series import SeriesId
 from ingest.binance_ws import BinanceKlineSource
 from ingest.csvfiles import CsvFormatError, read_csv
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
 from storage.client import connect
-from storage.clock import WallClock
-from storage.schemas import Candle, candle_problem
-from storage.series import SeriesId
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
 T0 = 1_769_904_000_000  # 2026-02-01 00:00 UTC, a closed minute by the wall clock
@@ -102,7 +103,7 @@ def test_fuzzed_frames_never_crash_and_nothing_bad_is_stored(
             writer = asyncio.create_task(sink.run())
             for text, _good in frames:
                 source._handle(text)  # the exact path of every websocket frame
-            await asyncio.wait_for(sink.drained(), 10)
+            await with_timeout(sink.drained(), 10)
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             stored = await store.range(S)
@@ -123,8 +124,8 @@ def test_fuzzed_frames_never_crash_and_nothing_bad_is_stored(
 
 def _neither(text: str) -> bool:
     """A frame that parses to an in-progress kline or a control reply."""
+    from core.schemas import CandleError
     from ingest.binance_format import parse_kline_message
-    from storage.schemas import CandleError
 
     try:
         update = parse_kline_message(text)

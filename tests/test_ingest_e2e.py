@@ -23,6 +23,9 @@ from typing import Any
 import pytest
 
 from config.settings import Settings, load_settings
+from core.lifecycle import with_timeout
+from core.schemas import Candle
+from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from ingest.binance_ws import BinanceKlineSource
 from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
@@ -32,8 +35,6 @@ from ingest.service import IngestService
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.keys import Keys
-from storage.schemas import Candle
-from storage.series import SeriesId
 from tests.market_data import market_file
 
 FILES = {
@@ -100,11 +101,11 @@ async def _running(service: IngestService) -> AsyncIterator[asyncio.Task[None]]:
         raise
     task = asyncio.create_task(service.run(), name="ingest-under-test")
     try:
-        await asyncio.wait_for(service.ready.wait(), 10)
+        await with_timeout(service.ready.wait(), 10)
         yield task
     finally:
         service.stop()
-        await asyncio.wait_for(task, 15)
+        await with_timeout(task, 15)
 
 
 def _record_offers(service: IngestService) -> dict[tuple[str, str], set[int]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.schemas import Candle, Prediction
 from forecaster.live_score import LiveScorer
-from storage.schemas import Candle, Prediction
 from tests.factories import make_prediction
 
 MIN = 60_000

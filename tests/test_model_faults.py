@@ -6,13 +6,13 @@ from __future__ import annotations
 import structlog
 
 from config.settings import Settings
+from core.series import SeriesId
 from forecaster.scheduler import TrainingScheduler
 from forecaster.serving import ModelHolder
 from forecaster.train_job import EXIT_FAILED, train_series
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.registry import ModelRegistry, TrainingLog
-from storage.series import SeriesId
 from tests.forecaster_support import btc_candles, trained_tiny
 
 S = SeriesId.parse("binance:BTC/USDT:1h")

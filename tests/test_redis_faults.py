@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_settings
+from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from ingest.replay import ReplayExchange
 from storage.candles import CandleStore
 from storage.client import connect
 from storage.predictions import PredictionBus
-from storage.series import SeriesId
 from tests.e2e_support import Service, service_env, start_replay, wait_for
 
 pytestmark = pytest.mark.slow

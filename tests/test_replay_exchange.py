@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from core.lifecycle import with_timeout
 from ingest.csvfiles import CsvRow, read_csv
 from ingest.replay import (
     FaultConfig,
@@ -77,7 +78,7 @@ def _csv_rows(path: Path) -> dict[int, CsvRow]:
 
 
 async def _recv(ws: ClientConnection, wait: float = 5.0) -> Any:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), wait))
+    return orjson.loads(await with_timeout(ws.recv(), wait))
 
 
 async def _until(cond: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:
@@ -367,7 +368,7 @@ async def test_fault_malformed_in_addition_to_good(link_csv: Path) -> None:
         finals: list[dict[str, Any]] = []
         async with _connect(f"{ex.ws_url}/linkusdt@kline_1m") as ws:
             while len(kinds) < 7 or len(finals) < 8:
-                text = await asyncio.wait_for(ws.recv(), 5)
+                text = await with_timeout(ws.recv(), 5)
                 kind = _malformed_kind(text)
                 if kind is not None:
                     kinds[kind] = kinds.get(kind, 0) + 1
@@ -387,7 +388,7 @@ async def test_fault_malformed_in_addition_to_good(link_csv: Path) -> None:
 async def test_fault_duplicates_and_delays(link_csv: Path) -> None:
     async with replay(link_csv, faults=FaultConfig(duplicate_rate=1.0)) as ex:
         async with _connect(f"{ex.ws_url}/linkusdt@kline_1m") as ws:
-            texts = [await asyncio.wait_for(ws.recv(), 5) for _ in range(6)]
+            texts = [await with_timeout(ws.recv(), 5) for _ in range(6)]
         assert texts[0::2] == texts[1::2]
         assert ex.stats.duplicates_sent >= 3
 

@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from storage.codec import PACKED_SIZE, pack_candle, unpack_candle
-from storage.schemas import (
+from core.schemas import (
     REJECT_REASONS,
     Candle,
     CandleError,
@@ -14,7 +13,8 @@ from storage.schemas import (
     candle_problem,
     validate_candle,
 )
-from storage.series import Timeframe
+from core.series import Timeframe
+from storage.codec import PACKED_SIZE, pack_candle, unpack_candle
 
 M1 = Timeframe("1m")
 GOOD = Candle(1_769_904_000_000, 10.113, 10.13, 10.109, 10.128, 38521.0, 1077)

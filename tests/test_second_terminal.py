@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from core.clock import ClockSync, ExchangeClock, WallClock, shared_clock
 from cryptocast.instance import Instance, announced, instance_overrides, read_instance
 from cryptocast.views import fmt_skill, print_status
 from storage.client import Redis
-from storage.clock import ClockSync, ExchangeClock, WallClock, shared_clock
 from storage.keys import Keys
 
 

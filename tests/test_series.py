@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.series import SeriesError, SeriesId, Timeframe
+from core.series import SeriesError, SeriesId, Timeframe
 
 
 def ms(*args: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from config.settings import load_settings
+from core.series import SeriesId
 from forecaster.serving import SeriesWorker, ServingContext
 from storage.candles import CandleStore
 from storage.client import Redis
@@ -12,7 +13,6 @@ from storage.events import CandleEvents
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.scores import LiveScores
-from storage.series import SeriesId
 from tests.forecaster_support import btc_candles, tiny_settings, trained_tiny
 
 SERIES = SeriesId.parse("binance:BTC/USDT:1h")

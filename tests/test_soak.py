@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 from config.settings import load_settings
+from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from ingest.replay import FaultConfig
 from storage.candles import CandleStore
@@ -34,7 +35,6 @@ from storage.client import Redis, connect
 from storage.keys import Keys
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
-from storage.series import SeriesId
 from tests.e2e_support import FILES, Service, service_env, start_replay, wait_for
 
 pytestmark = [

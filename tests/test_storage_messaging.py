@@ -9,14 +9,15 @@ from dataclasses import replace
 import pytest
 from redis.exceptions import ResponseError
 
+from core.lifecycle import with_timeout
+from core.schemas import Candle, Prediction
+from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.events import CandleEvents
 from storage.leases import Leases
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRegistry
-from storage.schemas import Candle, Prediction
-from storage.series import SeriesId
 from tests.factories import make_prediction
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
@@ -63,12 +64,12 @@ async def test_prediction_published_once_on_channel_stream_and_latest(redis: Red
         await pubsub.aclose()
 
     task = asyncio.create_task(listen())
-    await asyncio.wait_for(ready.wait(), 5)
+    await with_timeout(ready.wait(), 5)
     assert await bus.publish(prediction(MIN))
     assert not await bus.publish(prediction(MIN))  # redelivered event: no second message
     assert not await bus.publish(prediction(0))  # older than the last: refused
     assert await bus.publish(prediction(2 * MIN))
-    await asyncio.wait_for(task, 5)
+    await with_timeout(task, 5)
     assert [p.as_of for p in received] == [MIN, 2 * MIN]
     assert await bus.count(S) == 2
     assert (await bus.latest(S)) == prediction(2 * MIN)
@@ -87,7 +88,7 @@ async def test_subscribe_helper_yields_predictions(redis: Redis) -> None:
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.01)
     await bus.publish(prediction(7 * MIN))
-    assert (await asyncio.wait_for(first, 5)).as_of == 7 * MIN
+    assert (await with_timeout(first, 5)).as_of == 7 * MIN
     await it.aclose()  # type: ignore[attr-defined]
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from forecaster.tasks import cancel_and_wait
+from core.lifecycle import cancel_and_wait
 
 
 async def test_a_task_that_swallows_its_first_cancellation_is_still_stopped() -> None:

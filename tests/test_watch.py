@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.schemas import Prediction
+from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from storage.client import Redis
 from storage.keys import Keys
 from storage.predictions import PredictionBus
-from storage.schemas import Prediction
-from storage.series import SeriesId
 from tests.e2e_support import wait_for
 from tests.factories import make_prediction
 

@@ -18,12 +18,13 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from config.settings import Settings, SettingsError, load_settings
+from core.lifecycle import with_timeout
+from core.schemas import Candle, Prediction
+from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.predictions import PredictionBus
-from storage.schemas import Candle, Prediction
-from storage.series import SeriesId
 from tests.web_support import prediction, serve
 from web.app import check_exposure, is_loopback
 from web.stream import StreamOverflow, Subscription
@@ -261,14 +262,14 @@ async def test_token_guards_api_and_stream(redis: Redis, redis_server: RedisServ
         ws_base = base.replace("http", "ws") + "/api/stream"
         async with ws_connect(f"{ws_base}?since=0") as ws:
             with pytest.raises(ConnectionClosed) as closed:
-                await asyncio.wait_for(ws.recv(), 5)
+                await with_timeout(ws.recv(), 5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
         async with ws_connect(f"{ws_base}?since=0&token=s3cret&series={quote(BTC)}") as ws:
-            got = Prediction.from_json(await asyncio.wait_for(ws.recv(), 5))
+            got = Prediction.from_json(await with_timeout(ws.recv(), 5))
             assert got.id == f"{T0}-0"
         headers = {"Authorization": "Bearer s3cret"}
         async with ws_connect(f"{ws_base}?since=0", additional_headers=headers) as ws:
-            assert Prediction.from_json(await asyncio.wait_for(ws.recv(), 5)).as_of == T0
+            assert Prediction.from_json(await with_timeout(ws.recv(), 5)).as_of == T0
 
 
 async def test_stream_rejects_bad_requests(redis: Redis, redis_server: RedisServer) -> None:
@@ -281,13 +282,13 @@ async def test_stream_rejects_bad_requests(redis: Redis, redis_server: RedisServ
         ):
             async with ws_connect(f"{ws_base}?{query}") as ws:
                 with pytest.raises(ConnectionClosed) as closed:
-                    await asyncio.wait_for(ws.recv(), 5)
+                    await with_timeout(ws.recv(), 5)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == code, query
 
 
 async def _read_some(ws: ClientConnection, n: int, out: list[Prediction]) -> None:
     for _ in range(n):
-        out.append(Prediction.from_json(await asyncio.wait_for(ws.recv(), 10)))
+        out.append(Prediction.from_json(await with_timeout(ws.recv(), 10)))
 
 
 async def test_stream_resumes_after_forced_disconnects_without_loss_or_repeat(
@@ -338,7 +339,7 @@ async def test_stream_resumes_after_forced_disconnects_without_loss_or_repeat(
                     while len(received) < total:
                         await _read_some(ws, 1, received)
                     with pytest.raises(TimeoutError):  # and nothing after the last one
-                        await asyncio.wait_for(ws.recv(), 0.5)
+                        await with_timeout(ws.recv(), 0.5)
                     await ws.close()
         finally:
             pub.cancel()

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from config.settings import load_settings
+from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from storage.client import Redis
 from storage.predictions import PredictionBus
-from storage.series import SeriesId
 from tests.e2e_support import Service, service_env, start_replay, wait_for
 from tests.web_support import serve
 

@@ -36,6 +36,7 @@ from requests.adapters import HTTPAdapter
 from yfinance import cache as yf_cache
 from yfinance.data import SingletonMeta, YfData
 
+from core.series import Timeframe
 from ingest.yahoo import (
     YahooFetchError,
     YahooRangeError,
@@ -43,7 +44,6 @@ from ingest.yahoo import (
     plan_range,
     volume_outliers,
 )
-from storage.series import Timeframe
 
 DATA = Path(__file__).resolve().parents[1] / "cryptocast" / "data" / "btc-usd_yahoo_1d.csv"
 DAY_S = 86_400

@@ -10,7 +10,8 @@ from typing import Any
 import uvicorn
 
 from config.settings import Settings
-from storage.schemas import Prediction
+from core.lifecycle import with_timeout
+from core.schemas import Prediction
 from tests.factories import make_prediction
 from web.app import create_app
 
@@ -38,11 +39,11 @@ async def serve(settings: Settings, redis: Any) -> AsyncIterator[str]:
         assert server.started, "uvicorn did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
         # the hub must hold its subscription before a test publishes anything it expects live
-        await asyncio.wait_for(app.state.hub.ready.wait(), 10)
+        await with_timeout(app.state.hub.ready.wait(), 10)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 15)
+        await with_timeout(task, 15)
 
 
 def prediction(series: str, as_of: int, close: float = 100.0, step_ms: int = 60_000) -> Prediction:

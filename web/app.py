@@ -29,19 +29,20 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi.websockets import WebSocketDisconnect, WebSocketState
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from config.settings import Settings, SettingsError
+from core.clock import shared_clock
+from core.lifecycle import with_timeout
+from core.schemas import Prediction
+from core.series import SeriesError, SeriesId
 from storage.candles import CandleStore
-from storage.clock import shared_clock
 from storage.health import series_health
 from storage.keys import Keys
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
-from storage.schemas import Prediction
-from storage.series import SeriesError, SeriesId
 from web.forecast import MAX_STEPS, Forecaster, ForecastUnavailable
 from web.stream import HubUnavailable, PredictionHub, StreamOverflow
 
@@ -267,7 +268,7 @@ def create_app(settings: Settings, redis: Any) -> FastAPI:
     async def healthz() -> Response:
         """Liveness and Redis reachability (no token needed): 200, or 503 when Redis is down."""
         try:
-            await asyncio.wait_for(redis.ping(), 2.0)
+            await with_timeout(redis.ping(), 2.0)
         except (RedisError, OSError, TimeoutError):
             return _json({"ok": False, "redis": "unreachable"}, 503)
         return _json({"ok": True, "redis": "ok", "stream_ready": hub.ready.is_set()})

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
+from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.registry import ModelRegistry
-from storage.series import SeriesId
 
 if TYPE_CHECKING:
     from forecaster.data import CandleArrays

@@ -28,9 +28,10 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
+from core.lifecycle import with_timeout
+from core.schemas import Prediction
+from core.series import SeriesId
 from storage.predictions import PredictionBus
-from storage.schemas import Prediction
-from storage.series import SeriesId
 
 log = structlog.get_logger(__name__)
 
@@ -196,7 +197,7 @@ class PredictionHub:
         :class:`HubUnavailable` when Redis has not been reached within ``ready_timeout_s``.
         """
         try:
-            await asyncio.wait_for(self.ready.wait(), ready_timeout_s)
+            await with_timeout(self.ready.wait(), ready_timeout_s)
         except TimeoutError:
             raise HubUnavailable("predictions are not available: Redis unreachable") from None
         # Entries up to ``since`` are the client's already, however late the hub hands them over.

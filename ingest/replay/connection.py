@@ -13,6 +13,7 @@ import orjson
 import structlog
 from aiohttp import WSMsgType, web
 
+from core.lifecycle import with_timeout
 from ingest.replay.config import ReplayConfig
 from ingest.replay.faults import ConnectionFaults
 from ingest.replay.history import ReplayClock
@@ -204,7 +205,7 @@ class ClientConnection:
                     timeout = max(0.0, self._delayed[0][0] - time.monotonic())
                 item: DataMessage | str | None = None
                 with contextlib.suppress(TimeoutError):
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                    item = await with_timeout(self._queue.get(), timeout)
                 while self._delayed and self._delayed[0][0] <= time.monotonic():
                     await self._send_data(heapq.heappop(self._delayed)[2])
                 if item is None:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import structlog
 
+from core.lifecycle import with_timeout
+from core.schemas import Candle
+from core.series import Timeframe
 from ingest.csvfiles import CsvRow, read_csv
 from ingest.replay.config import ReplaySource
-from storage.schemas import Candle
-from storage.series import Timeframe
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +64,7 @@ class ReplayClock:
         while (delay := self.wall_seconds_until(t_ms)) > 0:
             changed = self._changed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=delay)
+                await with_timeout(changed.wait(), delay)
 
 
 @dataclass(frozen=True, slots=True)

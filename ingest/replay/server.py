@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import signal
 from contextlib import suppress
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from core.lifecycle import on_signals
 from ingest.replay.config import ReplayConfig, parse_time
 from ingest.replay.connection import ClientConnection
 from ingest.replay.history import ReplayClock, SymbolHistory, load_history
@@ -221,16 +221,9 @@ async def run_replay_exchange(config: ReplayConfig) -> None:
     exchange = ReplayExchange(config)
     await exchange.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
     try:
         log.info("replay.serving", rest_url=exchange.rest_url, ws_url=exchange.ws_url)
-        await stop.wait()
+        with on_signals(stop.set):
+            await stop.wait()
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         await exchange.stop()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage.series import SeriesId, Timeframe
+from core.series import SeriesId, Timeframe
 
 PREDICTION_SCHEMA_VERSION = 1
 
