@@ -1,7 +1,7 @@
 """Memory of the ingest service: resident memory of a real ``cryptocast ingest`` with 1, 100 and
 1,000 symbols.
 
-The replay exchange (:mod:`ingest.replay`, in this process) serves N real Binance spot symbols
+The replay exchange (:mod:`replay`, in this process) serves N real Binance spot symbols
 (the first N trading pairs of the recorded exchangeInfo), each replaying LINK/USDT's real 1m
 candles relabelled, one closed kline per symbol every 2 s (a 1m candle at 30×): about the
 message rate of a full Binance connection (~1 update per stream per 2 s). The ingester starts on
@@ -27,7 +27,7 @@ from bench.pipeline import rss_mb
 from config.settings import load_settings
 from core.lifecycle import with_timeout
 from core.series import SeriesId
-from ingest.replay import ReplayConfig, ReplayExchange, ReplaySource
+from replay import ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import connect
 

@@ -138,7 +138,8 @@ def _parse_models(text: str) -> tuple[str, ...]:
     bad = [p for p in parts if p not in MODEL_NAMES]
     if bad or not parts:
         fail(f"--model: unknown {', '.join(bad) or '(none)'}; use {', '.join(MODEL_NAMES)} or all")
-    # Naive is the reference every score is read against (DESIGN decision 2): always included.
+    # Naive is the reference every score is read against (docs/architecture.md, decision 2):
+    # always included.
     return tuple(m for m in MODEL_NAMES if m in parts or m == "naive")
 
 

@@ -129,7 +129,7 @@ def replay_exchange(
     seed: Annotated[int, typer.Option(help="Fault schedule seed.")] = 0,
 ) -> None:
     """Serve Binance's public websocket + REST protocols from CSVs of real candles (offline)."""
-    from ingest.replay import FaultConfig, ReplayConfig, ReplaySource, run_replay_exchange
+    from replay import FaultConfig, ReplayConfig, ReplaySource, run_replay_exchange
 
     symbols = symbol or []
     if symbols and len(symbols) != len(csv):

@@ -40,7 +40,7 @@ from cryptocast.instance import Instance, announced
 from cryptocast.procs import ChildService, stop_all
 from cryptocast.redis_server import RedisServer
 from cryptocast.views import Column, fitted_table, fmt_skill, print_status
-from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
+from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import Redis, connect
 from storage.health import series_health

@@ -79,7 +79,7 @@ def to_json(
     *,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``backtest --json`` document (DESIGN.md: ``series``, ``test_points``, ``models``)."""
+    """The ``backtest --json`` document (its fields are a contract: README, "Backtest")."""
     arr, opts = result.arrays, result.options
     scores = model_scores(result)
     for name, run in result.models.items():

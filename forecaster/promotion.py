@@ -1,4 +1,4 @@
-"""Whether a freshly trained model replaces the serving one (DESIGN decision 2).
+"""Whether a freshly trained model replaces the serving one (docs/architecture.md, decision 2).
 
 Pure functions over the metadata dicts :func:`forecaster.training.train` writes, so the serving
 side can decide without importing TensorFlow.

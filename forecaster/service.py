@@ -1,12 +1,12 @@
 """The forecaster service: serve the series this replica holds, retrain them on schedule.
 
-Replicas split the configured series by lease (DESIGN.md decision 4): every ``lease_ttl_s / 3``
-a replica heartbeats, renews the ``serve`` leases it holds, gives back those beyond its fair
-share (series / live replicas, rounded up) and takes free ones below it; it runs one
-:class:`~forecaster.serving.SeriesWorker` per series held and stops a worker whose lease it lost.
-A replica that dies stops renewing; after the TTL another takes its series and reclaims its
-pending events. Lifecycle: :meth:`start`, :meth:`run` until :meth:`stop` (SIGTERM), then the
-workers are cancelled, leases released and a training in flight stopped: no orphan tasks.
+Replicas split the configured series by lease (docs/architecture.md, decision 4): every
+``lease_ttl_s / 3`` a replica heartbeats, renews the ``serve`` leases it holds, gives back those
+beyond its fair share (series / live replicas, rounded up) and takes free ones below it; it runs one
+:class:`~forecaster.serving.SeriesWorker` per series held and stops a worker whose lease it lost. A
+replica that dies stops renewing; after the TTL another takes its series and reclaims its pending
+events. Lifecycle: :meth:`start`, :meth:`run` until :meth:`stop` (SIGTERM), then the workers are
+cancelled, leases released and a training in flight stopped: no orphan tasks.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ builds the window from the candle store, runs the model's numpy forward pass (no
 ``model.predict``), publishes the Prediction exactly once (the Lua script keys it by ``as_of``)
 and only then acknowledges the event, so a worker that dies leaves it pending for the next
 holder of the series. Loading a newly promoted model happens in a thread while the old one keeps
-serving (DESIGN.md decision 3).
+serving (docs/architecture.md, decision 3).
 """
 
 from __future__ import annotations

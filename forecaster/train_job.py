@@ -1,12 +1,12 @@
 """One training run of one series, in its own process: ``python -m forecaster.train_job``.
 
-Training is CPU-heavy and must never delay serving (DESIGN.md decision 3), so the service starts
-this module as a child process with TensorFlow's threads bounded (``CRYPTOCAST_MODEL__THREADS``).
-The run holds the series' ``train`` lease (renewed while it trains; a killed run's lease simply
-expires), reads the most recent candles, trains (warm-started from the current model when the
-architecture matches), stores the artifact as a new immutable version and promotes it only by
-the rules of decision 2. The registry write is one atomic step, so a run killed at any moment
-leaves either a complete version or nothing.
+Training is CPU-heavy and must never delay serving (docs/architecture.md, decision 3), so the
+service starts this module as a child process with TensorFlow's threads bounded
+(``CRYPTOCAST_MODEL__THREADS``). The run holds the series' ``train`` lease (renewed while it trains;
+a killed run's lease simply expires), reads the most recent candles, trains (warm-started from the
+current model when the architecture matches), stores the artifact as a new immutable version and
+promotes it only by the rules of decision 2. The registry write is one atomic step, so a run killed
+at any moment leaves either a complete version or nothing.
 
 Exit codes: 0 trained (promoted or not), 1 failed, 3 skipped (lease busy, not enough data).
 """

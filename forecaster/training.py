@@ -1,17 +1,16 @@
 """One training run: windows → Keras fit with early stopping → holdout scoring → artifact + meta.
 
-Runs in the training process, never in the serving path (DESIGN decision 3). The holdout is the
-most recent slice; the candidate, the naive forecast, simple baselines and the current model
-(when given) are all scored on the same holdout target candles, in price space.
+Runs in the training process, never in the serving path (docs/architecture.md, decision 3). The
+holdout is the most recent slice; the candidate, the naive forecast, simple baselines and the
+current model (when given) are all scored on the same holdout target candles, in price space.
 
-Prediction interval: the candidate's residual log returns on the holdout give the
-``(1-level)/2`` and ``(1+level)/2`` quantiles; the interval is
-``last_close * exp(pred_return + q)``. The holdout is chosen (as DESIGN decision 2 says) because it
-is untouched by fitting and early stopping and is the slice closest in time, hence in volatility
-regime, to the candles the model will serve. Its coverage on the holdout is therefore ≈ level by
-construction; ``interval.coverage_early_stop`` reports the same interval on the (earlier,
-out-of-sample for calibration) early-stop slice as an honest check, and the walk-forward backtest
-measures live coverage.
+Prediction interval: the candidate's residual log returns on the holdout give the ``(1-level)/2``
+and ``(1+level)/2`` quantiles; the interval is ``last_close * exp(pred_return + q)``. The holdout is
+chosen (docs/architecture.md, decision 2) because it is untouched by fitting and early stopping and
+is the slice closest in time, hence in volatility regime, to the candles the model will serve. Its
+coverage on the holdout is therefore ≈ level by construction; ``interval.coverage_early_stop``
+reports the same interval on the (earlier, out-of-sample for calibration) early-stop slice as an
+honest check, and the walk-forward backtest measures live coverage.
 """
 
 from __future__ import annotations

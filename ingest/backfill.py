@@ -29,7 +29,7 @@ Progress = Callable[[int], None]
 
 @dataclass
 class BackfillReport:
-    """What ``cryptocast backfill --json`` prints (DESIGN.md names the required fields)."""
+    """What ``cryptocast backfill --json`` prints (a contract: README, "Command line")."""
 
     series: str
     source: str

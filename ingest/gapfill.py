@@ -8,7 +8,7 @@ after a reconnect the new connection may store a live candle before the gap fill
 starting after *that* candle would leave the outage's candles out for good. ``fill_holes``
 fills holes inside the stored range on start. A missing candle that the exchange skips in a range
 it does return (like Binance's BTCUSDT 2023-03-24 13:00, a trading halt) is recorded as
-unfillable and reported once, never requested again (DESIGN.md decision 5).
+unfillable and reported once, never requested again (docs/architecture.md, decision 5).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The candle store appends an event for every new or revised closed candle in the same script
 that stores it. Consumers acknowledge an event after handling it (the forecaster: after the
 prediction is published), so a consumer that dies leaves it pending; :meth:`CandleEvents.claim`
-hands such entries to a live consumer (DESIGN.md decision 4).
+hands such entries to a live consumer (docs/architecture.md, decision 4).
 """
 
 from __future__ import annotations

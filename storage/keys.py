@@ -1,8 +1,8 @@
 """Every Redis key and channel name cryptocast uses. No other module spells a key.
 
 All keys of one series carry the series id in braces, the Redis Cluster hash tag, so every
-command and Lua script about one series touches one slot (DESIGN.md decision 6). The prefix is
-configurable (``CRYPTOCAST_KEY_PREFIX``) so several deployments can share one Redis.
+command and Lua script about one series touches one slot (docs/architecture.md, decision 6).
+The prefix is configurable (``CRYPTOCAST_KEY_PREFIX``) so several deployments can share one Redis.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
+from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from tests.market_data import market_file
 
 T = TypeVar("T")

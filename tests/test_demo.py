@@ -26,7 +26,7 @@ from rich.console import Console
 
 from core.schemas import ModelInfo, Prediction
 from cryptocast.demo import Demo, DemoOptions, run_demo, summarise
-from ingest.replay import FaultConfig
+from replay import FaultConfig
 from tests.e2e_support import TINY_MODEL, wait_for
 
 pytestmark = pytest.mark.slow

@@ -30,8 +30,8 @@ from cryptocast.redis_server import RedisServer
 from ingest.binance_ws import BinanceKlineSource
 from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
 from ingest.csvfiles import read_csv
-from ingest.replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from ingest.service import IngestService
+from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.keys import Keys

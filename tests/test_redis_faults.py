@@ -15,7 +15,7 @@ import pytest
 from config.settings import load_settings
 from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
-from ingest.replay import ReplayExchange
+from replay import ReplayExchange
 from storage.candles import CandleStore
 from storage.client import connect
 from storage.predictions import PredictionBus

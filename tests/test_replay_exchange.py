@@ -24,15 +24,15 @@ from websockets.exceptions import ConnectionClosed
 
 from core.lifecycle import with_timeout
 from ingest.csvfiles import CsvRow, read_csv
-from ingest.replay import (
+from replay import (
     FaultConfig,
     ReplayConfig,
     ReplayExchange,
     ReplaySource,
     run_replay_exchange,
 )
-from ingest.replay.faults import ConnectionFaults
-from ingest.replay.protocol import fmt_num
+from replay.faults import ConnectionFaults
+from replay.protocol import fmt_num
 from tests.market_data import market_file
 
 ROWS = 1100  # 1000 candles of history before the default start, 100 to stream

@@ -29,7 +29,7 @@ import pytest
 from config.settings import load_settings
 from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
-from ingest.replay import FaultConfig
+from replay import FaultConfig
 from storage.candles import CandleStore
 from storage.client import Redis, connect
 from storage.keys import Keys

@@ -25,7 +25,7 @@ from config.settings import load_settings
 from core.series import SeriesId
 from cryptocast.demo import DEMO_MARKETS
 from cryptocast.up_cmd import redis_url_configured
-from ingest.replay import ReplayConfig, ReplayExchange, ReplaySource
+from replay import ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import connect
 from tests.e2e_support import TINY_MODEL, wait_for

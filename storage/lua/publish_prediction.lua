@@ -1,4 +1,4 @@
--- Publish one prediction exactly once (DESIGN.md decision 4), acknowledging the event it
+-- Publish one prediction exactly once (docs/architecture.md, decision 4), acknowledging the event it
 -- answers and updating the live score in the same atomic step (one round trip per candle).
 -- KEYS[1] prediction stream, KEYS[2] latest key, KEYS[3] event stream, KEYS[4] live-score hash
 -- ARGV[1] channel, ARGV[2] entry id '<as_of>-0', ARGV[3] message JSON, ARGV[4] stream MAXLEN,

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from ingest.replay.config import FaultConfig
-from ingest.replay.protocol import combined
+from replay.config import FaultConfig
+from replay.protocol import combined
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ingest.replay.history import ReplayClock, SymbolHistory
-from ingest.replay.hub import ReplayStats
-from ingest.replay.protocol import BINANCE_INTERVALS, rest_error, rest_row
+from replay.history import ReplayClock, SymbolHistory
+from replay.hub import ReplayStats
+from replay.protocol import BINANCE_INTERVALS, rest_error, rest_row
 
 log = structlog.get_logger(__name__)
 

@@ -11,12 +11,12 @@ import structlog
 from aiohttp import web
 
 from core.lifecycle import on_signals
-from ingest.replay.config import ReplayConfig, parse_time
-from ingest.replay.connection import ClientConnection
-from ingest.replay.history import ReplayClock, SymbolHistory, load_history
-from ingest.replay.hub import ReplayStats, StreamHub
-from ingest.replay.protocol import parse_stream
-from ingest.replay.rest import RestApi, build_exchange_info, load_exchange_info
+from replay.config import ReplayConfig, parse_time
+from replay.connection import ClientConnection
+from replay.history import ReplayClock, SymbolHistory, load_history
+from replay.hub import ReplayStats, StreamHub
+from replay.protocol import parse_stream
+from replay.rest import RestApi, build_exchange_info, load_exchange_info
 
 log = structlog.get_logger(__name__)
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 import structlog
 
-from ingest.replay.history import ReplayClock, SymbolHistory
-from ingest.replay.protocol import combined, kline_payload
+from replay.history import ReplayClock, SymbolHistory
+from replay.protocol import combined, kline_payload
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

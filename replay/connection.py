@@ -14,11 +14,11 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from core.lifecycle import with_timeout
-from ingest.replay.config import ReplayConfig
-from ingest.replay.faults import ConnectionFaults
-from ingest.replay.history import ReplayClock
-from ingest.replay.hub import DataMessage, ReplayStats, StreamHub
-from ingest.replay.protocol import WS_METHODS, parse_stream, ws_error, ws_result
+from replay.config import ReplayConfig
+from replay.faults import ConnectionFaults
+from replay.history import ReplayClock
+from replay.hub import DataMessage, ReplayStats, StreamHub
+from replay.protocol import WS_METHODS, parse_stream, ws_error, ws_result
 
 log = structlog.get_logger(__name__)
 

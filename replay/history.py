@@ -23,7 +23,7 @@ from core.lifecycle import with_timeout
 from core.schemas import Candle
 from core.series import Timeframe
 from ingest.csvfiles import CsvRow, read_csv
-from ingest.replay.config import ReplaySource
+from replay.config import ReplaySource
 
 log = structlog.get_logger(__name__)
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.replay.history import Kline
+from replay.history import Kline
 
 # Binance's intervals; a stream or REST call naming anything else is invalid.
 BINANCE_INTERVALS = frozenset(
