@@ -26,6 +26,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from bench.common import binance_1m_candles, emit, private_redis
 from config.settings import IngestSettings, load_settings
 from core.clock import WallClock
+from core.lifecycle import cancel_all
 from core.schemas import Candle
 from core.series import SeriesId
 from ingest.binance_format import parse_kline_message, stream_name
@@ -111,9 +112,7 @@ async def measure_source(url: str, redis: Any, n_symbols: int, frames: list[byte
                     raise RuntimeError(f"only {sink.stored} of {len(frames)} stored in 60 s")
             elapsed = time.perf_counter() - sender.started
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(*tasks)
     assert sink.rejects.by_reason() == {}, sink.rejects.by_reason()
     assert source.stats.closed_candles == len(frames)
     return len(frames) / elapsed

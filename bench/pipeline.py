@@ -24,7 +24,7 @@ import orjson
 
 from bench.common import emit_progress
 from config.settings import ModelSettings, load_settings
-from core.lifecycle import with_timeout
+from core.lifecycle import cancel_and_wait, with_timeout
 from core.schemas import Candle
 from core.series import SeriesId
 from storage.candles import CandleStore
@@ -133,8 +133,7 @@ class Pipeline:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.listener.cancel()
-        await asyncio.gather(self.listener, return_exceptions=True)
+        await cancel_and_wait(self.listener)
         await self.pubsub.aclose()
         if self.trainer is not None and self.trainer.returncode is None:
             self.trainer.kill()

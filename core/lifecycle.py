@@ -48,6 +48,11 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         task.exception()  # retrieved: a failure on the way out is not reported as unhandled
 
 
+async def cancel_all(*tasks: asyncio.Task[Any]) -> None:
+    """:func:`cancel_and_wait` for every task, concurrently."""
+    await asyncio.gather(*(cancel_and_wait(t) for t in tasks))
+
+
 @contextlib.contextmanager
 def on_signals(
     callback: Callable[[], object], signals: tuple[signal.Signals, ...] = STOP_SIGNALS

@@ -33,7 +33,7 @@ from rich.console import Console
 
 from config.settings import ENV_PREFIX, load_settings
 from core.clock import shared_clock
-from core.lifecycle import on_signals
+from core.lifecycle import cancel_all, on_signals
 from core.schemas import Prediction
 from core.series import SeriesId
 from cryptocast.instance import Instance, announced
@@ -264,9 +264,7 @@ class Demo:
         try:
             await asyncio.wait(tasks, timeout=self.opts.timeout_s, return_when="FIRST_COMPLETED")
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(*tasks)
         return done.is_set()
 
     async def _narrate(self) -> None:

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from core.lifecycle import on_signals
+from core.lifecycle import cancel_all, on_signals
 from core.schemas import Prediction
 from core.series import SeriesId
 from cryptocast.app import app
@@ -121,9 +121,7 @@ async def watch_predictions(
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         finally:
-            for t in (task, stopper):
-                t.cancel()
-            await asyncio.gather(task, stopper, return_exceptions=True)
+            await cancel_all(task, stopper)
             if live is not None:
                 live.stop()
             await redis.aclose()

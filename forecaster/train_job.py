@@ -28,7 +28,7 @@ import structlog
 from config.logging import configure_logging, series_logger
 from config.settings import Settings, load_settings
 from core.clock import shared_clock
-from core.lifecycle import on_signals
+from core.lifecycle import cancel_and_wait, on_signals
 from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
@@ -138,9 +138,7 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
             await tlog.record(series, outcome="failed", error=str(e)[:500], finished_at=_ms())
         return EXIT_FAILED
     finally:
-        renew.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renew
+        await cancel_and_wait(renew)
         with contextlib.suppress(Exception):
             await leases.release(series, "train", owner)
         await redis.aclose()

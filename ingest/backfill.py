@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.clock import Clock
+from core.lifecycle import cancel_and_wait
 from core.schemas import Candle, candle_problem
 from core.series import SeriesId
 from ingest.csvfiles import CsvFormatError, open_csv, read_csv
@@ -108,8 +109,7 @@ async def store_candles(
         await settle()
     finally:
         if pending is not None:  # an error (or cancellation) above: do not leave it running
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
+            await cancel_and_wait(pending)
 
 
 async def finish(store: CandleStore, series: SeriesId, report: BackfillReport, t0: float) -> None:

@@ -20,6 +20,7 @@ import structlog
 
 from config.logging import series_logger
 from core.clock import Clock
+from core.lifecycle import cancel_all
 from core.schemas import Candle
 from core.series import SeriesId
 from ingest.metrics import GAPFILL_CANDLES, UNFILLABLE
@@ -89,9 +90,7 @@ class GapFiller:
 
     async def cancel_all(self) -> None:
         tasks = list(self._running.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(*tasks)
 
     async def fill_history(self, series: SeriesId) -> int:
         """Make sure ``initial_candles`` of history exist behind now (first start, or a store

@@ -126,29 +126,32 @@ class IngestService:
             await self.store.redis.delete(self.store.keys.clock())
 
     async def run(self) -> None:
-        """Run until :meth:`stop`; returns after a clean shutdown."""
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(self.sink.run(), name="sink")]
-            tasks += [
-                tg.create_task(src.run(), name=f"source-{type(src).__name__}")
-                for src in self.sources
-            ]
-            tasks.append(tg.create_task(self._fill_history_on_start(), name="fill-history"))
-            if isinstance(self.clock, ExchangeClock):
-                tasks.append(tg.create_task(self._clock_loop(), name="clock"))
-            tasks.append(tg.create_task(self._freshness_loop(), name="freshness"))
-            self.ready.set()
-            log.info("ingest.started", series=[s.key for s in self.series])
-            await self._stopped.wait()
-            for t in tasks[1:]:
-                t.cancel()
-            for filler in self.fillers.values():
-                await filler.cancel_all()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self.sink.drained()
-            tasks[0].cancel()
-        await self.close()
+        """Run until :meth:`stop`; returns after a clean shutdown. Connections are closed on
+        every way out, a crashed task included."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self.sink.run(), name="sink")]
+                tasks += [
+                    tg.create_task(src.run(), name=f"source-{type(src).__name__}")
+                    for src in self.sources
+                ]
+                tasks.append(tg.create_task(self._fill_history_on_start(), name="fill-history"))
+                if isinstance(self.clock, ExchangeClock):
+                    tasks.append(tg.create_task(self._clock_loop(), name="clock"))
+                tasks.append(tg.create_task(self._freshness_loop(), name="freshness"))
+                self.ready.set()
+                log.info("ingest.started", series=[s.key for s in self.series])
+                await self._stopped.wait()
+                for t in tasks[1:]:
+                    t.cancel()
+                for filler in self.fillers.values():
+                    await filler.cancel_all()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await self.sink.drained()
+                tasks[0].cancel()
+        finally:
+            await self.close()
         log.info("ingest.stopped", stored=self.sink.stored, rejected=self.sink.rejects.by_reason())
 
     def stop(self) -> None:

@@ -13,7 +13,7 @@ import orjson
 import structlog
 from aiohttp import WSMsgType, web
 
-from core.lifecycle import with_timeout
+from core.lifecycle import cancel_all, with_timeout
 from replay.config import ReplayConfig
 from replay.faults import ConnectionFaults
 from replay.history import ReplayClock
@@ -95,9 +95,7 @@ class ClientConnection:
             self._closing = True
             for name in list(self.subscriptions):
                 self.hub.unsubscribe(self, name)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(*tasks)
             log.info("replay.client_disconnected", connection=self.number, sent=self.sent)
 
     async def close(self, code: int = 1001, message: bytes = b"") -> None:

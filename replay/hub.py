@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 import structlog
 
+from core.lifecycle import cancel_all
 from replay.history import ReplayClock, SymbolHistory
 from replay.protocol import combined, kline_payload
 
@@ -110,9 +111,7 @@ class StreamHub:
         """Cancel and await every feed task."""
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(*tasks)
 
     async def _wait_for_subscribers(self, stream: str) -> None:
         wake = self._wakeups[stream]

@@ -28,7 +28,8 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from core.lifecycle import with_timeout
+from core.backoff import Backoff
+from core.lifecycle import cancel_and_wait, with_timeout
 from core.schemas import Prediction
 from core.series import SeriesId
 from storage.predictions import PredictionBus
@@ -108,29 +109,30 @@ class PredictionHub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     # the shared subscription -----------------------------------------------------------------
     async def _run(self) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
-                await self._session()
+                await self._session(backoff)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as e:
-                log.warning("web.hub.disconnected", error=str(e).splitlines()[0], retry_s=delay)
+                delay = backoff.next_delay()
+                log.warning(
+                    "web.hub.disconnected", error=str(e).splitlines()[0], retry_s=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
-    async def _session(self) -> None:
+    async def _session(self, backoff: Backoff) -> None:
         pubsub = self.redis.pubsub()
         channels = {self.bus.keys.predictions(s): key for key, s in self.series.items()}
         try:
             await pubsub.subscribe(*channels)
+            backoff.reset()  # connected again: the next outage starts from the shortest delay
             if not self.ready.is_set():
                 # Start from what exists now: clients replay older entries themselves.
                 for key, s in self.series.items():

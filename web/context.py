@@ -1,0 +1,148 @@
+"""What every route needs, built once per app: the storage objects over one Redis client, the
+configured series, the token, the stream hub, the forecaster and the status cache. Routes get
+it (and the resolved series, and the token check) through FastAPI dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi import Path as PathParam
+
+from config.settings import Settings
+from core.clock import shared_clock
+from core.series import SeriesError, SeriesId
+from storage.candles import CandleStore
+from storage.health import series_health
+from storage.keys import Keys
+from storage.predictions import PredictionBus
+from storage.registry import ModelRegistry
+from web.forecast import Forecaster
+from web.stream import PredictionHub
+
+
+class StatusCache:
+    """Per-series health, recomputed at most every ``ttl_s`` (one computation in flight), so
+    dashboards never add Redis load in proportion to viewers."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._at: dict[str, float] = {}
+        self._value: dict[str, dict[str, Any]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(
+        self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            at = self._at.get(key)
+            if at is None or time.monotonic() - at >= self.ttl_s:
+                self._value[key] = await compute()
+                self._at[key] = time.monotonic()
+            return self._value[key]
+
+
+@dataclass
+class WebContext:
+    """The app's shared objects (``app.state.ctx``)."""
+
+    settings: Settings
+    redis: Any
+    keys: Keys
+    store: CandleStore
+    bus: PredictionBus
+    hub: PredictionHub
+    forecaster: Forecaster
+    configured: dict[str, SeriesId]
+    token: str | None
+    status_cache: StatusCache
+    open_streams: int = field(default=0)
+
+    @classmethod
+    def build(cls, settings: Settings, redis: Any) -> WebContext:
+        keys = Keys(settings.key_prefix)
+        store = CandleStore(
+            redis, keys, retention=settings.retention, event_stream_len=settings.event_stream_len
+        )
+        bus = PredictionBus(redis, keys, settings.prediction_stream_len)
+        configured = {s.key: s for s in settings.series_ids}
+        return cls(
+            settings=settings,
+            redis=redis,
+            keys=keys,
+            store=store,
+            bus=bus,
+            hub=PredictionHub(redis, bus, list(configured.values())),
+            forecaster=Forecaster(ModelRegistry(redis, keys), store),
+            configured=configured,
+            token=settings.web.token.get_secret_value() if settings.web.token else None,
+            status_cache=StatusCache(settings.web.status_cache_s),
+        )
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the token (always, when none is set)."""
+        if self.token is None:
+            return True
+        if not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header.removeprefix("Bearer ").encode(), self.token.encode())
+
+    def resolve(self, text: str) -> SeriesId:
+        """A configured series from its text: 400 when malformed, 404 when not served here."""
+        try:
+            series = SeriesId.parse(text)
+        except SeriesError as e:
+            why = str(e) if str(e).startswith("bad series") else f"bad series {text!r}: {e}"
+            raise HTTPException(400, why) from None
+        if series.key not in self.configured:
+            raise HTTPException(404, f"series {series.key!r} is not served here (see /api/series)")
+        return self.configured[series.key]
+
+    async def health(self, series: SeriesId) -> dict[str, Any]:
+        """``status --json``'s entry for ``series``, through the cache."""
+
+        async def compute() -> dict[str, Any]:
+            clock = await shared_clock(self.redis, self.keys.clock(), self.settings.clock)
+            return await series_health(
+                self.redis, self.store, series, clock, self.settings.schedule.stale_after
+            )
+
+        return await self.status_cache.get(series.key, compute)
+
+
+def get_context(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.ctx
+    return ctx
+
+
+Context = Annotated[WebContext, Depends(get_context)]
+
+
+async def require_token(request: Request) -> None:
+    """The bearer-token check of every ``/api`` route."""
+    if not get_context(request).authorized(request.headers.get("authorization")):
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+async def _series_dep(
+    ctx: Context,
+    series: Annotated[
+        str,
+        PathParam(
+            description="exchange:symbol:timeframe, e.g. binance:BTC/USDT:1m "
+            "(the / may be sent as %2F)"
+        ),
+    ],
+) -> SeriesId:
+    return ctx.resolve(series)
+
+
+Series = Annotated[SeriesId, Depends(_series_dep)]

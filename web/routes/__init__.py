@@ -1,0 +1,1 @@
+"""The API's routes, one router per subject: series data, operations, the live stream."""
