@@ -32,6 +32,9 @@ async def series_health(
     tf = series.timeframe
     now = clock.now_ms()
     keys = store.keys
+    # The prediction first: it is published after its candle is stored, so a candle and its
+    # prediction arriving while we read can make the lag look longer, never negative.
+    latest = await PredictionBus(redis, keys).latest(series)
     count = await store.count(series)
     last = await store.last_open_time(series)
     holes = await store.holes(series) if count else []
@@ -55,7 +58,6 @@ async def series_health(
             if last is None or trained_last is None
             else max(0, tf.floor_index(last) - tf.floor_index(int(trained_last))),
         }
-    latest = await PredictionBus(redis, keys).latest(series)
     training = await TrainingLog(redis, keys).state(series)
     raw_score = await redis.hgetall(keys.live_score(series))
     live_score = {k.decode(): orjson.loads(v) for k, v in raw_score.items()} if raw_score else None

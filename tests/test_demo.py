@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from core.schemas import ModelInfo, Prediction
-from cryptocast.demo import Demo, DemoOptions, run_demo, summarise
+from cryptocast.demo import Demo, DemoOptions, run_demo
+from cryptocast.demo_report import summarise
 from replay import FaultConfig
 from tests.e2e_support import TINY_MODEL, wait_for
 
@@ -155,6 +156,7 @@ async def test_demo_reports_predictions_metrics_and_status(tmp_path: Path) -> No
         assert e["last_candle_age_ms"] is not None and e["last_candle_age_ms"] < 60 * 60_000
         assert e["holes"] == []
         assert e["stale"] is False and e["stale_reasons"] == []
+        assert e["model"] is not None, e
         assert e["model"]["version"].startswith("v") and isinstance(e["model"]["skill"], float)
         assert e["model"]["age_candles"] >= 0
         assert e["last_prediction"]["model"]["version"]
