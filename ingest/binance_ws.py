@@ -25,7 +25,7 @@ from core.backoff import Backoff, StateLog
 from core.schemas import CandleError
 from core.series import SeriesId
 from ingest.binance_format import parse_kline_message, stream_name
-from ingest.metrics import RECONNECTS
+from ingest.prom import RECONNECTS
 from ingest.sink import CandleSink
 
 log = structlog.get_logger(__name__)

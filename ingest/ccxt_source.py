@@ -34,7 +34,7 @@ from core.schemas import Candle
 from core.series import SeriesId
 from ingest.binance_ws import ConnectionStats, OnConnect
 from ingest.gapfill import GapFiller
-from ingest.metrics import RECONNECTS
+from ingest.prom import RECONNECTS
 from ingest.sink import CandleSink
 
 log = structlog.get_logger(__name__)

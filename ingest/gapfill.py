@@ -23,7 +23,7 @@ from core.clock import Clock
 from core.lifecycle import cancel_all
 from core.schemas import Candle
 from core.series import SeriesId
-from ingest.metrics import GAPFILL_CANDLES, UNFILLABLE
+from ingest.prom import GAPFILL_CANDLES, UNFILLABLE
 from ingest.sink import CandleSink, clock_margin_ms
 from storage.candles import CandleStore
 

@@ -18,7 +18,7 @@ import structlog
 from core.clock import ClockSync
 from core.schemas import Candle
 from core.series import SeriesId
-from ingest.metrics import REST_CALLS
+from ingest.prom import REST_CALLS
 
 log = structlog.get_logger(__name__)
 

@@ -26,7 +26,7 @@ from core.series import SeriesId
 from ingest.binance_ws import BinanceKlineSource
 from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
 from ingest.gapfill import GapFiller
-from ingest.metrics import INGEST_LAG, SERIES_STALE
+from ingest.prom import INGEST_LAG, SERIES_STALE
 from ingest.rest import CcxtKlineFetcher, binance_server_time, make_exchange, make_pro_exchange
 from ingest.sink import CandleSink
 from storage.candles import CandleStore

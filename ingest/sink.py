@@ -21,7 +21,7 @@ from core.backoff import Backoff
 from core.clock import Clock, ExchangeClock
 from core.schemas import Candle, candle_problem
 from core.series import SeriesId
-from ingest.metrics import CANDLES_REJECTED, CANDLES_STORED, INGEST_LAG
+from ingest.prom import CANDLES_REJECTED, CANDLES_STORED, INGEST_LAG
 from storage.candles import CandleStore
 
 log = structlog.get_logger(__name__)
