@@ -155,3 +155,18 @@ async def wait_for(
             detail = on_fail() if on_fail else ""
             raise AssertionError(f"timed out after {within_s}s waiting for {what}\n{detail}")
         await asyncio.sleep(interval)
+
+
+async def status_json(
+    env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    """``cryptocast status --json`` as its own process, as an operator's second terminal runs it
+    (``stdout`` holds the JSON; the exit code says stale or not)."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cryptocast", "status", "--json"],
+        env=env,
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )

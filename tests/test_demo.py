@@ -28,7 +28,7 @@ from core.schemas import ModelInfo, Prediction
 from cryptocast.demo import Demo, DemoOptions, run_demo
 from cryptocast.demo_report import summarise
 from replay import FaultConfig
-from tests.e2e_support import TINY_MODEL, wait_for
+from tests.e2e_support import TINY_MODEL, status_json, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -112,13 +112,7 @@ async def test_demo_reports_predictions_metrics_and_status(tmp_path: Path) -> No
             ),
         )
         env = {**demo.env, "CRYPTOCAST_SCHEDULE__STALE_AFTER": "60"}
-        proc = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "cryptocast", "status", "--json"],
-            env=env,
-            capture_output=True,
-            timeout=30,
-        )
+        proc = await status_json(env, timeout_s=30)
         seen["status_code"] = proc.returncode
         seen["status"] = orjson.loads(proc.stdout) if proc.stdout else proc.stderr.decode()
 
@@ -229,11 +223,7 @@ async def test_ctrl_c_early_prints_what_was_seen_and_exits_130(tmp_path: Path) -
             return "services started" in log.read_text()
 
         await wait_for(started, 60, "the demo's services", on_fail=log.read_text)
-        status = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "cryptocast", "status", "--json"],
-            env=env, capture_output=True, timeout=60,
-        )  # fmt: skip
+        status = await status_json(env)
         report = orjson.loads(status.stdout)
         assert "(cryptocast demo, pid" in report["redis"]
         assert [e["series"] for e in report["series"]] == [

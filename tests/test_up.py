@@ -28,7 +28,7 @@ from cryptocast.up_cmd import redis_url_configured
 from replay import ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import connect
-from tests.e2e_support import TINY_MODEL, wait_for
+from tests.e2e_support import TINY_MODEL, status_json, wait_for
 from tests.test_demo import two_free_ports
 
 pytestmark = pytest.mark.slow
@@ -147,13 +147,7 @@ async def test_up_runs_both_services_on_a_private_redis_and_stops_cleanly(
         # (not the default 6379), up's series, and judge freshness on the exchange clock.
         second = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
         second["CRYPTOCAST_DATA_DIR"] = str(tmp_path / "var")
-        r = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "cryptocast", "status", "--json"],
-            env=second,
-            capture_output=True,
-            timeout=60,
-        )
+        r = await status_json(second)
         report = orjson.loads(r.stdout)
         assert report["redis"].startswith(f"redis://127.0.0.1:{redis_port}/0 (cryptocast up, pid")
         assert [e["series"] for e in report["series"]] == [SERIES.key]
