@@ -1,0 +1,335 @@
+"""Parsing of candle CSV files into columns, for :mod:`ingest.csvfiles`.
+
+Two readers give the same result:
+
+* the vectorised one: pyarrow's CSV reader (C++, multithreaded) with every column typed, for a
+  file that is exactly what exchanges publish: no quotes, no blank lines, every cell a number
+  where a number belongs. Real Binance dumps and tables take this path.
+* the row-by-row one (about 10 µs a row) for anything else: a file with a malformed cell or a
+  short row, where each bad row must be reported as such with its line number, and Yahoo files
+  (a few thousand daily rows, three header layouts).
+
+Neither judges a candle's values: that is :func:`storage.columns.candle_problems`, for all.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from storage.columns import BAD_TRADES, F64, I64, UNKNOWN_TRADES, CandleColumns
+
+# Times above this are microseconds: 1e14 ms is the year 5138, 1e14 µs is 1973.
+MICROS_THRESHOLD = 100_000_000_000_000
+
+BINANCE_HEADER = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+    "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+)  # fmt: skip
+TABLE_HEADER = (
+    "symbol", "interval", "timestamp", "open", "high", "low", "close", "volume", "quote_volume",
+    "trade_count",
+)  # fmt: skip
+YAHOO_REQUIRED = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A row refused before its values were judged (it could not be read as a candle)."""
+
+    line: int
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Parsed:
+    """Every row that could be read as a candle, as columns, and the rows that could not.
+
+    ``close_time`` is the file's own (ms) where it has one, ``None`` for layouts that identify a
+    candle by its open time only; the extra Binance columns are ``None`` where absent, NaN for a
+    row that lacks them."""
+
+    cols: CandleColumns
+    lines: I64
+    close_time: I64 | None = None
+    quote_volume: F64 | None = None
+    taker_buy_volume: F64 | None = None
+    taker_buy_quote_volume: F64 | None = None
+    rejects: list[Reject] = field(default_factory=list)
+    vectorised: bool = False
+
+
+def to_ms(t: I64) -> I64:
+    """Epoch times in ms, whether each was written in ms or µs (spot dumps since 2025)."""
+    return np.where(t > MICROS_THRESHOLD, t // 1000, t)
+
+
+def parse_utc(text: str) -> int:
+    dt = datetime.fromisoformat(text.strip())
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open a CSV as text; a ``.gz`` file (how large data ships) is read through gzip."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    return path.open(newline="", encoding="utf-8-sig")
+
+
+def _raw_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def _arrow_table(
+    path: Path, names: tuple[str, ...], types: dict[str, pa.DataType], skip: int
+) -> pa.Table | None:
+    """The file read by pyarrow with ``types``, or ``None`` when any cell does not convert, a
+    row has another number of cells, or a line would be skipped (so that row ``i`` of the table
+    is line ``i + 1 + skip`` of the file, as the row-by-row reader numbers them)."""
+    raw = _raw_bytes(path)
+    if b'"' in raw or raw.startswith(b"\xef\xbb\xbf"):
+        return None
+    lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(raw),
+            read_options=pa_csv.ReadOptions(column_names=list(names), skip_rows=skip),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types, null_values=[""], strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows + skip != lines:
+        return None
+    return table
+
+
+def _np(table: pa.Table, name: str, dtype: Any) -> Any:
+    return table.column(name).to_numpy().astype(dtype, copy=False)
+
+
+def binance_fast(path: Path, has_header: bool) -> Parsed | None:
+    """A Binance kline dump, vectorised; ``None`` when it needs the row-by-row reader."""
+    f64, i64 = pa.float64(), pa.int64()
+    types = {n: f64 for n in BINANCE_HEADER}
+    types.update(open_time=i64, close_time=i64, count=i64, ignore=pa.string())
+    table = _arrow_table(path, BINANCE_HEADER, types, 1 if has_header else 0)
+    if table is None or any(table.column(n).null_count for n in BINANCE_HEADER[:11]):
+        return None
+    trades = _np(table, "count", np.int64)
+    cols = CandleColumns(
+        to_ms(_np(table, "open_time", np.int64)),
+        *(_np(table, n, np.float64) for n in ("open", "high", "low", "close", "volume")),
+        np.where(trades < 0, BAD_TRADES, trades),
+    )
+    first = 2 if has_header else 1
+    return Parsed(
+        cols,
+        np.arange(first, first + len(cols), dtype=np.int64),
+        to_ms(_np(table, "close_time", np.int64)),
+        _np(table, "quote_volume", np.float64),
+        _np(table, "taker_buy_volume", np.float64),
+        _np(table, "taker_buy_quote_volume", np.float64),
+        vectorised=True,
+    )
+
+
+def table_fast(path: Path, symbol: str | None, interval: str) -> Parsed | None:
+    """A Binance table file, vectorised; ``None`` when it needs the row-by-row reader."""
+    f64 = pa.float64()
+    types = {n: f64 for n in TABLE_HEADER[3:9]}
+    types.update(
+        symbol=pa.string(),
+        interval=pa.string(),
+        timestamp=pa.timestamp("ms", tz="UTC"),
+        trade_count=pa.int64(),
+    )
+    table = _arrow_table(path, TABLE_HEADER, types, 1)
+    if table is None or any(table.column(n).null_count for n in TABLE_HEADER[:8]):
+        return None
+    sym = np.char.upper(
+        np.char.strip(table.column("symbol").to_numpy(zero_copy_only=False).astype(str))
+    )
+    ivl = np.char.strip(table.column("interval").to_numpy(zero_copy_only=False).astype(str))
+    lines = np.arange(2, 2 + table.num_rows, dtype=np.int64)
+    rejects = []
+    wrong_sym = sym != symbol if symbol is not None else np.zeros(len(sym), dtype=bool)
+    wrong_ivl = ~wrong_sym & (ivl != interval)
+    for i in np.flatnonzero(wrong_sym).tolist():
+        rejects.append(Reject(int(lines[i]), "wrong_symbol", f"{sym[i]!r}, file is {symbol}"))
+    for i in np.flatnonzero(wrong_ivl).tolist():
+        rejects.append(Reject(int(lines[i]), "wrong_interval", f"{ivl[i]!r}, file is {interval}"))
+    keep = ~(wrong_sym | wrong_ivl)
+    trades = table.column("trade_count").fill_null(UNKNOWN_TRADES).to_numpy().astype(np.int64)
+    cols = CandleColumns(
+        table.column("timestamp").cast(pa.int64()).to_numpy(),
+        *(_np(table, n, np.float64) for n in ("open", "high", "low", "close", "volume")),
+        np.where(trades < UNKNOWN_TRADES, BAD_TRADES, trades),
+    )
+    quote = table.column("quote_volume").fill_null(float("nan")).to_numpy()
+    rejects.sort(key=lambda r: r.line)
+    return Parsed(cols.take(keep), lines[keep], None, quote[keep], rejects=rejects, vectorised=True)
+
+
+# -- row by row ---------------------------------------------------------------------------------
+
+
+class _Rows:
+    """Accumulates rows read one by one into the columns of a :class:`Parsed`."""
+
+    def __init__(self, extras: int) -> None:
+        self.values: list[tuple[Any, ...]] = []
+        self.lines: list[int] = []
+        self.extras = extras
+        self.rejects: list[Reject] = []
+
+    def add(self, line: int, values: tuple[Any, ...]) -> None:
+        self.values.append(values)
+        self.lines.append(line)
+
+    def reject(self, line: int, reason: str, detail: str) -> None:
+        self.rejects.append(Reject(line, reason, detail))
+
+    def parsed(self, with_close: bool) -> Parsed:
+        n = len(self.values)
+        width = 7 + (1 if with_close else 0) + self.extras
+        cols = list(zip(*self.values, strict=True)) if n else [()] * width
+        trades = np.array(
+            [UNKNOWN_TRADES if t is None else BAD_TRADES if t < 0 else t for t in cols[6]],
+            dtype=np.int64,
+        )
+        candles = CandleColumns(
+            np.array(cols[0], dtype=np.int64),
+            *(np.array(cols[k], dtype=np.float64) for k in range(1, 6)),
+            trades,
+        )
+        k = 7
+        close = None
+        if with_close:
+            close, k = np.array(cols[7], dtype=np.int64), 8
+        extra = [np.array(cols[k + j], dtype=np.float64) for j in range(self.extras)]
+        extra += [None] * (3 - len(extra))
+        return Parsed(
+            candles, np.array(self.lines, dtype=np.int64), close, *extra, rejects=self.rejects
+        )
+
+
+def _split_rows(fh: Iterator[str]) -> Iterator[list[str]]:
+    """What ``csv.reader`` yields for a file of unquoted rows (Binance's kline dumps), at a
+    third of its cost; a line with a quote goes through ``csv.reader`` itself. (A quoted field
+    spanning lines does not occur in a kline dump: such a file reads as malformed rows.)"""
+    for line in fh:
+        text = line.rstrip("\r\n")
+        if '"' in text:
+            yield from csv.reader([text])
+        else:
+            yield text.split(",") if text else []
+
+
+def _big_int(text: str) -> int:
+    """``int`` that refuses what int64 columns cannot hold (a corrupt time or count)."""
+    n = int(text)
+    if not -(2**63) <= n < 2**63:
+        raise ValueError(f"{text[:30]} is out of range")
+    return n
+
+
+def binance_rows(path: Path, has_header: bool) -> Parsed:
+    """A Binance kline dump read row by row."""
+    acc = _Rows(3)
+    with open_text(path) as fh:
+        line = 0
+        for row in _split_rows(fh):
+            line += 1
+            if (line == 1 and has_header) or not row:
+                continue
+            if len(row) < 11:
+                acc.reject(line, "malformed", f"{len(row)} columns, expected 12")
+                continue
+            try:
+                open_raw, close_raw = _big_int(row[0]), _big_int(row[6])
+                values = (
+                    open_raw // 1000 if open_raw > MICROS_THRESHOLD else open_raw,
+                    *(float(row[k]) for k in range(1, 6)),
+                    _big_int(row[8]),
+                    close_raw // 1000 if close_raw > MICROS_THRESHOLD else close_raw,
+                    float(row[7]),
+                    float(row[9]),
+                    float(row[10]),
+                )
+            except ValueError as e:
+                acc.reject(line, "malformed", str(e))
+                continue
+            acc.add(line, values)
+    return acc.parsed(with_close=True)
+
+
+def table_rows(path: Path, symbol: str | None, interval: str) -> Parsed:
+    """A Binance table file read row by row."""
+    acc = _Rows(1)
+    with open_text(path) as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        line = 1
+        for row in reader:
+            line += 1
+            if not row:
+                continue
+            if len(row) != len(TABLE_HEADER):
+                acc.reject(line, "malformed", f"{len(row)} columns, expected 10")
+            elif symbol is not None and row[0].strip().upper() != symbol:
+                acc.reject(line, "wrong_symbol", f"{row[0]!r}, file is {symbol}")
+            elif row[1].strip() != interval:
+                acc.reject(line, "wrong_interval", f"{row[1]!r}, file is {interval}")
+            else:
+                try:
+                    values = (
+                        parse_utc(row[2]),
+                        *(float(row[k]) for k in range(3, 8)),
+                        _big_int(row[9]) if row[9].strip() else None,
+                        float(row[8]) if row[8].strip() else float("nan"),
+                    )
+                except ValueError as e:
+                    acc.reject(line, "malformed", str(e))
+                    continue
+                acc.add(line, values)
+    return acc.parsed(with_close=False)
+
+
+def yahoo_rows(path: Path) -> Parsed:
+    """A Yahoo / yfinance file (any of its header layouts) read row by row."""
+    acc = _Rows(0)
+    with open_text(path) as fh:
+        reader = csv.reader(fh)
+        header = [c.strip().lower() for c in next(reader, [])]
+        idx = [header.index(name) for name in YAHOO_REQUIRED]
+        line = 1
+        for row in reader:
+            line += 1
+            if not row:
+                continue
+            # yfinance >= 0.2.5x writes extra "Ticker,..." and "Date,,,," header lines.
+            if row[0].strip().lower() in ("ticker", "date", "datetime"):
+                continue
+            try:
+                values = (parse_utc(row[0]), *(float(row[k]) for k in idx), None)
+            except (ValueError, IndexError) as e:
+                acc.reject(line, "malformed", str(e))
+                continue
+            acc.add(line, values)
+    return acc.parsed(with_close=False)
