@@ -50,6 +50,8 @@ CEILING_SCRIPT = (
     f"end return {PER_CALL}"
 )
 VALUE = "x" * 48  # a packed candle is 48 bytes
+TARGET = 200_000  # candles/s of the whole backfill (read, validate, store) ...
+TARGET_SHARE = 0.70  # ... and its share of the same run's EVAL ceiling
 
 
 async def measure_backfill(url: str) -> dict[str, Any]:
@@ -65,7 +67,7 @@ async def measure_backfill(url: str) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     # the store step alone (what the ceiling compares to): the same candles, parsed beforehand
     await redis.flushall()
-    parsed = {k: read_csv(data_file(f)).candles for k, f in FILES.items()}
+    parsed = {k: read_csv(data_file(f)).columns for k, f in FILES.items()}
     t0 = time.perf_counter()
     for key, candles in parsed.items():
         await store_candles(store, SeriesId.parse(key), candles, BackfillReport(key, "csv"))
@@ -111,8 +113,14 @@ def main() -> dict[str, Any]:
         / figures["redis_benchmark_eval_hget_hset_candles_per_s"],
         2,
     )
-    figures["target_candles_per_s"] = 100_000
-    figures["ok"] = figures["candles_per_s"] >= 100_000
+    figures["share_of_eval_ceiling"] = round(
+        figures["candles_per_s"] / figures["redis_benchmark_eval_hget_hset_candles_per_s"], 2
+    )
+    figures["target_candles_per_s"] = TARGET
+    figures["target_share_of_ceiling"] = TARGET_SHARE
+    figures["ok"] = (
+        figures["candles_per_s"] >= TARGET and figures["share_of_eval_ceiling"] >= TARGET_SHARE
+    )
     emit_progress(f"backfill: {figures}")
     return emit("backfill", figures)
 

@@ -14,12 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ingest.csvfiles import CsvFormatError, open_csv, read_csv
 from storage.candles import CandleStore, UpsertResult
 from storage.clock import Clock
+from storage.columns import CandleColumns
 from storage.schemas import Candle, candle_problem
 from storage.series import SeriesId
 
@@ -62,7 +66,7 @@ class BackfillReport:
 async def store_candles(
     store: CandleStore,
     series: SeriesId,
-    candles: Iterable[Candle],
+    candles: Iterable[Candle] | CandleColumns,
     report: BackfillReport,
     *,
     progress: Progress | None = None,
@@ -71,7 +75,7 @@ async def store_candles(
 
     One chunk stays in flight while the next is packed, so Redis runs the script of one while
     this process encodes the other (upserts of distinct candles commute, and the retention
-    trim re-reads the count inside its script).
+    trim re-reads the count inside its script). Columns (a file) are packed as arrays.
     """
     batch: list[Candle] = []
     pending: asyncio.Task[UpsertResult] | None = None
@@ -96,6 +100,9 @@ async def store_candles(
         await settle()
         pending = task
 
+    if isinstance(candles, CandleColumns):
+        await _store_columns(store, series, candles, report, progress)
+        return
     try:
         for c in candles:
             batch.append(c)
@@ -106,6 +113,45 @@ async def store_candles(
         if batch:
             await flush()
         await settle()
+    finally:
+        if pending is not None:  # an error (or cancellation) above: do not leave it running
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+
+
+async def _store_columns(
+    store: CandleStore,
+    series: SeriesId,
+    cols: CandleColumns,
+    report: BackfillReport,
+    progress: Progress | None,
+) -> None:
+    if not len(cols):
+        return
+    first, last = int(cols.open_time.min()), int(cols.open_time.max())
+    report.first_open_time = min(report.first_open_time or first, first)
+    report.last_open_time = max(report.last_open_time or last, last)
+    pending: asyncio.Task[UpsertResult] | None = None
+
+    async def settle(task: asyncio.Task[UpsertResult]) -> None:
+        res = await task
+        report.stored += res.new
+        report.replaced += res.replaced
+        report.skipped += res.unchanged
+        if progress:
+            progress(res.new + res.replaced + res.unchanged)
+
+    try:
+        for start in range(0, len(cols), CHUNK):
+            task = asyncio.create_task(store.upsert(series, cols.take(slice(start, start + CHUNK))))
+            await asyncio.sleep(0)  # let it pack and send before the previous one is awaited
+            if pending is not None:
+                done, pending = pending, None
+                await settle(done)
+            pending = task
+        if pending is not None:
+            done, pending = pending, None
+            await settle(done)
     finally:
         if pending is not None:  # an error (or cancellation) above: do not leave it running
             pending.cancel()
@@ -145,19 +191,31 @@ async def backfill_csv(
     if result.info.symbol and result.info.symbol != series.market_id:
         report.notes.append(f"file symbol {result.info.symbol} stored as {series.key}")
     report.rejected = result.reject_counts
-    in_range = []
-    for c in result.candles:
-        if (since is not None and c.open_time < since) or (
-            until is not None and c.open_time > until
-        ):
-            report.skipped += 1
-        else:
-            in_range.append(c)
+    if early := result.short_closes:
+        report.notes.append(
+            f"{len(early)} candle(s) closed early by the exchange (a halt), stored: "
+            + ", ".join(f"{_iso(o)} closed {_iso(c + 1)}" for o, c in early[:5])
+            + (" ..." if len(early) > 5 else "")
+        )
+    cols = result.columns
+    keep = np.ones(len(cols), dtype=bool)
+    if since is not None:
+        keep &= cols.open_time >= since
+    if until is not None:
+        keep &= cols.open_time <= until
+    report.skipped += int(len(cols) - keep.sum())
+    in_range = cols if keep.all() else cols.take(keep)
     if on_total:
         on_total(len(in_range))
     await store_candles(store, series, in_range, report, progress=progress)
     await finish(store, series, report, t0)
     return report
+
+
+def _iso(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
 
 
 async def backfill_fetched(

@@ -20,7 +20,8 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from storage.codec import pack_record, unpack_candle
+from storage.codec import unpack_candle
+from storage.columns import CandleColumns, upsert_chunks
 from storage.keys import BUCKET_SIZE, Keys
 from storage.schemas import Candle
 from storage.series import SeriesId
@@ -84,7 +85,7 @@ class CandleStore:
     async def upsert(
         self,
         series: SeriesId,
-        candles: Iterable[Candle],
+        candles: Iterable[Candle] | CandleColumns,
         *,
         emit_events: bool = False,
         arrived_ms: int = 0,
@@ -93,8 +94,8 @@ class CandleStore:
         replaces the old. With ``emit_events`` every new or revised candle also gets a
         closed-candle event (live ingest and gap fill; not backfill). Batches are pipelined.
         """
-        batch = list(candles)
-        if not batch:
+        batch = candles if isinstance(candles, CandleColumns) else list(candles)
+        if not len(batch):
             total = UpsertResult()
             total.count = await self.count(series)
             total.last_open_time = await self.last_open_time(series)
@@ -106,38 +107,31 @@ class CandleStore:
 
     async def upsert_many(
         self,
-        batches: Sequence[tuple[SeriesId, Sequence[Candle]]],
+        batches: Sequence[tuple[SeriesId, Sequence[Candle] | CandleColumns]],
         *,
         emit_events: bool = False,
         arrived_ms: int | Sequence[int] = 0,
     ) -> list[UpsertResult]:
         """:meth:`upsert` for several series in one pipelined round trip (live ingest of many
         symbols); one result per batch, in order; ``arrived_ms`` one for all or one per batch.
+        A batch may be :class:`~storage.columns.CandleColumns` (a backfill): packed as arrays.
         Each script call still touches one series' keys only, so this works on Redis Cluster."""
         emit = 1 if emit_events else 0
         arrivals = [arrived_ms] * len(batches) if isinstance(arrived_ms, int) else arrived_ms
         calls: list[tuple[list[str], list[Any]]] = []
         chunks: list[int] = []
         for (series, batch), arrived in zip(batches, arrivals, strict=True):
-            tf = series.timeframe
+            keys = [
+                self.keys.candle_meta(series),
+                self.keys.candle_index(series),
+                self.keys.events(series),
+            ]
             n = 0
-            for start in range(0, len(batch), SCRIPT_CHUNK):
-                chunk = batch[start : start + SCRIPT_CHUNK]
-                bucket_slots: dict[int, int] = {}
-                records = []
-                for c in chunk:
-                    b, f = divmod(tf.index(c.open_time), BUCKET_SIZE)
-                    slot = bucket_slots.setdefault(b, len(bucket_slots) + 1)
-                    records.append(pack_record(slot, f, c))
-                argv = [emit, self.event_stream_len, arrived, BUCKET_SIZE, b"".join(records)]
-                argv += list(bucket_slots)
-                keys = [
-                    self.keys.candle_meta(series),
-                    self.keys.candle_index(series),
-                    self.keys.events(series),
-                ]
-                keys += [self.keys.candle_bucket(series, b) for b in bucket_slots]
-                calls.append((keys, argv))
+            for blob, buckets in upsert_chunks(series.timeframe, batch, SCRIPT_CHUNK):
+                argv = [emit, self.event_stream_len, arrived, BUCKET_SIZE, blob, *buckets]
+                calls.append(
+                    ([*keys, *(self.keys.candle_bucket(series, b) for b in buckets)], argv)
+                )
                 n += 1
             chunks.append(n)
         replies = iter(await self._run_upserts(calls))

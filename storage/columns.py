@@ -9,13 +9,15 @@ operations. Live ingest keeps :class:`Candle` objects: it handles one candle at 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from storage.codec import pack_record
+from storage.keys import BUCKET_SIZE
 from storage.schemas import MAX_PRICE, MAX_VOLUME, REJECT_REASONS, Candle
 from storage.series import Timeframe
 
@@ -159,3 +161,28 @@ def pack_records(cols: CandleColumns, slots: npt.NDArray[Any], fields: npt.NDArr
     rec["open"], rec["high"], rec["low"] = cols.open, cols.high, cols.low
     rec["close"], rec["volume"], rec["trades"] = cols.close, cols.volume, cols.trades
     return rec.tobytes()
+
+
+def upsert_chunks(
+    tf: Timeframe, batch: Sequence[Candle] | CandleColumns, size: int
+) -> Iterator[tuple[bytes, list[int]]]:
+    """Per ``size`` candles: the upsert script's binary argument and the bucket numbers its
+    slots refer to (see upsert_candles.lua). Columns are packed as arrays, objects one by one."""
+    if isinstance(batch, CandleColumns):
+        idx = floor_indexes(tf, batch.open_time)
+        if np.any(open_times(tf, idx) != batch.open_time):
+            raise ValueError(f"open times not aligned to {tf}: validate candles before storing")
+        for start in range(0, len(batch), size):
+            part = slice(start, start + size)
+            buckets, slots = np.unique(idx[part] // BUCKET_SIZE, return_inverse=True)
+            blob = pack_records(batch.take(part), slots + 1, idx[part] % BUCKET_SIZE)
+            yield blob, buckets.tolist()
+        return
+    for start in range(0, len(batch), size):
+        bucket_slots: dict[int, int] = {}
+        records = []
+        for c in batch[start : start + size]:
+            b, f = divmod(tf.index(c.open_time), BUCKET_SIZE)
+            slot = bucket_slots.setdefault(b, len(bucket_slots) + 1)
+            records.append(pack_record(slot, f, c))
+        yield b"".join(records), list(bucket_slots)
