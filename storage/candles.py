@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
@@ -337,17 +339,17 @@ class CandleStore:
         last stored candle). Candles before the first stored one are history, not holes."""
         tf = series.timeframe
         present = await self._indexes(series, start_ms, end_ms)
-        if not present and (start_ms is None or end_ms is None):
+        if not len(present) and (start_ms is None or end_ms is None):
             return []
-        lo = present[0] if start_ms is None else tf.floor_index(start_ms)
+        lo = int(present[0]) if start_ms is None else tf.floor_index(start_ms)
         if start_ms is not None and not tf.is_aligned(start_ms):
             lo += 1
-        hi = present[-1] if end_ms is None else tf.floor_index(end_ms)
+        hi = int(present[-1]) if end_ms is None else tf.floor_index(end_ms)
         return find_holes(series, present, lo, hi)
 
     async def _indexes(
         self, series: SeriesId, start_ms: int | None, end_ms: int | None
-    ) -> list[int]:
+    ) -> npt.NDArray[np.int64]:
         """Sorted indexes of the candles stored in the range, as :meth:`open_times` finds them,
         but reading field names only from buckets that are not full (a full bucket holds every
         index): after a backfill that is a few buckets instead of every candle's field."""
@@ -365,30 +367,36 @@ class CandleStore:
                 pipe.hkeys(self.keys.candle_bucket(series, b))
             for b, names in zip(partial, await pipe.execute(), strict=True):
                 fields[b] = sorted(int(f) for f in names)
-        out: list[int] = []
-        for b in buckets:
-            base = b * BUCKET_SIZE
-            out += [base + f for f in fields[b]] if b in fields else range(base, base + BUCKET_SIZE)
+        parts = [
+            np.asarray(fields[b], dtype=np.int64) + b * BUCKET_SIZE
+            if b in fields
+            else np.arange(b * BUCKET_SIZE, (b + 1) * BUCKET_SIZE, dtype=np.int64)
+            for b in buckets
+        ]
+        out = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         first = None if start_ms is None else tf.floor_index(start_ms)
         if start_ms is not None and not tf.is_aligned(start_ms):
             first = tf.floor_index(start_ms) + 1
         last = None if end_ms is None else tf.floor_index(end_ms)
-        return [i for i in out if (first is None or i >= first) and (last is None or i <= last)]
+        keep = np.ones(len(out), dtype=bool)
+        if first is not None:
+            keep &= out >= first
+        if last is not None:
+            keep &= out <= last
+        return out[keep]
 
 
-def find_holes(series: SeriesId, present: Sequence[int], lo: int, hi: int) -> list[Hole]:
+def find_holes(
+    series: SeriesId, present: Sequence[int] | npt.NDArray[np.int64], lo: int, hi: int
+) -> list[Hole]:
     """Missing indexes of ``lo..hi`` (inclusive) given the sorted ``present`` indexes."""
     tf = series.timeframe
-    holes: list[Hole] = []
-    expect = lo
-    for i in present:
-        if i < lo:
-            continue
-        if i > hi:
-            break
-        if i > expect:
-            holes.append(Hole(tf.open_time(expect), tf.open_time(i - 1), i - expect))
-        expect = max(expect, i + 1)
-    if expect <= hi:
-        holes.append(Hole(tf.open_time(expect), tf.open_time(hi), hi - expect + 1))
-    return holes
+    p = np.asarray(present, dtype=np.int64)
+    p = p[(p >= lo) & (p <= hi)]
+    # Between neighbours of lo-1, the present indexes and hi+1, a step over 1 is a hole.
+    bounds = np.concatenate(([lo - 1], p, [hi + 1]))
+    gaps = np.flatnonzero(np.diff(bounds) > 1)
+    return [
+        Hole(tf.open_time(a + 1), tf.open_time(b - 1), b - a - 1)
+        for a, b in zip(bounds[gaps].tolist(), bounds[gaps + 1].tolist(), strict=True)
+    ]
