@@ -120,7 +120,40 @@ def _arrow_table(
 
 
 def _np(table: pa.Table, name: str, dtype: Any) -> Any:
-    return table.column(name).to_numpy().astype(dtype, copy=False)
+    """A column without nulls as a numpy array, read from its Arrow buffer. (``to_numpy`` and
+    ``pyarrow.compute`` would import pandas: most of a second, on every backfill.)"""
+    arr = table.column(name).combine_chunks()
+    np_type = np.dtype(dtype)
+    data = arr.buffers()[1]
+    if data is None:  # no rows
+        return np.empty(0, dtype=np_type)
+    return np.frombuffer(data, dtype=np_type, count=len(arr), offset=arr.offset * np_type.itemsize)
+
+
+def _valid(table: pa.Table, name: str) -> Any:
+    """Where a column is not null (its validity bitmap, unpacked)."""
+    arr = table.column(name).combine_chunks()
+    bitmap = arr.buffers()[0]
+    if bitmap is None or not arr.null_count:
+        return np.ones(len(arr), dtype=bool)
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
+    return bits[arr.offset : arr.offset + len(arr)].astype(bool)
+
+
+def _all_equal(table: pa.Table, name: str, value: str) -> bool:
+    """Whether every cell of a string column is exactly ``value``."""
+    arr = table.column(name).combine_chunks()
+    want = np.frombuffer(value.encode(), dtype=np.uint8)
+    if not len(arr):
+        return True
+    offsets = np.frombuffer(
+        arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4
+    )
+    if np.any(np.diff(offsets) != len(want)):
+        return False
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    cells = data[offsets[:-1, None] + np.arange(len(want))]
+    return bool(np.all(cells == want))
 
 
 def binance_fast(path: Path, has_header: bool) -> Parsed | None:
@@ -150,7 +183,8 @@ def binance_fast(path: Path, has_header: bool) -> Parsed | None:
 
 
 def table_fast(path: Path, symbol: str | None, interval: str) -> Parsed | None:
-    """A Binance table file, vectorised; ``None`` when it needs the row-by-row reader."""
+    """A Binance table file, vectorised; ``None`` when it needs the row-by-row reader (which
+    also reports rows of another symbol or interval one by one)."""
     f64 = pa.float64()
     types = {n: f64 for n in TABLE_HEADER[3:9]}
     types.update(
@@ -162,28 +196,21 @@ def table_fast(path: Path, symbol: str | None, interval: str) -> Parsed | None:
     table = _arrow_table(path, TABLE_HEADER, types, 1)
     if table is None or any(table.column(n).null_count for n in TABLE_HEADER[:8]):
         return None
-    sym = np.char.upper(
-        np.char.strip(table.column("symbol").to_numpy(zero_copy_only=False).astype(str))
+    if symbol is None or not (
+        _all_equal(table, "symbol", symbol) and _all_equal(table, "interval", interval)
+    ):
+        return None
+    trades = np.where(
+        _valid(table, "trade_count"), _np(table, "trade_count", np.int64), UNKNOWN_TRADES
     )
-    ivl = np.char.strip(table.column("interval").to_numpy(zero_copy_only=False).astype(str))
-    lines = np.arange(2, 2 + table.num_rows, dtype=np.int64)
-    rejects = []
-    wrong_sym = sym != symbol if symbol is not None else np.zeros(len(sym), dtype=bool)
-    wrong_ivl = ~wrong_sym & (ivl != interval)
-    for i in np.flatnonzero(wrong_sym).tolist():
-        rejects.append(Reject(int(lines[i]), "wrong_symbol", f"{sym[i]!r}, file is {symbol}"))
-    for i in np.flatnonzero(wrong_ivl).tolist():
-        rejects.append(Reject(int(lines[i]), "wrong_interval", f"{ivl[i]!r}, file is {interval}"))
-    keep = ~(wrong_sym | wrong_ivl)
-    trades = table.column("trade_count").fill_null(UNKNOWN_TRADES).to_numpy().astype(np.int64)
+    quote = np.where(_valid(table, "quote_volume"), _np(table, "quote_volume", np.float64), np.nan)
     cols = CandleColumns(
-        table.column("timestamp").cast(pa.int64()).to_numpy(),
+        _np(table, "timestamp", np.int64),
         *(_np(table, n, np.float64) for n in ("open", "high", "low", "close", "volume")),
         np.where(trades < UNKNOWN_TRADES, BAD_TRADES, trades),
     )
-    quote = table.column("quote_volume").fill_null(float("nan")).to_numpy()
-    rejects.sort(key=lambda r: r.line)
-    return Parsed(cols.take(keep), lines[keep], None, quote[keep], rejects=rejects, vectorised=True)
+    lines = np.arange(2, 2 + table.num_rows, dtype=np.int64)
+    return Parsed(cols, lines, None, quote, vectorised=True)
 
 
 # -- row by row ---------------------------------------------------------------------------------
