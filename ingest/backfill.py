@@ -229,9 +229,14 @@ async def backfill_fetched(
     source: str = "ccxt",
     progress: Progress | None = None,
     page_limit: int = 1000,
+    on_total: Callable[[int], None] | None = None,
 ) -> BackfillReport:
     """Page through a REST source (``fetch_page(since_ms) -> list[Candle]``) from ``since``
-    (default: after the newest stored candle) to ``until`` (default: the newest closed candle)."""
+    (default: after the newest stored candle) to ``until`` (default: the newest closed candle).
+    ``on_total`` hears how many candles the range holds (for a progress bar), before paging.
+
+    REST through ccxt gives no close time: a candle the exchange closed early is known by its
+    open time like any other, and is history once its interval is over."""
     t0 = time.perf_counter()
     tf = series.timeframe
     report = BackfillReport(series.key, source)
@@ -244,6 +249,8 @@ async def backfill_fetched(
                 f"{series.key} has no stored candles: give --since for a first backfill"
             )
         since = tf.next_open(last)
+    if on_total and since <= end:
+        on_total(tf.floor_index(end) - tf.floor_index(since) + 1)
     rejected: Counter[str] = Counter()
     cursor = since
     while cursor <= end:
