@@ -23,7 +23,7 @@ import numpy as np
 from ingest.csvfiles import CsvFormatError, open_csv, read_csv
 from storage.candles import CandleStore, UpsertResult
 from storage.clock import Clock
-from storage.columns import CandleColumns
+from storage.columns import I64, CandleColumns
 from storage.schemas import Candle, candle_problem
 from storage.series import SeriesId
 
@@ -46,6 +46,8 @@ class BackfillReport:
     first_open_time: int | None = None
     last_open_time: int | None = None
     notes: list[str] = field(default_factory=list)
+    trimmed: int = 0
+    """Candles retention removed while this backfill ran (not part of the JSON report)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,7 @@ async def store_candles(
         report.stored += res.new
         report.replaced += res.replaced
         report.skipped += res.unchanged
+        report.trimmed += res.trimmed
         if progress:
             progress(res.new + res.replaced + res.unchanged)
 
@@ -138,6 +141,7 @@ async def _store_columns(
         report.stored += res.new
         report.replaced += res.replaced
         report.skipped += res.unchanged
+        report.trimmed += res.trimmed
         if progress:
             progress(res.new + res.replaced + res.unchanged)
 
@@ -158,10 +162,24 @@ async def _store_columns(
             await asyncio.gather(pending, return_exceptions=True)
 
 
-async def finish(store: CandleStore, series: SeriesId, report: BackfillReport, t0: float) -> None:
-    """Holes inside the backfilled range, and the elapsed time."""
-    if report.first_open_time is not None and report.last_open_time is not None:
-        holes = await store.holes(series, report.first_open_time, report.last_open_time)
+async def finish(
+    store: CandleStore,
+    series: SeriesId,
+    report: BackfillReport,
+    t0: float,
+    written: I64 | None = None,
+) -> None:
+    """Holes inside the backfilled range, and the elapsed time.
+
+    ``written``: the open times this backfill just stored (a file's). Then only the open times
+    of the range that the file lacks are looked up in Redis (a complete file: none), instead of
+    every bucket of the range; unless retention trimmed some of the range meanwhile."""
+    first, last = report.first_open_time, report.last_open_time
+    if first is not None and last is not None:
+        if written is not None and not report.trimmed:
+            holes = await store.holes_besides(series, written, first, last)
+        else:
+            holes = await store.holes(series, first, last)
         report.holes = [h.to_dict() for h in holes]
     report.seconds = time.perf_counter() - t0
 
@@ -208,7 +226,7 @@ async def backfill_csv(
     if on_total:
         on_total(len(in_range))
     await store_candles(store, series, in_range, report, progress=progress)
-    await finish(store, series, report, t0)
+    await finish(store, series, report, t0, in_range.open_time)
     return report
 
 

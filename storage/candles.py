@@ -23,10 +23,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from storage.codec import unpack_candle
-from storage.columns import CandleColumns, upsert_chunks
+from storage.columns import CandleColumns, floor_indexes, upsert_chunks
+from storage.holes import Hole, find_holes
 from storage.keys import BUCKET_SIZE, Keys
 from storage.schemas import Candle
 from storage.series import SeriesId
+
+__all__ = ["SCRIPT_CHUNK", "CandleStore", "Hole", "UpsertResult", "find_holes", "load_script"]
 
 # Candles per script call: big enough to amortise the round trip, small enough that one call
 # never blocks Redis for more than a few milliseconds.
@@ -55,18 +58,6 @@ class UpsertResult:
         self.count = other.count
         self.last_open_time = other.last_open_time
         self.trimmed += other.trimmed
-
-
-@dataclass(frozen=True, slots=True)
-class Hole:
-    """A run of missing candles: open times ``first``..``last`` inclusive, ``count`` candles."""
-
-    first: int
-    last: int
-    count: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {"first": self.first, "last": self.last, "count": self.count}
 
 
 @dataclass
@@ -347,6 +338,28 @@ class CandleStore:
         hi = int(present[-1]) if end_ms is None else tf.floor_index(end_ms)
         return find_holes(series, present, lo, hi)
 
+    async def holes_besides(
+        self, series: SeriesId, written: npt.NDArray[np.int64], start_ms: int, end_ms: int
+    ) -> list[Hole]:
+        """:meth:`holes` of ``start_ms..end_ms`` (aligned open times) knowing that the candles
+        opening at ``written`` are stored: only the other open times are looked up."""
+        tf = series.timeframe
+        lo, hi = tf.floor_index(start_ms), tf.floor_index(end_ms)
+        present = np.unique(floor_indexes(tf, written))
+        missing = np.setdiff1d(np.arange(lo, hi + 1, dtype=np.int64), present, assume_unique=True)
+        if len(missing):
+            buckets = np.unique(missing // BUCKET_SIZE).tolist()
+            pipe = self.redis.pipeline(transaction=False)
+            for b in buckets:
+                pipe.hkeys(self.keys.candle_bucket(series, b))
+            found = [
+                b * BUCKET_SIZE + int(f)
+                for b, names in zip(buckets, await pipe.execute(), strict=True)
+                for f in names
+            ]
+            present = np.union1d(present, np.asarray(found, dtype=np.int64))
+        return find_holes(series, present, lo, hi)
+
     async def _indexes(
         self, series: SeriesId, start_ms: int | None, end_ms: int | None
     ) -> npt.NDArray[np.int64]:
@@ -384,19 +397,3 @@ class CandleStore:
         if last is not None:
             keep &= out <= last
         return out[keep]
-
-
-def find_holes(
-    series: SeriesId, present: Sequence[int] | npt.NDArray[np.int64], lo: int, hi: int
-) -> list[Hole]:
-    """Missing indexes of ``lo..hi`` (inclusive) given the sorted ``present`` indexes."""
-    tf = series.timeframe
-    p = np.asarray(present, dtype=np.int64)
-    p = p[(p >= lo) & (p <= hi)]
-    # Between neighbours of lo-1, the present indexes and hi+1, a step over 1 is a hole.
-    bounds = np.concatenate(([lo - 1], p, [hi + 1]))
-    gaps = np.flatnonzero(np.diff(bounds) > 1)
-    return [
-        Hole(tf.open_time(a + 1), tf.open_time(b - 1), b - a - 1)
-        for a, b in zip(bounds[gaps].tolist(), bounds[gaps + 1].tolist(), strict=True)
-    ]

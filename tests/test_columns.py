@@ -96,3 +96,16 @@ async def test_a_candle_twice_in_one_batch_is_judged_in_order(redis: Redis) -> N
     res = await store.upsert(s, [Candle(T0 + 60_000, 1.0, 1.0, 1.0, 1.0, 0.0, 0), revised, c])
     assert (res.new, res.replaced, res.unchanged, res.count) == (1, 2, 0, 2)
     assert await store.get(s, T0) == c
+
+
+async def test_holes_besides_what_was_written_are_the_stores_holes(redis: Redis) -> None:
+    s = SeriesId.parse("binance:D/USDT:1m")
+    store = CandleStore(redis)
+    earlier = [T0 + i * 60_000 for i in (5, 6, 300)]  # stored before, inside the file's gaps
+    await store.upsert(s, [Candle(t, *(10.0, 11.0, 9.0, 10.5, 1.0, 3)) for t in earlier])
+    written = [T0 + i * 60_000 for i in range(400) if i not in (5, 6, 7, 200, 300, 301)]
+    await store.upsert(s, [Candle(t, *(10.0, 11.0, 9.0, 10.5, 1.0, 3)) for t in written])
+    first, last = T0, T0 + 399 * 60_000
+    got = await store.holes_besides(s, np.array(written, dtype=np.int64), first, last)
+    assert got == await store.holes(s, first, last)
+    assert [(h.first - T0) // 60_000 for h in got] == [7, 200, 301]
