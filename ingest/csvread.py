@@ -156,6 +156,25 @@ def _all_equal(table: pa.Table, name: str, value: str) -> bool:
     return bool(np.all(cells == want))
 
 
+def _columns(table: pa.Table, open_time: I64, trades: I64) -> CandleColumns:
+    """The candle columns of a table read with numeric open..volume columns."""
+    return CandleColumns(
+        open_time,
+        _np(table, "open", np.float64),
+        _np(table, "high", np.float64),
+        _np(table, "low", np.float64),
+        _np(table, "close", np.float64),
+        _np(table, "volume", np.float64),
+        trades,
+    )
+
+
+def _counts(raw: I64) -> I64:
+    """Trade counts as read; a negative one is kept as BAD_TRADES (rejected), never read as
+    "unknown"."""
+    return np.where(raw < 0, BAD_TRADES, raw)
+
+
 def binance_fast(path: Path, has_header: bool) -> Parsed | None:
     """A Binance kline dump, vectorised; ``None`` when it needs the row-by-row reader."""
     f64, i64 = pa.float64(), pa.int64()
@@ -165,11 +184,7 @@ def binance_fast(path: Path, has_header: bool) -> Parsed | None:
     if table is None or any(table.column(n).null_count for n in BINANCE_HEADER[:11]):
         return None
     trades = _np(table, "count", np.int64)
-    cols = CandleColumns(
-        to_ms(_np(table, "open_time", np.int64)),
-        *(_np(table, n, np.float64) for n in ("open", "high", "low", "close", "volume")),
-        np.where(trades < 0, BAD_TRADES, trades),
-    )
+    cols = _columns(table, to_ms(_np(table, "open_time", np.int64)), _counts(trades))
     first = 2 if has_header else 1
     return Parsed(
         cols,
@@ -201,14 +216,10 @@ def table_fast(path: Path, symbol: str | None, interval: str) -> Parsed | None:
     ):
         return None
     trades = np.where(
-        _valid(table, "trade_count"), _np(table, "trade_count", np.int64), UNKNOWN_TRADES
+        _valid(table, "trade_count"), _counts(_np(table, "trade_count", np.int64)), UNKNOWN_TRADES
     )
     quote = np.where(_valid(table, "quote_volume"), _np(table, "quote_volume", np.float64), np.nan)
-    cols = CandleColumns(
-        _np(table, "timestamp", np.int64),
-        *(_np(table, n, np.float64) for n in ("open", "high", "low", "close", "volume")),
-        np.where(trades < UNKNOWN_TRADES, BAD_TRADES, trades),
-    )
+    cols = _columns(table, _np(table, "timestamp", np.int64), trades)
     lines = np.arange(2, 2 + table.num_rows, dtype=np.int64)
     return Parsed(cols, lines, None, quote, vectorised=True)
 
@@ -240,19 +251,26 @@ class _Rows:
             [UNKNOWN_TRADES if t is None else BAD_TRADES if t < 0 else t for t in cols[6]],
             dtype=np.int64,
         )
+        f = [np.array(cols[k], dtype=np.float64) for k in range(1, 6)]
         candles = CandleColumns(
-            np.array(cols[0], dtype=np.int64),
-            *(np.array(cols[k], dtype=np.float64) for k in range(1, 6)),
-            trades,
+            np.array(cols[0], dtype=np.int64), f[0], f[1], f[2], f[3], f[4], trades
         )
         k = 7
         close = None
         if with_close:
             close, k = np.array(cols[7], dtype=np.int64), 8
-        extra = [np.array(cols[k + j], dtype=np.float64) for j in range(self.extras)]
+        extra: list[F64 | None] = [
+            np.array(cols[k + j], dtype=np.float64) for j in range(self.extras)
+        ]
         extra += [None] * (3 - len(extra))
         return Parsed(
-            candles, np.array(self.lines, dtype=np.int64), close, *extra, rejects=self.rejects
+            candles,
+            np.array(self.lines, dtype=np.int64),
+            close,
+            extra[0],
+            extra[1],
+            extra[2],
+            rejects=self.rejects,
         )
 
 
