@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.csvfiles import CsvFormatError, open_csv, read_csv
+from ingest.csvfiles import CsvFile, CsvFormatError, CsvResult, open_csv
 from storage.candles import CandleStore, UpsertResult
 from storage.clock import Clock
 from storage.columns import I64, CandleColumns
@@ -205,28 +205,52 @@ async def backfill_csv(
         detected = series.timeframe  # the file does not say: take the series' word for it
     if detected != series.timeframe:
         raise ValueError(f"{path} holds {detected} candles but the series is {series.key}")
-    result = read_csv(path, timeframe=series.timeframe, now_ms=clock.now_ms())
-    if result.info.symbol and result.info.symbol != series.market_id:
-        report.notes.append(f"file symbol {result.info.symbol} stored as {series.key}")
-    report.rejected = result.reject_counts
-    if early := result.short_closes:
+    csv_file = CsvFile(path, timeframe=series.timeframe, now_ms=clock.now_ms())
+    symbol = csv_file.info.symbol
+    if symbol and symbol != series.market_id:
+        report.notes.append(f"file symbol {symbol} stored as {series.key}")
+    rejected: Counter[str] = Counter()
+    early: list[tuple[int, int]] = []
+    written: list[I64] = []
+    total = 0
+    parts = csv_file.results()
+
+    def next_part() -> CsvResult | None:
+        return next(parts, None)
+
+    # The next piece is read (decompressed, parsed, judged: no GIL held for most of it) in a
+    # thread while this one is stored, so the file costs little more than its store step.
+    part = await asyncio.to_thread(next_part)
+    while part is not None:
+        coming = asyncio.ensure_future(asyncio.to_thread(next_part))
+        try:
+            rejected.update(part.reject_counts)
+            early += part.short_closes
+            cols = part.columns
+            keep = np.ones(len(cols), dtype=bool)
+            if since is not None:
+                keep &= cols.open_time >= since
+            if until is not None:
+                keep &= cols.open_time <= until
+            report.skipped += int(len(cols) - keep.sum())
+            in_range = cols if keep.all() else cols.take(keep)
+            total += len(in_range)
+            if on_total:
+                on_total(total)
+            await store_candles(store, series, in_range, report, progress=progress)
+            written.append(in_range.open_time)
+        except BaseException:
+            await asyncio.gather(coming, return_exceptions=True)  # a thread cannot be cancelled
+            raise
+        part = await coming
+    report.rejected = dict(rejected)
+    if early:
         report.notes.append(
             f"{len(early)} candle(s) closed early by the exchange (a halt), stored: "
             + ", ".join(f"{_iso(o)} closed {_iso(c + 1)}" for o, c in early[:5])
             + (" ..." if len(early) > 5 else "")
         )
-    cols = result.columns
-    keep = np.ones(len(cols), dtype=bool)
-    if since is not None:
-        keep &= cols.open_time >= since
-    if until is not None:
-        keep &= cols.open_time <= until
-    report.skipped += int(len(cols) - keep.sum())
-    in_range = cols if keep.all() else cols.take(keep)
-    if on_total:
-        on_total(len(in_range))
-    await store_candles(store, series, in_range, report, progress=progress)
-    await finish(store, series, report, t0, in_range.open_time)
+    await finish(store, series, report, t0, np.concatenate(written) if written else None)
     return report
 
 

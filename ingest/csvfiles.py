@@ -38,7 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from ingest import csvread
-from ingest.csvread import BINANCE_HEADER, MICROS_THRESHOLD, TABLE_HEADER, YAHOO_REQUIRED, Parsed
+from ingest.csvread import (
+    BINANCE_HEADER,
+    MICROS_THRESHOLD,
+    TABLE_HEADER,
+    YAHOO_REQUIRED,
+    CsvFormatError,
+    Parsed,
+)
 from storage.columns import (
     F64,
     I64,
@@ -73,10 +80,6 @@ _KNOWN_QUOTES = (
     "USDT", "USDC", "FDUSD", "BUSD", "TUSD", "DAI", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL",
 )  # fmt: skip
 _SYMBOL_TOKEN_RE = re.compile(r"^[A-Za-z0-9]{4,20}$")
-
-
-class CsvFormatError(ValueError):
-    """The file is not one of the recognised CSV layouts (the message names the file)."""
 
 
 class CsvFormat(StrEnum):
@@ -326,21 +329,37 @@ class CsvFile:
 
     def parse(self) -> Parsed:
         """The file's rows as columns, not yet judged (vectorised where the file allows)."""
+        if self.info.format is CsvFormat.YAHOO:
+            return csvread.yahoo_rows(self.path)
+        return csvread.concat([self._parse_piece(p) for p in self._pieces()])
+
+    def _pieces(self) -> Iterator[csvread.Piece]:
+        return csvread.pieces(self.path, self.info.has_header)
+
+    def _parse_piece(self, piece: csvread.Piece) -> Parsed:
         info = self.info
         if info.format is CsvFormat.BINANCE_KLINES:
-            return csvread.binance_fast(self.path, info.has_header) or csvread.binance_rows(
-                self.path, info.has_header
-            )
-        if info.format is CsvFormat.BINANCE_TABLE:
-            tf = info.timeframe.text
-            return csvread.table_fast(self.path, info.symbol, tf) or csvread.table_rows(
-                self.path, info.symbol, tf
-            )
-        return csvread.yahoo_rows(self.path)
+            return csvread.binance_fast(piece) or csvread.binance_rows(piece)
+        tf = info.timeframe.text
+        return csvread.table_fast(piece, info.symbol, tf) or csvread.table_rows(
+            piece, info.symbol, tf
+        )
+
+    def results(self) -> Iterator[CsvResult]:
+        """The file judged piece by piece (about 1 MB each), in file order: what a backfill
+        stores while the next piece is read."""
+        if self.info.format is CsvFormat.YAHOO:
+            yield self.read()
+            return
+        for piece in self._pieces():
+            yield self.judge(self._parse_piece(piece))
 
     def read(self) -> CsvResult:
         """Read the whole file into a :class:`CsvResult`."""
-        p = self.parse()
+        return self.judge(self.parse())
+
+    def judge(self, p: Parsed) -> CsvResult:
+        """Rows read from this file, judged: accepted candles and rejects with their reasons."""
         tf = self.info.timeframe
         codes = candle_problems(p.cols, tf, self.now_ms, p.close_time)
         ok = codes == OK

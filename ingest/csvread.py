@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,10 @@ TABLE_HEADER = (
     "trade_count",
 )  # fmt: skip
 YAHOO_REQUIRED = ("open", "high", "low", "close", "volume")
+
+
+class CsvFormatError(ValueError):
+    """The file is not one of the recognised CSV layouts (the message names the file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,29 @@ class Parsed:
     vectorised: bool = False
 
 
+def concat(parts: list[Parsed]) -> Parsed:
+    """The pieces of one file as one."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(arrays: list[Any]) -> Any:
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    cols = CandleColumns(
+        *(np.concatenate([getattr(p.cols, n) for p in parts]) for n in CandleColumns.__slots__)
+    )
+    return Parsed(
+        cols,
+        np.concatenate([p.lines for p in parts]),
+        cat([p.close_time for p in parts]),
+        cat([p.quote_volume for p in parts]),
+        cat([p.taker_buy_volume for p in parts]),
+        cat([p.taker_buy_quote_volume for p in parts]),
+        [r for p in parts for r in p.rejects],
+        all(p.vectorised for p in parts),
+    )
+
+
 def to_ms(t: I64) -> I64:
     """Epoch times in ms, whether each was written in ms or µs (spot dumps since 2025)."""
     return np.where(t > MICROS_THRESHOLD, t // 1000, t)
@@ -89,24 +117,75 @@ def open_text(path: Path) -> IO[str]:
     return path.open(newline="", encoding="utf-8-sig")
 
 
-def _raw_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix == ".gz" else data
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Consecutive whole lines of a file (decompressed), from line ``first_line`` on."""
+
+    data: bytes
+    first_line: int
+    header: bool
+    """Whether the piece starts with the file's header row."""
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def pieces(
+    path: Path, has_header: bool, *, first_size: int = 1 << 18, size: int = 1 << 20
+) -> Iterator[Piece]:
+    """The file in pieces of about ``size`` bytes (the first smaller, so that a backfill can
+    start storing soon), each ending at a line end; ``.gz`` decompressed on the way. zlib and
+    pyarrow release the GIL, so a thread reading the next piece runs beside the one storing."""
+    line, want, buf = 1, first_size, b""
+    with path.open("rb") as fh:
+        for data in _decompressed(fh, path):
+            buf += data
+            if line == 1 and buf.startswith(_BOM):
+                buf = buf[len(_BOM) :]
+            while len(buf) >= want:
+                cut = buf.rfind(b"\n", 0, want) + 1 or buf.find(b"\n", want) + 1
+                if cut <= 0:  # no line end yet: a very long line
+                    break
+                piece, buf = buf[:cut], buf[cut:]
+                yield Piece(piece, line, has_header and line == 1)
+                line += piece.count(b"\n")
+                want = size
+    if buf or line == 1:
+        yield Piece(buf, line, has_header and line == 1)
+
+
+def _decompressed(fh: IO[bytes], path: Path, block: int = 1 << 18) -> Iterator[bytes]:
+    if path.suffix != ".gz":
+        while data := fh.read(block):
+            yield data
+        return
+    d = zlib.decompressobj(wbits=31)
+    try:
+        while data := fh.read(block):
+            while data:
+                yield d.decompress(data)
+                # a file of several gzip members (cat a.gz b.gz) goes on with the next member
+                data = d.unused_data if d.eof else b""
+                if d.eof:
+                    d = zlib.decompressobj(wbits=31)
+        yield d.flush()
+    except zlib.error as e:
+        raise CsvFormatError(f"{path}: not a valid gzip file ({e})") from None
 
 
 def _arrow_table(
-    path: Path, names: tuple[str, ...], types: dict[str, pa.DataType], skip: int
+    piece: Piece, names: tuple[str, ...], types: dict[str, pa.DataType]
 ) -> pa.Table | None:
-    """The file read by pyarrow with ``types``, or ``None`` when any cell does not convert, a
+    """The piece read by pyarrow with ``types``, or ``None`` when any cell does not convert, a
     row has another number of cells, or a line would be skipped (so that row ``i`` of the table
     is line ``i + 1 + skip`` of the file, as the row-by-row reader numbers them)."""
-    raw = _raw_bytes(path)
-    if b'"' in raw or raw.startswith(b"\xef\xbb\xbf"):
+    raw, skip = piece.data, 1 if piece.header else 0
+    if b'"' in raw or not raw:
         return None
     lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
     try:
         table = pa_csv.read_csv(
-            io.BytesIO(raw),
+            pa.BufferReader(raw),
             read_options=pa_csv.ReadOptions(column_names=list(names), skip_rows=skip),
             convert_options=pa_csv.ConvertOptions(
                 column_types=types, null_values=[""], strings_can_be_null=False
@@ -175,17 +254,18 @@ def _counts(raw: I64) -> I64:
     return np.where(raw < 0, BAD_TRADES, raw)
 
 
-def binance_fast(path: Path, has_header: bool) -> Parsed | None:
-    """A Binance kline dump, vectorised; ``None`` when it needs the row-by-row reader."""
+def binance_fast(piece: Piece) -> Parsed | None:
+    """A piece of a Binance kline dump, vectorised; ``None`` when it needs the row-by-row
+    reader."""
     f64, i64 = pa.float64(), pa.int64()
     types = {n: f64 for n in BINANCE_HEADER}
     types.update(open_time=i64, close_time=i64, count=i64, ignore=pa.string())
-    table = _arrow_table(path, BINANCE_HEADER, types, 1 if has_header else 0)
+    table = _arrow_table(piece, BINANCE_HEADER, types)
     if table is None or any(table.column(n).null_count for n in BINANCE_HEADER[:11]):
         return None
     trades = _np(table, "count", np.int64)
     cols = _columns(table, to_ms(_np(table, "open_time", np.int64)), _counts(trades))
-    first = 2 if has_header else 1
+    first = piece.first_line + (1 if piece.header else 0)
     return Parsed(
         cols,
         np.arange(first, first + len(cols), dtype=np.int64),
@@ -197,7 +277,7 @@ def binance_fast(path: Path, has_header: bool) -> Parsed | None:
     )
 
 
-def table_fast(path: Path, symbol: str | None, interval: str) -> Parsed | None:
+def table_fast(piece: Piece, symbol: str | None, interval: str) -> Parsed | None:
     """A Binance table file, vectorised; ``None`` when it needs the row-by-row reader (which
     also reports rows of another symbol or interval one by one)."""
     f64 = pa.float64()
@@ -208,7 +288,7 @@ def table_fast(path: Path, symbol: str | None, interval: str) -> Parsed | None:
         timestamp=pa.timestamp("ms", tz="UTC"),
         trade_count=pa.int64(),
     )
-    table = _arrow_table(path, TABLE_HEADER, types, 1)
+    table = _arrow_table(piece, TABLE_HEADER, types)
     if table is None or any(table.column(n).null_count for n in TABLE_HEADER[:8]):
         return None
     if symbol is None or not (
@@ -220,7 +300,8 @@ def table_fast(path: Path, symbol: str | None, interval: str) -> Parsed | None:
     )
     quote = np.where(_valid(table, "quote_volume"), _np(table, "quote_volume", np.float64), np.nan)
     cols = _columns(table, _np(table, "timestamp", np.int64), trades)
-    lines = np.arange(2, 2 + table.num_rows, dtype=np.int64)
+    first = piece.first_line + (1 if piece.header else 0)
+    lines = np.arange(first, first + table.num_rows, dtype=np.int64)
     return Parsed(cols, lines, None, quote, vectorised=True)
 
 
@@ -294,14 +375,19 @@ def _big_int(text: str) -> int:
     return n
 
 
-def binance_rows(path: Path, has_header: bool) -> Parsed:
-    """A Binance kline dump read row by row."""
+def _text(piece: Piece) -> io.StringIO:
+    # Undecodable bytes become U+FFFD: such a row is then malformed, not the end of the read.
+    return io.StringIO(piece.data.decode("utf-8", errors="replace"), newline="")
+
+
+def binance_rows(piece: Piece) -> Parsed:
+    """A piece of a Binance kline dump read row by row."""
     acc = _Rows(3)
-    with open_text(path) as fh:
-        line = 0
+    with _text(piece) as fh:
+        line = piece.first_line - 1
         for row in _split_rows(fh):
             line += 1
-            if (line == 1 and has_header) or not row:
+            if (line == piece.first_line and piece.header) or not row:
                 continue
             if len(row) < 11:
                 acc.reject(line, "malformed", f"{len(row)} columns, expected 12")
@@ -324,13 +410,14 @@ def binance_rows(path: Path, has_header: bool) -> Parsed:
     return acc.parsed(with_close=True)
 
 
-def table_rows(path: Path, symbol: str | None, interval: str) -> Parsed:
-    """A Binance table file read row by row."""
+def table_rows(piece: Piece, symbol: str | None, interval: str) -> Parsed:
+    """A piece of a Binance table file read row by row."""
     acc = _Rows(1)
-    with open_text(path) as fh:
+    with _text(piece) as fh:
         reader = csv.reader(fh)
-        next(reader, None)
-        line = 1
+        if piece.header:
+            next(reader, None)
+        line = piece.first_line - (0 if piece.header else 1)
         for row in reader:
             line += 1
             if not row:

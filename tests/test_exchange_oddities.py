@@ -14,6 +14,7 @@ first closes after one second (it must not make the file look like a 1s dump).
 from __future__ import annotations
 
 import asyncio
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,23 @@ def test_shipped_files_as_they_are() -> None:
         assert int(np.sum(r.columns.high == r.columns.low)) == flats[sym]
         assert int(np.sum(r.columns.volume == 0)) == 0
         # and every shipped file parses the same vectorised as row by row
-        fast = csvread.binance_fast(market_file(name), True)
-        assert fast is not None
-        _assert_same(fast, csvread.binance_rows(market_file(name), True))
-    fast = csvread.table_fast(market_file("btcusdt_binance_1h.csv"), "BTCUSDT", "1h")
-    assert fast is not None
-    _assert_same(fast, csvread.table_rows(market_file("btcusdt_binance_1h.csv"), "BTCUSDT", "1h"))
+        _assert_same(*_both_ways(market_file(name), True))
+    _assert_same(*_both_ways(market_file("btcusdt_binance_1h.csv"), True, ("BTCUSDT", "1h")))
+
+
+def _both_ways(
+    path: Path, header: bool, table: tuple[str, str] | None = None
+) -> tuple[csvread.Parsed, csvread.Parsed]:
+    """The file read vectorised (every piece must take that path) and row by row."""
+    fast, slow = [], []
+    for piece in csvread.pieces(path, header):
+        f = csvread.binance_fast(piece) if table is None else csvread.table_fast(piece, *table)
+        assert f is not None, f"line {piece.first_line}: not vectorised"
+        fast.append(f)
+        slow.append(
+            csvread.binance_rows(piece) if table is None else csvread.table_rows(piece, *table)
+        )
+    return csvread.concat(fast), csvread.concat(slow)
 
 
 def _assert_same(a: csvread.Parsed, b: csvread.Parsed) -> None:
@@ -127,9 +139,8 @@ def test_short_close_and_flat_zero_volume_candles_are_stored_as_given(
     assert flat is not None and flat.volume == 0 and flat.trades == 0
     assert flat.open == flat.high == flat.low == flat.close == result.rows[FLAT - 1].candle.close  # type: ignore[union-attr]
     # the vectorised reader took it, and reads it as the row-by-row reader does
-    fast = CsvFile(path).parse()
-    assert fast.vectorised
-    _assert_same(fast, csvread.binance_rows(path, header))
+    assert CsvFile(path).parse().vectorised
+    _assert_same(*_both_ways(path, header))
 
 
 def _variant(row: list[str], **cells: Any) -> list[str]:
@@ -265,3 +276,26 @@ async def test_websocket_kline_closed_early_is_stored(redis: Redis) -> None:
 
 def _start(sink: CandleSink) -> asyncio.Task[None]:
     return asyncio.get_running_loop().create_task(sink.run())
+
+
+def test_pieces_end_at_line_ends_and_keep_line_numbers(tmp_path: Path) -> None:
+    good = _odd_rows()
+    bad, expected = _bad_rows(good)
+    path = _write(tmp_path / "linkusdt-pieces.csv", good + bad, True, "us")
+    raw = path.read_bytes()
+    gz = tmp_path / "linkusdt-pieces.csv.gz"
+    gz.write_bytes(gzip.compress(raw[:500]) + gzip.compress(raw[500:]))  # two gzip members
+    whole = read_csv(path)
+    assert whole.reject_counts == expected
+    for p in (path, gz):
+        parts = list(csvread.pieces(p, True, first_size=64, size=300))
+        assert len(parts) > 5 and b"".join(x.data for x in parts) == raw
+        assert all(x.data.endswith(b"\n") for x in parts)
+        f = CsvFile(p)
+        judged = [f.judge(f._parse_piece(x)) for x in parts]
+        assert [(r.line, r.reason) for j in judged for r in j.rejects] == [
+            (r.line, r.reason) for r in whole.rejects
+        ]
+        assert np.array_equal(np.concatenate([j.lines for j in judged]), whole.lines)
+        got = read_csv(p)
+        assert got.candles == whole.candles and got.reject_counts == expected
