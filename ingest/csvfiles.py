@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest import csvread
+from ingest import csvread, csvrows
 from ingest.csvread import (
     BINANCE_HEADER,
     MICROS_THRESHOLD,
@@ -330,7 +330,7 @@ class CsvFile:
     def parse(self) -> Parsed:
         """The file's rows as columns, not yet judged (vectorised where the file allows)."""
         if self.info.format is CsvFormat.YAHOO:
-            return csvread.yahoo_rows(self.path)
+            return csvrows.yahoo_rows(self.path)
         return csvread.concat([self._parse_piece(p) for p in self._pieces()])
 
     def _pieces(self) -> Iterator[csvread.Piece]:
@@ -339,9 +339,9 @@ class CsvFile:
     def _parse_piece(self, piece: csvread.Piece) -> Parsed:
         info = self.info
         if info.format is CsvFormat.BINANCE_KLINES:
-            return csvread.binance_fast(piece) or csvread.binance_rows(piece)
+            return csvread.binance_fast(piece) or csvrows.binance_rows(piece)
         tf = info.timeframe.text
-        return csvread.table_fast(piece, info.symbol, tf) or csvread.table_rows(
+        return csvread.table_fast(piece, info.symbol, tf) or csvrows.table_rows(
             piece, info.symbol, tf
         )
 

@@ -1,22 +1,21 @@
 """Parsing of candle CSV files into columns, for :mod:`ingest.csvfiles`.
 
-Two readers give the same result:
+A file is read in pieces of whole lines (:func:`pieces`, ``.gz`` inflated on the way), and each
+piece by one of two readers that give the same result:
 
-* the vectorised one: pyarrow's CSV reader (C++, multithreaded) with every column typed, for a
-  file that is exactly what exchanges publish: no quotes, no blank lines, every cell a number
-  where a number belongs. Real Binance dumps and tables take this path.
-* the row-by-row one (about 10 µs a row) for anything else: a file with a malformed cell or a
-  short row, where each bad row must be reported as such with its line number, and Yahoo files
-  (a few thousand daily rows, three header layouts).
+* the vectorised one here: pyarrow's CSV reader (C++) with every column typed, for a piece that
+  is exactly what exchanges publish: no quotes, no blank lines, every cell a number where a
+  number belongs. Real Binance dumps and tables take this path.
+* the row-by-row one (:mod:`ingest.csvrows`, about 10 µs a row) for anything else: a piece with
+  a malformed cell or a short row, where each bad row must be reported as such with its line
+  number, and Yahoo files (a few thousand daily rows, three header layouts).
 
 Neither judges a candle's values: that is :func:`storage.columns.candle_problems`, for all.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -144,7 +143,11 @@ def pieces(
                 buf = buf[len(_BOM) :]
             while len(buf) >= want:
                 cut = buf.rfind(b"\n", 0, want) + 1 or buf.find(b"\n", want) + 1
-                if cut <= 0:  # no line end yet: a very long line
+                # never inside a quoted field (an odd number of quotes before the cut): a
+                # record spanning lines stays in one piece, as csv.reader reads it
+                while cut > 0 and buf.count(b'"', 0, cut) % 2:
+                    cut = buf.find(b"\n", cut) + 1
+                if cut <= 0:  # no line end yet: a very long line (or quoted field)
                     break
                 piece, buf = buf[:cut], buf[cut:]
                 yield Piece(piece, line, has_header and line == 1)
@@ -303,165 +306,3 @@ def table_fast(piece: Piece, symbol: str | None, interval: str) -> Parsed | None
     first = piece.first_line + (1 if piece.header else 0)
     lines = np.arange(first, first + table.num_rows, dtype=np.int64)
     return Parsed(cols, lines, None, quote, vectorised=True)
-
-
-# -- row by row ---------------------------------------------------------------------------------
-
-
-class _Rows:
-    """Accumulates rows read one by one into the columns of a :class:`Parsed`."""
-
-    def __init__(self, extras: int) -> None:
-        self.values: list[tuple[Any, ...]] = []
-        self.lines: list[int] = []
-        self.extras = extras
-        self.rejects: list[Reject] = []
-
-    def add(self, line: int, values: tuple[Any, ...]) -> None:
-        self.values.append(values)
-        self.lines.append(line)
-
-    def reject(self, line: int, reason: str, detail: str) -> None:
-        self.rejects.append(Reject(line, reason, detail))
-
-    def parsed(self, with_close: bool) -> Parsed:
-        n = len(self.values)
-        width = 7 + (1 if with_close else 0) + self.extras
-        cols = list(zip(*self.values, strict=True)) if n else [()] * width
-        trades = np.array(
-            [UNKNOWN_TRADES if t is None else BAD_TRADES if t < 0 else t for t in cols[6]],
-            dtype=np.int64,
-        )
-        f = [np.array(cols[k], dtype=np.float64) for k in range(1, 6)]
-        candles = CandleColumns(
-            np.array(cols[0], dtype=np.int64), f[0], f[1], f[2], f[3], f[4], trades
-        )
-        k = 7
-        close = None
-        if with_close:
-            close, k = np.array(cols[7], dtype=np.int64), 8
-        extra: list[F64 | None] = [
-            np.array(cols[k + j], dtype=np.float64) for j in range(self.extras)
-        ]
-        extra += [None] * (3 - len(extra))
-        return Parsed(
-            candles,
-            np.array(self.lines, dtype=np.int64),
-            close,
-            extra[0],
-            extra[1],
-            extra[2],
-            rejects=self.rejects,
-        )
-
-
-def _split_rows(fh: Iterator[str]) -> Iterator[list[str]]:
-    """What ``csv.reader`` yields for a file of unquoted rows (Binance's kline dumps), at a
-    third of its cost; a line with a quote goes through ``csv.reader`` itself. (A quoted field
-    spanning lines does not occur in a kline dump: such a file reads as malformed rows.)"""
-    for line in fh:
-        text = line.rstrip("\r\n")
-        if '"' in text:
-            yield from csv.reader([text])
-        else:
-            yield text.split(",") if text else []
-
-
-def _big_int(text: str) -> int:
-    """``int`` that refuses what int64 columns cannot hold (a corrupt time or count)."""
-    n = int(text)
-    if not -(2**63) <= n < 2**63:
-        raise ValueError(f"{text[:30]} is out of range")
-    return n
-
-
-def _text(piece: Piece) -> io.StringIO:
-    # Undecodable bytes become U+FFFD: such a row is then malformed, not the end of the read.
-    return io.StringIO(piece.data.decode("utf-8", errors="replace"), newline="")
-
-
-def binance_rows(piece: Piece) -> Parsed:
-    """A piece of a Binance kline dump read row by row."""
-    acc = _Rows(3)
-    with _text(piece) as fh:
-        line = piece.first_line - 1
-        for row in _split_rows(fh):
-            line += 1
-            if (line == piece.first_line and piece.header) or not row:
-                continue
-            if len(row) < 11:
-                acc.reject(line, "malformed", f"{len(row)} columns, expected 12")
-                continue
-            try:
-                open_raw, close_raw = _big_int(row[0]), _big_int(row[6])
-                values = (
-                    open_raw // 1000 if open_raw > MICROS_THRESHOLD else open_raw,
-                    *(float(row[k]) for k in range(1, 6)),
-                    _big_int(row[8]),
-                    close_raw // 1000 if close_raw > MICROS_THRESHOLD else close_raw,
-                    float(row[7]),
-                    float(row[9]),
-                    float(row[10]),
-                )
-            except ValueError as e:
-                acc.reject(line, "malformed", str(e))
-                continue
-            acc.add(line, values)
-    return acc.parsed(with_close=True)
-
-
-def table_rows(piece: Piece, symbol: str | None, interval: str) -> Parsed:
-    """A piece of a Binance table file read row by row."""
-    acc = _Rows(1)
-    with _text(piece) as fh:
-        reader = csv.reader(fh)
-        if piece.header:
-            next(reader, None)
-        line = piece.first_line - (0 if piece.header else 1)
-        for row in reader:
-            line += 1
-            if not row:
-                continue
-            if len(row) != len(TABLE_HEADER):
-                acc.reject(line, "malformed", f"{len(row)} columns, expected 10")
-            elif symbol is not None and row[0].strip().upper() != symbol:
-                acc.reject(line, "wrong_symbol", f"{row[0]!r}, file is {symbol}")
-            elif row[1].strip() != interval:
-                acc.reject(line, "wrong_interval", f"{row[1]!r}, file is {interval}")
-            else:
-                try:
-                    values = (
-                        parse_utc(row[2]),
-                        *(float(row[k]) for k in range(3, 8)),
-                        _big_int(row[9]) if row[9].strip() else None,
-                        float(row[8]) if row[8].strip() else float("nan"),
-                    )
-                except ValueError as e:
-                    acc.reject(line, "malformed", str(e))
-                    continue
-                acc.add(line, values)
-    return acc.parsed(with_close=False)
-
-
-def yahoo_rows(path: Path) -> Parsed:
-    """A Yahoo / yfinance file (any of its header layouts) read row by row."""
-    acc = _Rows(0)
-    with open_text(path) as fh:
-        reader = csv.reader(fh)
-        header = [c.strip().lower() for c in next(reader, [])]
-        idx = [header.index(name) for name in YAHOO_REQUIRED]
-        line = 1
-        for row in reader:
-            line += 1
-            if not row:
-                continue
-            # yfinance >= 0.2.5x writes extra "Ticker,..." and "Date,,,," header lines.
-            if row[0].strip().lower() in ("ticker", "date", "datetime"):
-                continue
-            try:
-                values = (parse_utc(row[0]), *(float(row[k]) for k in idx), None)
-            except (ValueError, IndexError) as e:
-                acc.reject(line, "malformed", str(e))
-                continue
-            acc.add(line, values)
-    return acc.parsed(with_close=False)

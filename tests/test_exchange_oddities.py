@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from config.settings import IngestSettings
-from ingest import csvread
+from ingest import csvread, csvrows
 from ingest.backfill import backfill_csv
 from ingest.binance_ws import BinanceKlineSource
 from ingest.csvfiles import CsvFile, read_csv
@@ -107,7 +107,7 @@ def _both_ways(
         assert f is not None, f"line {piece.first_line}: not vectorised"
         fast.append(f)
         slow.append(
-            csvread.binance_rows(piece) if table is None else csvread.table_rows(piece, *table)
+            csvrows.binance_rows(piece) if table is None else csvrows.table_rows(piece, *table)
         )
     return csvread.concat(fast), csvread.concat(slow)
 
@@ -299,3 +299,18 @@ def test_pieces_end_at_line_ends_and_keep_line_numbers(tmp_path: Path) -> None:
         assert np.array_equal(np.concatenate([j.lines for j in judged]), whole.lines)
         got = read_csv(p)
         assert got.candles == whole.candles and got.reject_counts == expected
+
+
+def test_a_quoted_field_across_lines_is_one_record(tmp_path: Path) -> None:
+    good, *later = (",".join(r) + "\n" for r in _real_rows(4))
+    path = tmp_path / "LINKUSDT-1m-quoted.csv"
+    path.write_text(good + '"a\n,b",x\n' + "".join(later) + '"\n,\n' + good)
+    for sizes in ({}, {"first_size": 8, "size": 8}):
+        parts = list(csvread.pieces(path, False, **sizes))
+        assert all(p.data.count(b'"') % 2 == 0 for p in parts[:-1])
+        f = CsvFile(path)
+        judged = [f.judge(f._parse_piece(p)) for p in parts]
+        # csv.reader's records: a good row, a quoted record over lines 2-3, three good rows,
+        # then a quote never closed: the rest of the file is one record
+        assert [r.line for j in judged for r in j.rejects] == [2, 7]
+        assert sum(len(j.columns) for j in judged) == 4
