@@ -130,11 +130,12 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def pieces(
-    path: Path, has_header: bool, *, first_size: int = 1 << 18, size: int = 1 << 20
+    path: Path, has_header: bool, *, first_size: int = 1 << 16, size: int = 1 << 20
 ) -> Iterator[Piece]:
-    """The file in pieces of about ``size`` bytes (the first smaller, so that a backfill can
-    start storing soon), each ending at a line end; ``.gz`` decompressed on the way. zlib and
-    pyarrow release the GIL, so a thread reading the next piece runs beside the one storing."""
+    """The file in pieces of whole lines, ``.gz`` decompressed on the way: ``first_size`` bytes,
+    then twice as many each time up to ``size``. A backfill stores each piece while a thread
+    reads the next (zlib and pyarrow release the GIL): small first pieces let it start storing
+    soon, and each piece is read in about the time the previous one takes to store."""
     line, want, buf = 1, first_size, b""
     with path.open("rb") as fh:
         for data in _decompressed(fh, path):
@@ -152,7 +153,7 @@ def pieces(
                 piece, buf = buf[:cut], buf[cut:]
                 yield Piece(piece, line, has_header and line == 1)
                 line += piece.count(b"\n")
-                want = size
+                want = min(size, want * 2)
     if buf or line == 1:
         yield Piece(buf, line, has_header and line == 1)
 
