@@ -124,6 +124,13 @@ class Piece:
     first_line: int
     header: bool
     """Whether the piece starts with the file's header row."""
+    newlines: int
+    quoted: bool
+    """Whether a ``"`` occurs in it (then it is read row by row, as csv.reader reads it)."""
+
+    @classmethod
+    def of(cls, data: bytes, first_line: int, header: bool) -> Piece:
+        return cls(data, first_line, header, data.count(b"\n"), data.find(b'"') >= 0)
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -146,16 +153,17 @@ def pieces(
                 cut = buf.rfind(b"\n", 0, want) + 1 or buf.find(b"\n", want) + 1
                 # never inside a quoted field (an odd number of quotes before the cut): a
                 # record spanning lines stays in one piece, as csv.reader reads it
-                while cut > 0 and buf.count(b'"', 0, cut) % 2:
+                while cut > 0 and buf.find(b'"', 0, cut) >= 0 and buf.count(b'"', 0, cut) % 2:
                     cut = buf.find(b"\n", cut) + 1
                 if cut <= 0:  # no line end yet: a very long line (or quoted field)
                     break
                 piece, buf = buf[:cut], buf[cut:]
-                yield Piece(piece, line, has_header and line == 1)
-                line += piece.count(b"\n")
+                part = Piece.of(piece, line, has_header and line == 1)
+                yield part
+                line += part.newlines
                 want = min(size, want * 2)
     if buf or line == 1:
-        yield Piece(buf, line, has_header and line == 1)
+        yield Piece.of(buf, line, has_header and line == 1)
 
 
 def _decompressed(fh: IO[bytes], path: Path, block: int = 1 << 18) -> Iterator[bytes]:
@@ -178,21 +186,27 @@ def _decompressed(fh: IO[bytes], path: Path, block: int = 1 << 18) -> Iterator[b
 
 
 def _arrow_table(
-    piece: Piece, names: tuple[str, ...], types: dict[str, pa.DataType]
+    piece: Piece,
+    names: tuple[str, ...],
+    types: dict[str, pa.DataType],
+    include: list[str] | None = None,
 ) -> pa.Table | None:
     """The piece read by pyarrow with ``types``, or ``None`` when any cell does not convert, a
     row has another number of cells, or a line would be skipped (so that row ``i`` of the table
     is line ``i + 1 + skip`` of the file, as the row-by-row reader numbers them)."""
     raw, skip = piece.data, 1 if piece.header else 0
-    if b'"' in raw or not raw:
+    if piece.quoted or not raw:
         return None
-    lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
+    lines = piece.newlines + (0 if raw.endswith(b"\n") else 1)
     try:
         table = pa_csv.read_csv(
             pa.BufferReader(raw),
             read_options=pa_csv.ReadOptions(column_names=list(names), skip_rows=skip),
             convert_options=pa_csv.ConvertOptions(
-                column_types=types, null_values=[""], strings_can_be_null=False
+                column_types=types,
+                null_values=[""],
+                strings_can_be_null=False,
+                include_columns=include or [],
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -263,8 +277,10 @@ def binance_fast(piece: Piece) -> Parsed | None:
     reader."""
     f64, i64 = pa.float64(), pa.int64()
     types = {n: f64 for n in BINANCE_HEADER}
-    types.update(open_time=i64, close_time=i64, count=i64, ignore=pa.string())
-    table = _arrow_table(piece, BINANCE_HEADER, types)
+    types.update(open_time=i64, close_time=i64, count=i64)
+    del types["ignore"]
+    # the last column ("ignore") is not read, as the row-by-row reader does not read it
+    table = _arrow_table(piece, BINANCE_HEADER, types, list(BINANCE_HEADER[:11]))
     if table is None or any(table.column(n).null_count for n in BINANCE_HEADER[:11]):
         return None
     trades = _np(table, "count", np.int64)
