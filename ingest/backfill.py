@@ -129,37 +129,62 @@ async def _store_columns(
     report: BackfillReport,
     progress: Progress | None,
 ) -> None:
-    if not len(cols):
-        return
-    first, last = int(cols.open_time.min()), int(cols.open_time.max())
-    report.first_open_time = min(report.first_open_time or first, first)
-    report.last_open_time = max(report.last_open_time or last, last)
-    pending: asyncio.Task[UpsertResult] | None = None
+    upserts = _Upserts(store, series, report, progress)
+    try:
+        await upserts.put(cols)
+        await upserts.drain()
+    finally:
+        await upserts.abort()
 
-    async def settle(task: asyncio.Task[UpsertResult]) -> None:
+
+class _Upserts:
+    """Column upserts with one chunk in flight while the next is packed and sent, so Redis always
+    has the next script call queued; fed piece by piece, the pipeline runs on across pieces."""
+
+    def __init__(
+        self,
+        store: CandleStore,
+        series: SeriesId,
+        report: BackfillReport,
+        progress: Progress | None,
+    ) -> None:
+        self.store, self.series, self.report, self.progress = store, series, report, progress
+        self.pending: asyncio.Task[UpsertResult] | None = None
+
+    async def put(self, cols: CandleColumns) -> None:
+        if not len(cols):
+            return
+        report = self.report
+        first, last = int(cols.open_time.min()), int(cols.open_time.max())
+        report.first_open_time = min(report.first_open_time or first, first)
+        report.last_open_time = max(report.last_open_time or last, last)
+        for start in range(0, len(cols), CHUNK):
+            chunk = cols.take(slice(start, start + CHUNK))
+            task = asyncio.create_task(self.store.upsert(self.series, chunk))
+            await asyncio.sleep(0)  # let it pack and send before the previous one is awaited
+            await self.drain()
+            self.pending = task
+
+    async def drain(self) -> None:
+        """Wait for the chunk in flight and count it."""
+        if self.pending is None:
+            return
+        task, self.pending = self.pending, None
         res = await task
+        report = self.report
         report.stored += res.new
         report.replaced += res.replaced
         report.skipped += res.unchanged
         report.trimmed += res.trimmed
-        if progress:
-            progress(res.new + res.replaced + res.unchanged)
+        if self.progress:
+            self.progress(res.new + res.replaced + res.unchanged)
 
-    try:
-        for start in range(0, len(cols), CHUNK):
-            task = asyncio.create_task(store.upsert(series, cols.take(slice(start, start + CHUNK))))
-            await asyncio.sleep(0)  # let it pack and send before the previous one is awaited
-            if pending is not None:
-                done, pending = pending, None
-                await settle(done)
-            pending = task
-        if pending is not None:
-            done, pending = pending, None
-            await settle(done)
-    finally:
-        if pending is not None:  # an error (or cancellation) above: do not leave it running
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
+    async def abort(self) -> None:
+        """After an error (or cancellation): do not leave a chunk running."""
+        if self.pending is not None:
+            self.pending.cancel()
+            await asyncio.gather(self.pending, return_exceptions=True)
+            self.pending = None
 
 
 async def finish(
@@ -220,29 +245,34 @@ async def backfill_csv(
 
     # The next piece is read (decompressed, parsed, judged: no GIL held for most of it) in a
     # thread while this one is stored, so the file costs little more than its store step.
+    upserts = _Upserts(store, series, report, progress)
     part = await asyncio.to_thread(next_part)
-    while part is not None:
-        coming = asyncio.ensure_future(asyncio.to_thread(next_part))
-        try:
-            rejected.update(part.reject_counts)
-            early += part.short_closes
-            cols = part.columns
-            keep = np.ones(len(cols), dtype=bool)
-            if since is not None:
-                keep &= cols.open_time >= since
-            if until is not None:
-                keep &= cols.open_time <= until
-            report.skipped += int(len(cols) - keep.sum())
-            in_range = cols if keep.all() else cols.take(keep)
-            total += len(in_range)
-            if on_total:
-                on_total(total)
-            await store_candles(store, series, in_range, report, progress=progress)
-            written.append(in_range.open_time)
-        except BaseException:
-            await asyncio.gather(coming, return_exceptions=True)  # a thread cannot be cancelled
-            raise
-        part = await coming
+    try:
+        while part is not None:
+            coming = asyncio.ensure_future(asyncio.to_thread(next_part))
+            try:
+                rejected.update(part.reject_counts)
+                early += part.short_closes
+                cols = part.columns
+                keep = np.ones(len(cols), dtype=bool)
+                if since is not None:
+                    keep &= cols.open_time >= since
+                if until is not None:
+                    keep &= cols.open_time <= until
+                report.skipped += int(len(cols) - keep.sum())
+                in_range = cols if keep.all() else cols.take(keep)
+                total += len(in_range)
+                if on_total:
+                    on_total(total)
+                await upserts.put(in_range)
+                written.append(in_range.open_time)
+            except BaseException:
+                await asyncio.gather(coming, return_exceptions=True)  # threads cannot be cancelled
+                raise
+            part = await coming
+        await upserts.drain()
+    finally:
+        await upserts.abort()
     report.rejected = dict(rejected)
     if early:
         report.notes.append(
