@@ -345,7 +345,9 @@ class CandleStore:
         opening at ``written`` are stored: only the other open times are looked up."""
         tf = series.timeframe
         lo, hi = tf.floor_index(start_ms), tf.floor_index(end_ms)
-        present = np.unique(floor_indexes(tf, written))
+        present = floor_indexes(tf, written)
+        if len(present) > 1 and not np.all(present[1:] > present[:-1]):
+            present = np.unique(present)  # (a file in time order, the usual case, skips this)
         missing = np.setdiff1d(np.arange(lo, hi + 1, dtype=np.int64), present, assume_unique=True)
         if len(missing):
             buckets = np.unique(missing // BUCKET_SIZE).tolist()
