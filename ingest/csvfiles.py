@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -248,7 +249,7 @@ class CsvFile:
                     if len(out) >= n:
                         break
                 return out
-        except (UnicodeDecodeError, OSError, EOFError) as e:
+        except (UnicodeDecodeError, OSError, EOFError, zlib.error) as e:
             raise CsvFormatError(f"{self.path}: not a readable text CSV file ({e})") from e
 
     def _detect(self, given: Timeframe | None) -> CsvInfo:

@@ -314,3 +314,17 @@ def test_a_quoted_field_across_lines_is_one_record(tmp_path: Path) -> None:
         # then a quote never closed: the rest of the file is one record
         assert [r.line for j in judged for r in j.rejects] == [2, 7]
         assert sum(len(j.columns) for j in judged) == 4
+
+
+def test_a_corrupt_gzip_is_a_clear_error(tmp_path: Path) -> None:
+    from ingest.csvfiles import CsvFormatError
+
+    head = gzip.compress(LINK.read_bytes())
+    bad = tmp_path / "linkusdt-bad.csv.gz"
+    bad.write_bytes(head[:20] + b"\x00" * 50)  # the gzip header, then garbage
+    with pytest.raises(CsvFormatError, match="linkusdt-bad"):
+        read_csv(bad)
+    cut = tmp_path / "linkusdt-cut.csv.gz"
+    cut.write_bytes(head[: len(head) // 2] + b"\xff" * 64 + head[len(head) // 2 + 64 :])
+    with pytest.raises(CsvFormatError, match="linkusdt-cut"):
+        read_csv(cut)
