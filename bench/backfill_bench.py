@@ -2,13 +2,16 @@
 
 The figure is the real backfill path (:func:`ingest.backfill.backfill_csv`: read the CSV,
 validate every row, upsert in batches through the Lua script) over the four one-month 1m Binance
-dumps (161,280 real candles, the shipped ``.gz`` files as they are) into an empty private
-redis-server; beside it, its store step alone (the same candles parsed beforehand), the part the
-ceiling below bounds. Three rounds of all of it, the best of each figure reported.
+dumps (161,280 real candles: unpacked, as data.binance.vision's zips hold them, and the shipped
+``.gz`` files as they are) into an empty private redis-server; beside it, its store step alone
+(the same candles parsed beforehand), the part the ceiling below bounds. Three rounds of all of
+it, the best of each figure reported (on a shared machine the slowest rounds measure the
+neighbours); the first round's figure, cold, beside it.
 
 The ceiling is ``redis-benchmark`` against the same redis-server in the same run, for the
-commands a stored candle costs: the upsert script does one ``HGET`` and one ``HSET`` per candle
-on bucket hashes of 128 candles. Two forms:
+commands a stored candle costs when written one by one: one ``HGET`` and one ``HSET`` per candle
+on bucket hashes of 128 candles. (The upsert script reads and writes a whole bucket per call,
+``HMGET`` + ``HSET``, so its store step can pass this ceiling.) Two forms:
 
 - ``EVAL`` of a script doing exactly that for 1,000 candles (48-byte values, 8 fresh buckets per
   call): what Redis itself can do with our data layout, whatever the client;
@@ -59,27 +62,31 @@ ROUNDS = 3
 
 
 async def measure_backfill(url: str) -> dict[str, float]:
-    """One round: the whole backfill of the four shipped ``.gz`` files as they are, then the
-    store step alone (the same candles, parsed beforehand), each into an empty Redis."""
+    """One round: the whole backfill of the four files as plain CSV (what data.binance.vision's
+    zips hold), then of the shipped ``.gz`` files as they are, then the store step alone (the
+    same candles, parsed beforehand), each into an empty Redis."""
     redis = await connect(load_settings(redis_url=url))
-    await redis.flushall()
     store = CandleStore(redis, retention=1_000_000)
-    stored = 0
-    t0 = time.perf_counter()
-    for key, name in FILES.items():
-        report = await backfill_csv(store, SeriesId.parse(key), shipped(name), WallClock())
-        assert not report.rejected and not report.holes, report.to_dict()
-        stored += report.stored
-    seconds = time.perf_counter() - t0
+    out: dict[str, float] = {}
+    for label, path in (("seconds", data_file), ("gz_seconds", shipped)):
+        await redis.flushall()
+        stored = 0
+        t0 = time.perf_counter()
+        for key, name in FILES.items():
+            report = await backfill_csv(store, SeriesId.parse(key), path(name), WallClock())
+            assert not report.rejected and not report.holes, report.to_dict()
+            stored += report.stored
+        out[label] = time.perf_counter() - t0
+        out["candles"] = stored
     await redis.flushall()
-    parsed = {k: read_csv(shipped(f)).columns for k, f in FILES.items()}
+    parsed = {k: read_csv(data_file(f)).columns for k, f in FILES.items()}
     t0 = time.perf_counter()
     for key, candles in parsed.items():
         await store_candles(store, SeriesId.parse(key), candles, BackfillReport(key, "csv"))
-    store_s = time.perf_counter() - t0
+    out["store_seconds"] = time.perf_counter() - t0
     await redis.flushall()
     await redis.aclose()
-    return {"candles": stored, "seconds": seconds, "store_seconds": store_s}
+    return out
 
 
 def shipped(name: str) -> Path:
@@ -123,17 +130,20 @@ def main() -> dict[str, Any]:
     # neighbours. The first round (cold: first pyarrow read, script load) is reported beside it.
     best = {
         "candles_per_s": n / min(r["seconds"] for r in rounds),
+        "gz": n / min(r["gz_seconds"] for r in rounds),
         "store_step_candles_per_s": n / min(r["store_seconds"] for r in rounds),
         "eval": max(r["eval"] for r in rounds),
         "hset": max(r["hset"] for r in rounds),
     }
     out: dict[str, Any] = {
         "candles": n,
-        "files": "data/*_1m_2026-02.csv.gz (4 shipped gzip files, read as they are)",
+        "files": "the four 1m futures dumps of data/ (unpacked; gz_: the .gz as shipped)",
         "rounds": ROUNDS,
         "seconds": round(min(r["seconds"] for r in rounds), 2),
         "candles_per_s": round(best["candles_per_s"]),
         "first_round_candles_per_s": round(n / rounds[0]["seconds"]),
+        "gz_candles_per_s": round(best["gz"]),
+        "gz_share_of_eval_ceiling": round(best["gz"] / best["eval"], 2),
         "store_step_candles_per_s": round(best["store_step_candles_per_s"]),
         "redis_benchmark_eval_hget_hset_candles_per_s": round(best["eval"]),
         "redis_benchmark_pipelined_hset_candles_per_s": round(best["hset"]),
