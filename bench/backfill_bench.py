@@ -2,12 +2,16 @@
 
 The figure is the real backfill path (:func:`ingest.backfill.backfill_csv`: read the CSV,
 validate every row, upsert in batches through the Lua script) over the four one-month 1m Binance
-dumps (161,280 real candles) into an empty private redis-server; beside it, its store step alone
-(the same candles parsed beforehand), the part the ceiling below bounds.
+dumps (161,280 real candles: unpacked, as data.binance.vision's zips hold them, and the shipped
+``.gz`` files as they are) into an empty private redis-server; beside it, its store step alone
+(the same candles parsed beforehand), the part the ceiling below bounds. Three rounds of all of
+it, the best of each figure reported (on a shared machine the slowest rounds measure the
+neighbours); the first round's figure, cold, beside it.
 
 The ceiling is ``redis-benchmark`` against the same redis-server in the same run, for the
-commands a stored candle costs: the upsert script does one ``HGET`` and one ``HSET`` per candle
-on bucket hashes of 128 candles. Two forms:
+commands a stored candle costs when written one by one: one ``HGET`` and one ``HSET`` per candle
+on bucket hashes of 128 candles. (The upsert script reads and writes a whole bucket per call,
+``HMGET`` + ``HSET``, so its store step can pass this ceiling.) Two forms:
 
 - ``EVAL`` of a script doing exactly that for 1,000 candles (48-byte values, 8 fresh buckets per
   call): what Redis itself can do with our data layout, whatever the client;
@@ -23,6 +27,7 @@ import io
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import data_file, emit, emit_progress, private_redis
@@ -34,6 +39,7 @@ from ingest.csvfiles import read_csv
 from storage.candles import CandleStore
 from storage.client import connect
 from storage.keys import BUCKET_SIZE
+from tests.market_data import ARCHIVE
 
 FILES = {
     "binanceusdm:AVAX/USDT:USDT:1m": "avaxusdt_binance_futures_1m_2026-02.csv",
@@ -50,34 +56,44 @@ CEILING_SCRIPT = (
     f"end return {PER_CALL}"
 )
 VALUE = "x" * 48  # a packed candle is 48 bytes
+TARGET = 200_000  # candles/s of the whole backfill (read, validate, store) ...
+TARGET_SHARE = 0.70  # ... and its share of the same run's EVAL ceiling
+ROUNDS = 3
 
 
-async def measure_backfill(url: str) -> dict[str, Any]:
+async def measure_backfill(url: str) -> dict[str, float]:
+    """One round: the whole backfill of the four files as plain CSV (what data.binance.vision's
+    zips hold), then of the shipped ``.gz`` files as they are, then the store step alone (the
+    same candles, parsed beforehand), each into an empty Redis."""
     redis = await connect(load_settings(redis_url=url))
-    await redis.flushall()
     store = CandleStore(redis, retention=1_000_000)
-    stored = 0
-    t0 = time.perf_counter()
-    for key, name in FILES.items():
-        report = await backfill_csv(store, SeriesId.parse(key), data_file(name), WallClock())
-        assert not report.rejected and not report.holes, report.to_dict()
-        stored += report.stored
-    seconds = time.perf_counter() - t0
-    # the store step alone (what the ceiling compares to): the same candles, parsed beforehand
+    out: dict[str, float] = {}
+    for label, path in (("seconds", data_file), ("gz_seconds", shipped)):
+        await redis.flushall()
+        stored = 0
+        t0 = time.perf_counter()
+        for key, name in FILES.items():
+            report = await backfill_csv(store, SeriesId.parse(key), path(name), WallClock())
+            assert not report.rejected and not report.holes, report.to_dict()
+            stored += report.stored
+        out[label] = time.perf_counter() - t0
+        out["candles"] = stored
     await redis.flushall()
-    parsed = {k: read_csv(data_file(f)).candles for k, f in FILES.items()}
+    parsed = {k: read_csv(data_file(f)).columns for k, f in FILES.items()}
     t0 = time.perf_counter()
     for key, candles in parsed.items():
         await store_candles(store, SeriesId.parse(key), candles, BackfillReport(key, "csv"))
-    store_s = time.perf_counter() - t0
+    out["store_seconds"] = time.perf_counter() - t0
     await redis.flushall()
     await redis.aclose()
-    return {
-        "candles": stored,
-        "seconds": round(seconds, 2),
-        "candles_per_s": round(stored / seconds),
-        "store_step_candles_per_s": round(stored / store_s),
-    }
+    return out
+
+
+def shipped(name: str) -> Path:
+    """A shipped data file as it ships (gzip): what ``backfill --file data/...`` reads."""
+    path = ARCHIVE / f"{name}.gz"
+    data_file(name)  # fails with a clear message when the file is not shipped
+    return path
 
 
 def redis_benchmark(port: int, requests: int, pipeline: int, *command: str) -> float:
@@ -95,26 +111,52 @@ def redis_benchmark(port: int, requests: int, pipeline: int, *command: str) -> f
 
 
 def main() -> dict[str, Any]:
+    rounds: list[dict[str, float]] = []
     with private_redis() as server:
-        figures = asyncio.run(measure_backfill(server.url))
         keys = [f"bench:b:__rand_int__:{i}" for i in range(BUCKETS)]
-        eval_calls = redis_benchmark(
-            server.port, 400, 1, "EVAL", CEILING_SCRIPT, str(BUCKETS), *keys, VALUE
-        )
-        hset = redis_benchmark(
-            server.port, 400_000, PER_CALL, "HSET", "bench:h:__rand_int__", "__rand_int__", VALUE
-        )
-    figures["redis_benchmark_eval_hget_hset_candles_per_s"] = round(eval_calls * PER_CALL)
-    figures["redis_benchmark_pipelined_hset_candles_per_s"] = round(hset)
-    figures["store_step_share_of_eval_ceiling"] = round(
-        figures["store_step_candles_per_s"]
-        / figures["redis_benchmark_eval_hget_hset_candles_per_s"],
-        2,
-    )
-    figures["target_candles_per_s"] = 100_000
-    figures["ok"] = figures["candles_per_s"] >= 100_000
-    emit_progress(f"backfill: {figures}")
-    return emit("backfill", figures)
+        for _ in range(ROUNDS):
+            figures = asyncio.run(measure_backfill(server.url))
+            figures["eval"] = PER_CALL * redis_benchmark(
+                server.port, 400, 1, "EVAL", CEILING_SCRIPT, str(BUCKETS), *keys, VALUE
+            )
+            figures["hset"] = redis_benchmark(
+                server.port, 400_000, PER_CALL, "HSET", "bench:h:__rand_int__", "__rand_int__",
+                VALUE,
+            )  # fmt: skip
+            rounds.append(figures)
+            emit_progress(f"backfill round: {figures}")
+    n = int(rounds[0]["candles"])
+    # Best of the rounds for each figure: on a shared machine the slowest round measures the
+    # neighbours. The first round (cold: first pyarrow read, script load) is reported beside it.
+    best = {
+        "candles_per_s": n / min(r["seconds"] for r in rounds),
+        "gz": n / min(r["gz_seconds"] for r in rounds),
+        "store_step_candles_per_s": n / min(r["store_seconds"] for r in rounds),
+        "eval": max(r["eval"] for r in rounds),
+        "hset": max(r["hset"] for r in rounds),
+    }
+    out: dict[str, Any] = {
+        "candles": n,
+        "files": "the four 1m futures dumps of data/ (unpacked; gz_: the .gz as shipped)",
+        "rounds": ROUNDS,
+        "seconds": round(min(r["seconds"] for r in rounds), 2),
+        "candles_per_s": round(best["candles_per_s"]),
+        "first_round_candles_per_s": round(n / rounds[0]["seconds"]),
+        "gz_candles_per_s": round(best["gz"]),
+        "gz_share_of_eval_ceiling": round(best["gz"] / best["eval"], 2),
+        "store_step_candles_per_s": round(best["store_step_candles_per_s"]),
+        "redis_benchmark_eval_hget_hset_candles_per_s": round(best["eval"]),
+        "redis_benchmark_pipelined_hset_candles_per_s": round(best["hset"]),
+        "share_of_eval_ceiling": round(best["candles_per_s"] / best["eval"], 2),
+        "store_step_share_of_eval_ceiling": round(
+            best["store_step_candles_per_s"] / best["eval"], 2
+        ),
+        "target_candles_per_s": TARGET,
+        "target_share_of_ceiling": TARGET_SHARE,
+    }
+    out["ok"] = out["candles_per_s"] >= TARGET and out["share_of_eval_ceiling"] >= TARGET_SHARE
+    emit_progress(f"backfill: {out}")
+    return emit("backfill", out)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ REJECT_REASONS = (
     "high_low",  # low > open/close or high < open/close
     "negative_volume",
     "misaligned",  # open time not on the timeframe grid
-    "wrong_interval",  # message for another timeframe than the series
+    "wrong_interval",  # another timeframe than the series (a close time outside the candle)
     "wrong_symbol",
     "future",  # closes after "now" by the service clock
     "out_of_range",  # absurd magnitude (e.g. corrupt volume)
@@ -74,11 +74,19 @@ MAX_PRICE = 1e12
 MAX_VOLUME = 1e18
 
 
-def candle_problem(c: Candle, timeframe: Timeframe, now_ms: int | None = None) -> str | None:
+def candle_problem(
+    c: Candle, timeframe: Timeframe, now_ms: int | None = None, close_time: int | None = None
+) -> str | None:
     """Return why ``c`` is invalid for ``timeframe`` (a reason code), or ``None`` when it is valid.
 
     Valid means: finite positive prices, ``low <= open, close <= high``, finite ``volume >= 0``,
     the open time aligned to the timeframe and, when ``now_ms`` is given, the candle closed by then.
+
+    A candle is identified by its aligned open time. ``close_time``, when the source gives one
+    (Binance's last millisecond of the candle), may fall before the end of the interval: the
+    exchange halted mid-candle and closed it early, and that candle is real. It is
+    ``wrong_interval`` only outside the candle (before its open, or past its interval: a candle of
+    a longer timeframe); the candle has closed by ``now_ms`` once its close time has passed.
     """
     o, h, lo, cl, v = c.open, c.high, c.low, c.close, c.volume
     if not (math.isfinite(o) and math.isfinite(h) and math.isfinite(lo) and math.isfinite(cl)):
@@ -97,7 +105,12 @@ def candle_problem(c: Candle, timeframe: Timeframe, now_ms: int | None = None) -
         return "malformed"
     if not timeframe.is_aligned(c.open_time):
         return "misaligned"
-    if now_ms is not None and timeframe.next_open(c.open_time) > now_ms:
+    closes_at = timeframe.next_open(c.open_time)
+    if close_time is not None:
+        if not c.open_time <= close_time < closes_at:
+            return "wrong_interval"
+        closes_at = close_time + 1
+    if now_ms is not None and closes_at > now_ms:
         return "future"
     return None
 

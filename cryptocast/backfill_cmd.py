@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config.settings import Settings
@@ -67,14 +68,7 @@ async def run_backfill(
     since, until = parse_time(since_text, "--since"), parse_time(until_text, "--until")
     redis, store = await open_store(settings)
     clock = WallClock()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=quiet or not sys.stderr.isatty(),
-        transient=True,
-    )
+    progress = progress_bar(quiet)
     try:
         with progress, _source_errors():
             task = progress.add_task(f"{source} → {series.key}", total=None)
@@ -109,18 +103,41 @@ async def run_backfill(
                         since=since,
                         until=until,
                         progress=advance,
+                        on_total=lambda n: progress.update(task, total=n),
                     )
                 finally:
                     await fetcher.close()
             else:
-                report = await backfill_yahoo(store, series, since, until, advance)
+                report = await backfill_yahoo(
+                    store, series, since, until, advance, lambda n: progress.update(task, total=n)
+                )
     finally:
         await redis.aclose()
     return report.to_dict()
 
 
+def progress_bar(quiet: bool) -> Progress:
+    """The bar of a long backfill (months of 1m candles over REST, a big file, Yahoo): on
+    stderr, and only when both stdout and stderr are a terminal and ``--json`` is not given, so
+    piped or JSON output stays clean."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet or not (sys.stdout.isatty() and sys.stderr.isatty()),
+        transient=True,
+    )
+
+
 async def backfill_yahoo(
-    store: Any, series: SeriesId, since: int | None, until: int | None, progress: Any
+    store: Any,
+    series: SeriesId,
+    since: int | None,
+    until: int | None,
+    progress: Any,
+    on_total: Any = None,
 ) -> Any:
     """Yahoo history goes to its own ``yahoo:SYMBOL:TF`` series, never an exchange's."""
     import asyncio
@@ -147,6 +164,8 @@ async def backfill_yahoo(
     report.notes += list(result.warnings)
     if result.forming_dropped:
         report.notes.append(f"{result.forming_dropped} still-forming row(s) left out")
+    if on_total:
+        on_total(len(result.candles))
     await bf.store_candles(store, series, result.candles, report, progress=progress)
     await bf.finish(store, series, report, t0)
     return report

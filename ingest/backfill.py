@@ -14,15 +14,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from core.clock import Clock
 from core.lifecycle import cancel_and_wait
 from core.schemas import Candle, candle_problem
 from core.series import SeriesId
-from ingest.csvfiles import CsvFormatError, open_csv, read_csv
+from ingest.csvfiles import CsvFile, CsvFormatError, CsvResult, open_csv
 from storage.candles import CandleStore, UpsertResult
+from storage.columns import I64, CandleColumns
 
 CHUNK = 10_000
 Progress = Callable[[int], None]
@@ -43,6 +47,8 @@ class BackfillReport:
     first_open_time: int | None = None
     last_open_time: int | None = None
     notes: list[str] = field(default_factory=list)
+    trimmed: int = 0
+    """Candles retention removed while this backfill ran (not part of the JSON report)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,7 +69,7 @@ class BackfillReport:
 async def store_candles(
     store: CandleStore,
     series: SeriesId,
-    candles: Iterable[Candle],
+    candles: Iterable[Candle] | CandleColumns,
     report: BackfillReport,
     *,
     progress: Progress | None = None,
@@ -72,7 +78,7 @@ async def store_candles(
 
     One chunk stays in flight while the next is packed, so Redis runs the script of one while
     this process encodes the other (upserts of distinct candles commute, and the retention
-    trim re-reads the count inside its script).
+    trim re-reads the count inside its script). Columns (a file) are packed as arrays.
     """
     batch: list[Candle] = []
     pending: asyncio.Task[UpsertResult] | None = None
@@ -86,6 +92,7 @@ async def store_candles(
         report.stored += res.new
         report.replaced += res.replaced
         report.skipped += res.unchanged
+        report.trimmed += res.trimmed
         if progress:
             progress(res.new + res.replaced + res.unchanged)
 
@@ -97,6 +104,9 @@ async def store_candles(
         await settle()
         pending = task
 
+    if isinstance(candles, CandleColumns):
+        await _store_columns(store, series, candles, report, progress)
+        return
     try:
         for c in candles:
             batch.append(c)
@@ -112,10 +122,89 @@ async def store_candles(
             await cancel_and_wait(pending)
 
 
-async def finish(store: CandleStore, series: SeriesId, report: BackfillReport, t0: float) -> None:
-    """Holes inside the backfilled range, and the elapsed time."""
-    if report.first_open_time is not None and report.last_open_time is not None:
-        holes = await store.holes(series, report.first_open_time, report.last_open_time)
+async def _store_columns(
+    store: CandleStore,
+    series: SeriesId,
+    cols: CandleColumns,
+    report: BackfillReport,
+    progress: Progress | None,
+) -> None:
+    upserts = _Upserts(store, series, report, progress)
+    try:
+        await upserts.put(cols)
+        await upserts.drain()
+    finally:
+        await upserts.abort()
+
+
+class _Upserts:
+    """Column upserts with one chunk in flight while the next is packed and sent, so Redis always
+    has the next script call queued; fed piece by piece, the pipeline runs on across pieces."""
+
+    def __init__(
+        self,
+        store: CandleStore,
+        series: SeriesId,
+        report: BackfillReport,
+        progress: Progress | None,
+    ) -> None:
+        self.store, self.series, self.report, self.progress = store, series, report, progress
+        self.pending: asyncio.Task[UpsertResult] | None = None
+
+    async def put(self, cols: CandleColumns) -> None:
+        if not len(cols):
+            return
+        report = self.report
+        first, last = int(cols.open_time.min()), int(cols.open_time.max())
+        report.first_open_time = min(report.first_open_time or first, first)
+        report.last_open_time = max(report.last_open_time or last, last)
+        for start in range(0, len(cols), CHUNK):
+            chunk = cols.take(slice(start, start + CHUNK))
+            task = asyncio.create_task(self.store.upsert(self.series, chunk))
+            await asyncio.sleep(0)  # let it pack and send before the previous one is awaited
+            await self.drain()
+            self.pending = task
+
+    async def drain(self) -> None:
+        """Wait for the chunk in flight and count it."""
+        if self.pending is None:
+            return
+        task, self.pending = self.pending, None
+        res = await task
+        report = self.report
+        report.stored += res.new
+        report.replaced += res.replaced
+        report.skipped += res.unchanged
+        report.trimmed += res.trimmed
+        if self.progress:
+            self.progress(res.new + res.replaced + res.unchanged)
+
+    async def abort(self) -> None:
+        """After an error (or cancellation): do not leave a chunk running."""
+        if self.pending is not None:
+            self.pending.cancel()
+            await asyncio.gather(self.pending, return_exceptions=True)
+            self.pending = None
+
+
+async def finish(
+    store: CandleStore,
+    series: SeriesId,
+    report: BackfillReport,
+    t0: float,
+    written: I64 | None = None,
+) -> None:
+    """Holes inside the backfilled range, and the elapsed time.
+
+    ``written``: the open times this backfill just stored (a file's). Then only the open times
+    of the range that the file lacks are looked up in Redis (a complete file: none), instead of
+    every bucket of the range; unless retention trimmed some of the range meanwhile."""
+    first, last = report.first_open_time, report.last_open_time
+    if first is not None and last is not None:
+        if written is not None and not report.trimmed:
+            holes = await store.holes_besides(series, written, first, last)
+        else:
+            holes = await store.holes(series, first, last)
         report.holes = [h.to_dict() for h in holes]
     report.seconds = time.perf_counter() - t0
 
@@ -141,23 +230,64 @@ async def backfill_csv(
         detected = series.timeframe  # the file does not say: take the series' word for it
     if detected != series.timeframe:
         raise ValueError(f"{path} holds {detected} candles but the series is {series.key}")
-    result = read_csv(path, timeframe=series.timeframe, now_ms=clock.now_ms())
-    if result.info.symbol and result.info.symbol != series.market_id:
-        report.notes.append(f"file symbol {result.info.symbol} stored as {series.key}")
-    report.rejected = result.reject_counts
-    in_range = []
-    for c in result.candles:
-        if (since is not None and c.open_time < since) or (
-            until is not None and c.open_time > until
-        ):
-            report.skipped += 1
-        else:
-            in_range.append(c)
-    if on_total:
-        on_total(len(in_range))
-    await store_candles(store, series, in_range, report, progress=progress)
-    await finish(store, series, report, t0)
+    csv_file = CsvFile(path, timeframe=series.timeframe, now_ms=clock.now_ms())
+    symbol = csv_file.info.symbol
+    if symbol and symbol != series.market_id:
+        report.notes.append(f"file symbol {symbol} stored as {series.key}")
+    rejected: Counter[str] = Counter()
+    early: list[tuple[int, int]] = []
+    written: list[I64] = []
+    total = 0
+    parts = csv_file.results()
+
+    def next_part() -> CsvResult | None:
+        return next(parts, None)
+
+    # The next piece is read (decompressed, parsed, judged: no GIL held for most of it) in a
+    # thread while this one is stored, so the file costs little more than its store step.
+    upserts = _Upserts(store, series, report, progress)
+    part = await asyncio.to_thread(next_part)
+    try:
+        while part is not None:
+            coming = asyncio.ensure_future(asyncio.to_thread(next_part))
+            try:
+                rejected.update(part.reject_counts)
+                early += part.short_closes
+                cols = part.columns
+                keep = np.ones(len(cols), dtype=bool)
+                if since is not None:
+                    keep &= cols.open_time >= since
+                if until is not None:
+                    keep &= cols.open_time <= until
+                report.skipped += int(len(cols) - keep.sum())
+                in_range = cols if keep.all() else cols.take(keep)
+                total += len(in_range)
+                if on_total:
+                    on_total(total)
+                await upserts.put(in_range)
+                written.append(in_range.open_time)
+            except BaseException:
+                await asyncio.gather(coming, return_exceptions=True)  # threads cannot be cancelled
+                raise
+            part = await coming
+        await upserts.drain()
+    finally:
+        await upserts.abort()
+    report.rejected = dict(rejected)
+    if early:
+        report.notes.append(
+            f"{len(early)} candle(s) closed early by the exchange (a halt), stored: "
+            + ", ".join(f"{_iso(o)} closed {_iso(c + 1)}" for o, c in early[:5])
+            + (" ..." if len(early) > 5 else "")
+        )
+    await finish(store, series, report, t0, np.concatenate(written) if written else None)
     return report
+
+
+def _iso(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
 
 
 async def backfill_fetched(
@@ -171,9 +301,14 @@ async def backfill_fetched(
     source: str = "ccxt",
     progress: Progress | None = None,
     page_limit: int = 1000,
+    on_total: Callable[[int], None] | None = None,
 ) -> BackfillReport:
     """Page through a REST source (``fetch_page(since_ms) -> list[Candle]``) from ``since``
-    (default: after the newest stored candle) to ``until`` (default: the newest closed candle)."""
+    (default: after the newest stored candle) to ``until`` (default: the newest closed candle).
+    ``on_total`` hears how many candles the range holds (for a progress bar), before paging.
+
+    REST through ccxt gives no close time: a candle the exchange closed early is known by its
+    open time like any other, and is history once its interval is over."""
     t0 = time.perf_counter()
     tf = series.timeframe
     report = BackfillReport(series.key, source)
@@ -186,6 +321,8 @@ async def backfill_fetched(
                 f"{series.key} has no stored candles: give --since for a first backfill"
             )
         since = tf.next_open(last)
+    if on_total and since <= end:
+        on_total(tf.floor_index(end) - tf.floor_index(since) + 1)
     rejected: Counter[str] = Counter()
     cursor = since
     while cursor <= end:

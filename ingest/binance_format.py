@@ -26,6 +26,9 @@ class KlineUpdate:
     closed: bool
     candle: Candle
     event_time: int
+    close_time: int | None = None
+    """Binance's ``T``: the candle's last millisecond, earlier than the end of its interval when
+    the exchange halted mid-candle (the candle is still real: it is judged by its open time)."""
 
 
 def parse_kline_message(raw: str | bytes) -> KlineUpdate | None:
@@ -61,11 +64,12 @@ def parse_kline_message(raw: str | bytes) -> KlineUpdate | None:
         market = k.get("s", msg.get("s"))
         interval = k["i"]
         event_time = _int(msg.get("E", 0))
+        close_time = _int(k["T"]) if "T" in k else None
     except (KeyError, TypeError, ValueError) as e:
         raise CandleError("malformed", f"bad kline field: {e}") from None
     if not isinstance(closed, bool) or not isinstance(market, str) or not isinstance(interval, str):
         raise CandleError("malformed", "bad kline field types")
-    return KlineUpdate(market.upper(), interval, closed, candle, event_time)
+    return KlineUpdate(market.upper(), interval, closed, candle, event_time, close_time)
 
 
 def _int(v: object) -> int:

@@ -165,4 +165,4 @@ class BinanceKlineSource:
             return
         if update.closed:
             self.stats.closed_candles += 1
-            self.sink.offer(series, update.candle, arrived, via="ws")
+            self.sink.offer(series, update.candle, arrived, via="ws", close_time=update.close_time)

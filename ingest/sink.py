@@ -92,15 +92,24 @@ class CandleSink:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def offer(self, series: SeriesId, candle: Candle, arrived_ms: int, via: str = "ws") -> bool:
+    def offer(
+        self,
+        series: SeriesId,
+        candle: Candle,
+        arrived_ms: int,
+        via: str = "ws",
+        close_time: int | None = None,
+    ) -> bool:
         """Validate and queue one candle its source saw close; returns False when rejected.
 
         The source's evidence (Binance's ``x: true``, the next candle appearing) outranks our
         reading of the exchange clock, which may lag it a little: "future" is judged with
-        :func:`clock_margin_ms` of slack, so a final arriving right at the close is kept.
+        :func:`clock_margin_ms` of slack, so a final arriving right at the close is kept. A
+        ``close_time`` the source gives (Binance's ``T``) is when the candle closed: before the
+        end of its interval when the exchange halted mid-candle, and that candle is stored.
         """
         now = self.clock.now_ms() + clock_margin_ms(self.clock, self.clock_margin_s)
-        reason = candle_problem(candle, series.timeframe, now)
+        reason = candle_problem(candle, series.timeframe, now, close_time)
         if reason is not None:
             self.rejects.reject(series, reason, repr(candle))
             return False

@@ -17,13 +17,19 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from core.schemas import Candle
 from core.series import SeriesId
-from storage.codec import pack_record, unpack_candle
+from storage.codec import unpack_candle
+from storage.columns import CandleColumns, floor_indexes, upsert_chunks
+from storage.holes import Hole, find_holes
 from storage.keys import BUCKET_SIZE, Keys
+
+__all__ = ["SCRIPT_CHUNK", "CandleStore", "Hole", "UpsertResult", "find_holes", "load_script"]
 
 # Candles per script call: big enough to amortise the round trip, small enough that one call
 # never blocks Redis for more than a few milliseconds.
@@ -54,18 +60,6 @@ class UpsertResult:
         self.trimmed += other.trimmed
 
 
-@dataclass(frozen=True, slots=True)
-class Hole:
-    """A run of missing candles: open times ``first``..``last`` inclusive, ``count`` candles."""
-
-    first: int
-    last: int
-    count: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {"first": self.first, "last": self.last, "count": self.count}
-
-
 @dataclass
 class CandleStore:
     """Candle history of every series, in one Redis (or Cluster)."""
@@ -84,7 +78,7 @@ class CandleStore:
     async def upsert(
         self,
         series: SeriesId,
-        candles: Iterable[Candle],
+        candles: Iterable[Candle] | CandleColumns,
         *,
         emit_events: bool = False,
         arrived_ms: int = 0,
@@ -93,8 +87,8 @@ class CandleStore:
         replaces the old. With ``emit_events`` every new or revised candle also gets a
         closed-candle event (live ingest and gap fill; not backfill). Batches are pipelined.
         """
-        batch = list(candles)
-        if not batch:
+        batch = candles if isinstance(candles, CandleColumns) else list(candles)
+        if not len(batch):
             total = UpsertResult()
             total.count = await self.count(series)
             total.last_open_time = await self.last_open_time(series)
@@ -106,38 +100,31 @@ class CandleStore:
 
     async def upsert_many(
         self,
-        batches: Sequence[tuple[SeriesId, Sequence[Candle]]],
+        batches: Sequence[tuple[SeriesId, Sequence[Candle] | CandleColumns]],
         *,
         emit_events: bool = False,
         arrived_ms: int | Sequence[int] = 0,
     ) -> list[UpsertResult]:
         """:meth:`upsert` for several series in one pipelined round trip (live ingest of many
         symbols); one result per batch, in order; ``arrived_ms`` one for all or one per batch.
+        A batch may be :class:`~storage.columns.CandleColumns` (a backfill): packed as arrays.
         Each script call still touches one series' keys only, so this works on Redis Cluster."""
         emit = 1 if emit_events else 0
         arrivals = [arrived_ms] * len(batches) if isinstance(arrived_ms, int) else arrived_ms
         calls: list[tuple[list[str], list[Any]]] = []
         chunks: list[int] = []
         for (series, batch), arrived in zip(batches, arrivals, strict=True):
-            tf = series.timeframe
+            keys = [
+                self.keys.candle_meta(series),
+                self.keys.candle_index(series),
+                self.keys.events(series),
+            ]
             n = 0
-            for start in range(0, len(batch), SCRIPT_CHUNK):
-                chunk = batch[start : start + SCRIPT_CHUNK]
-                bucket_slots: dict[int, int] = {}
-                records = []
-                for c in chunk:
-                    b, f = divmod(tf.index(c.open_time), BUCKET_SIZE)
-                    slot = bucket_slots.setdefault(b, len(bucket_slots) + 1)
-                    records.append(pack_record(slot, f, c))
-                argv = [emit, self.event_stream_len, arrived, BUCKET_SIZE, b"".join(records)]
-                argv += list(bucket_slots)
-                keys = [
-                    self.keys.candle_meta(series),
-                    self.keys.candle_index(series),
-                    self.keys.events(series),
-                ]
-                keys += [self.keys.candle_bucket(series, b) for b in bucket_slots]
-                calls.append((keys, argv))
+            for blob, buckets in upsert_chunks(series.timeframe, batch, SCRIPT_CHUNK):
+                argv = [emit, self.event_stream_len, arrived, BUCKET_SIZE, blob, *buckets]
+                calls.append(
+                    ([*keys, *(self.keys.candle_bucket(series, b) for b in buckets)], argv)
+                )
                 n += 1
             chunks.append(n)
         replies = iter(await self._run_upserts(calls))
@@ -343,17 +330,41 @@ class CandleStore:
         last stored candle). Candles before the first stored one are history, not holes."""
         tf = series.timeframe
         present = await self._indexes(series, start_ms, end_ms)
-        if not present and (start_ms is None or end_ms is None):
+        if not len(present) and (start_ms is None or end_ms is None):
             return []
-        lo = present[0] if start_ms is None else tf.floor_index(start_ms)
+        lo = int(present[0]) if start_ms is None else tf.floor_index(start_ms)
         if start_ms is not None and not tf.is_aligned(start_ms):
             lo += 1
-        hi = present[-1] if end_ms is None else tf.floor_index(end_ms)
+        hi = int(present[-1]) if end_ms is None else tf.floor_index(end_ms)
+        return find_holes(series, present, lo, hi)
+
+    async def holes_besides(
+        self, series: SeriesId, written: npt.NDArray[np.int64], start_ms: int, end_ms: int
+    ) -> list[Hole]:
+        """:meth:`holes` of ``start_ms..end_ms`` (aligned open times) knowing that the candles
+        opening at ``written`` are stored: only the other open times are looked up."""
+        tf = series.timeframe
+        lo, hi = tf.floor_index(start_ms), tf.floor_index(end_ms)
+        present = floor_indexes(tf, written)
+        if len(present) > 1 and not np.all(present[1:] > present[:-1]):
+            present = np.unique(present)  # (a file in time order, the usual case, skips this)
+        missing = np.setdiff1d(np.arange(lo, hi + 1, dtype=np.int64), present, assume_unique=True)
+        if len(missing):
+            buckets = np.unique(missing // BUCKET_SIZE).tolist()
+            pipe = self.redis.pipeline(transaction=False)
+            for b in buckets:
+                pipe.hkeys(self.keys.candle_bucket(series, b))
+            found = [
+                b * BUCKET_SIZE + int(f)
+                for b, names in zip(buckets, await pipe.execute(), strict=True)
+                for f in names
+            ]
+            present = np.union1d(present, np.asarray(found, dtype=np.int64))
         return find_holes(series, present, lo, hi)
 
     async def _indexes(
         self, series: SeriesId, start_ms: int | None, end_ms: int | None
-    ) -> list[int]:
+    ) -> npt.NDArray[np.int64]:
         """Sorted indexes of the candles stored in the range, as :meth:`open_times` finds them,
         but reading field names only from buckets that are not full (a full bucket holds every
         index): after a backfill that is a few buckets instead of every candle's field."""
@@ -371,30 +382,20 @@ class CandleStore:
                 pipe.hkeys(self.keys.candle_bucket(series, b))
             for b, names in zip(partial, await pipe.execute(), strict=True):
                 fields[b] = sorted(int(f) for f in names)
-        out: list[int] = []
-        for b in buckets:
-            base = b * BUCKET_SIZE
-            out += [base + f for f in fields[b]] if b in fields else range(base, base + BUCKET_SIZE)
+        parts = [
+            np.asarray(fields[b], dtype=np.int64) + b * BUCKET_SIZE
+            if b in fields
+            else np.arange(b * BUCKET_SIZE, (b + 1) * BUCKET_SIZE, dtype=np.int64)
+            for b in buckets
+        ]
+        out = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         first = None if start_ms is None else tf.floor_index(start_ms)
         if start_ms is not None and not tf.is_aligned(start_ms):
             first = tf.floor_index(start_ms) + 1
         last = None if end_ms is None else tf.floor_index(end_ms)
-        return [i for i in out if (first is None or i >= first) and (last is None or i <= last)]
-
-
-def find_holes(series: SeriesId, present: Sequence[int], lo: int, hi: int) -> list[Hole]:
-    """Missing indexes of ``lo..hi`` (inclusive) given the sorted ``present`` indexes."""
-    tf = series.timeframe
-    holes: list[Hole] = []
-    expect = lo
-    for i in present:
-        if i < lo:
-            continue
-        if i > hi:
-            break
-        if i > expect:
-            holes.append(Hole(tf.open_time(expect), tf.open_time(i - 1), i - expect))
-        expect = max(expect, i + 1)
-    if expect <= hi:
-        holes.append(Hole(tf.open_time(expect), tf.open_time(hi), hi - expect + 1))
-    return holes
+        keep = np.ones(len(out), dtype=bool)
+        if first is not None:
+            keep &= out >= first
+        if last is not None:
+            keep &= out <= last
+        return out[keep]

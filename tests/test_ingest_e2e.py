@@ -113,9 +113,15 @@ def _record_offers(service: IngestService) -> dict[tuple[str, str], set[int]]:
     offered: dict[tuple[str, str], set[int]] = defaultdict(set)
     real = service.sink.offer
 
-    def offer(series: SeriesId, candle: Candle, arrived_ms: int, via: str = "ws") -> bool:
+    def offer(
+        series: SeriesId,
+        candle: Candle,
+        arrived_ms: int,
+        via: str = "ws",
+        close_time: int | None = None,
+    ) -> bool:
         offered[series.key, via].add(candle.open_time)
-        return real(series, candle, arrived_ms, via)
+        return real(series, candle, arrived_ms, via, close_time)
 
     service.sink.offer = offer  # type: ignore[method-assign]
     return offered
@@ -289,6 +295,46 @@ async def test_healthy_feed_every_live_candle_over_websocket(
     assert service.sink.stored_by_via["rest"] <= 4 * (HISTORY + 5)
     assert service.sink.stored_by_via["ws"] >= 4 * (live - 5)
     assert service.sink.rejects.by_reason() == {}
+
+
+async def test_candles_closed_early_and_flat_outage_candles_are_stored(
+    tmp_path: Path, settings: Settings, redis: Redis
+) -> None:
+    """Real LINK rows changed minimally into what Binance publishes around a halt: a candle
+    closed 30 s into its minute and a flat zero-volume one after it, once in the history (over
+    REST) and once live (over the websocket, final at the early close). All stored, none
+    rejected, no hole."""
+    live = 40
+    path = _slice(tmp_path, FILES["LINK"], HISTORY + live)
+    lines = path.read_text().splitlines(keepends=True)
+    for i in (HISTORY - 20, HISTORY + 10):  # data row i is line i + 1
+        short = lines[i + 1].split(",")
+        short[6] = str(int(short[0]) + 29_999)
+        lines[i + 1] = ",".join(short)
+        flat = lines[i + 2].split(",")
+        prev_close = short[4]
+        flat[1:6] = [prev_close] * 4 + ["0"]
+        flat[7:11] = ["0"] * 4
+        lines[i + 2] = ",".join(flat)
+    path.write_text("".join(lines))
+    series = SeriesId.parse("binance:LINK/USDT:1m")
+    rows = _rows(path)
+    async with _replay([path], speed=600.0, updates_per_candle=1) as ex:
+        cfg = _settings(settings, ex, [series.key])
+        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
+        service = IngestService(cfg, store, expected_interval_s=0.5)
+        offered = _record_offers(service)
+        async with _running(service):
+            await _until(
+                lambda: _caught_up(service, store, {series: rows}),
+                within=live * 60 / 600.0 + 30,
+                what="every candle stored up to the last CSV row",
+            )
+    await _assert_exact(store, series, rows)
+    assert await store.holes(series) == []
+    assert service.sink.rejects.by_reason() == {}
+    early = int(lines[HISTORY + 11].split(",")[0])
+    assert early in offered[series.key, "ws"]
 
 
 @pytest.mark.parametrize("mode", ["watch", "poll"])
