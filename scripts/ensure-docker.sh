@@ -69,8 +69,16 @@ if ! engine_answers; then
   engine_answers || { kill "$started"; run_or_note "dockerd did not answer within 60 s" "$@"; }
 fi
 
+# Every user of the private engine holds a shared lock while it runs; the one that started the
+# engine waits for the others (another checkout's `make test`) before stopping it.
+mkdir -p "$RUNDIR"
+exec 9>"$RUNDIR/users.lock"
+flock -s 9
+
 stop_engine() {
   [ -n "$started" ] || return 0
+  flock -u 9
+  flock -x -w 3600 9 || true
   echo "stopping the private dockerd (pid $started)" >&2
   kill -TERM "$started" 2>/dev/null || true
   for _ in $(seq 1 120); do kill -0 "$started" 2>/dev/null || return 0; sleep 0.5; done
@@ -85,6 +93,7 @@ export CRYPTOCAST_REDIS_IMAGE=${CRYPTOCAST_REDIS_IMAGE:-cryptocast-local/redis:7
 
 if [ $# -eq 0 ]; then
   started=""  # asked to leave it running
+  flock -u 9
   echo "export DOCKER_HOST=$SOCK DOCKER=$DOCKER CRYPTOCAST_PYTHON_IMAGE=$CRYPTOCAST_PYTHON_IMAGE CRYPTOCAST_REDIS_IMAGE=$CRYPTOCAST_REDIS_IMAGE"
   exit 0
 fi
