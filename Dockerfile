@@ -36,8 +36,11 @@ COPY . .
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
+# The model cache exists in the image, owned by the user: a named volume mounted there (compose's
+# model-cache) takes its ownership from it; otherwise Docker makes the volume root's, unwritable.
 RUN groupadd --system --gid 10001 cryptocast \
- && useradd --system --uid 10001 --gid cryptocast --create-home --home-dir /home/cryptocast cryptocast
+ && useradd --system --uid 10001 --gid cryptocast --create-home --home-dir /home/cryptocast cryptocast \
+ && install -d -o 10001 -g 10001 /home/cryptocast/var /home/cryptocast/var/models
 COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \

@@ -7,7 +7,11 @@
 # not passed: a build cannot see the host's disk.
 #   scripts/build-image.sh [extra docker build args]    (run through scripts/ensure-docker.sh)
 set -euo pipefail
-DOCKER=${DOCKER:-docker}
+# A client with BuildKit: `docker` with buildx, else Debian's 20.10 client (BuildKit built in).
+if [ -z "${DOCKER:-}" ]; then
+  DOCKER=docker
+  if ! docker buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; fi
+fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TAG=${CRYPTOCAST_IMAGE:-cryptocast:latest}
 

@@ -172,6 +172,12 @@ def test_stack_is_healthy_runs_as_10001_and_keeps_redis_private(stack: Stack) ->
     for service in ("ingest", "forecaster", "web", "exchange"):
         assert stack.inspect(service)["Config"]["User"] == "10001:10001"
         assert stack.process_uids(service) == {10001}, service
+    # the forecaster's model cache is a named volume the non-root user can write
+    models = "/home/cryptocast/var/models"
+    mounts = {m["Destination"]: m for m in stack.inspect("forecaster")["Mounts"]}
+    assert mounts[models]["Type"] == "volume"
+    touch = f"import pathlib; pathlib.Path('{models}/.probe').write_text('ok')"
+    stack.compose("exec", "-T", "forecaster", "python", "-c", touch)
     redis = stack.inspect("redis")
     assert not redis["HostConfig"]["PortBindings"], "Redis is published on the host"
     assert not any(redis["NetworkSettings"]["Ports"].values())
@@ -276,7 +282,9 @@ def test_down_and_up_keep_the_data(stack: Stack) -> None:
     before = state(stack)
     stack.compose("down", "--timeout", "30", timeout=180)  # no --volumes: what a user runs
     assert stack.container("redis") == ""
-    stack.compose("up", "-d", "--no-build", timeout=600)
+    # Redis (and the web, to read it) first: what comes back is what the volume kept, before
+    # the ingester writes anything (the replay exchange starts its replay over)
+    stack.compose("up", "-d", "--no-build", "redis", "web", timeout=600)
     wait_until(
         lambda: stack.all_healthy(("redis", "web")), 180, "Redis and the web back", interval=2
     )
@@ -287,6 +295,7 @@ def test_down_and_up_keep_the_data(stack: Stack) -> None:
     kept = {p["as_of"]: p for p in after["predictions"]}
     for p in before["predictions"]:
         assert kept.get(p["as_of"]) == p
+    stack.compose("up", "-d", "--no-build", timeout=600)
     wait_until(
         lambda: stack.all_healthy(APP), 300, "every service healthy after up", interval=3,
         on_fail=lambda: "\n".join(f"{s}: {stack.health(s)}" for s in APP) + stack.logs(),
