@@ -102,4 +102,6 @@ if [ $# -eq 0 ]; then
 fi
 rc=0
 "$@" || rc=$?
+# Images a rebuild left untagged (this private engine only; the build cache stays).
+"$DOCKER" image prune -f >/dev/null 2>&1 || true
 exit "$rc"
