@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install redis compose chromium test lint format docs bench run demo clean
+.PHONY: install redis compose chromium image test lint format docs bench run demo clean
 
 install: $(STAMP)
 
@@ -27,8 +27,17 @@ compose:
 chromium:
 	@scripts/ensure-chromium.sh
 
+# The cryptocast image from the Dockerfile, as `docker compose build` builds it, through
+# scripts/ensure-docker.sh: the Docker engine there is, or (root on Debian, none running) a
+# private dockerd with its data in /var/lib/cryptocast-docker (so builds stay cached) that is
+# stopped again afterwards, with local base images where no registry is reachable.
+image:
+	@scripts/ensure-docker.sh scripts/build-image.sh
+
+# pytest runs through scripts/ensure-docker.sh too, for the compose deployment test
+# (tests/test_compose_stack.py builds the image, cached, and runs the stack).
 test: install redis compose chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	scripts/ensure-docker.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff (style, and asyncio.wait_for banned), mypy, the import contract between the layers
 # (pyproject's [tool.importlinter]) and the dependencies being exactly those imported (deptry).

@@ -158,12 +158,20 @@ def test_dockerfile_runs_as_non_root_with_a_cached_dependency_layer() -> None:
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must not run as root"
     assert "build-essential" not in final and "gcc" not in final
     assert final.startswith("${PYTHON_IMAGE}") and "python:3.11-slim" in text
-    build = stages[0]
+    build = "".join(stages[:-1])
     # pyproject (dependencies) before the code, so code edits reuse the dependency layer
     assert build.index("COPY pyproject.toml") < build.index("pip install -r")
-    assert (
-        build.index("pip install -r") < build.index("COPY . .") < build.index("RUN pip install .")
-    )
+    assert build.index("pip install -r") < build.index("COPY . .")
+    code = re.search(r"^RUN pip (wheel|install) (--[a-z-]+ )*(--wheel-dir \S+ )?\.$", build, re.M)
+    assert code, "the code is built as `make install` builds it: pip from the checkout"
+    assert build.index("COPY . .") < code.start()
+    # the code needs no index: the build backend came with the dependencies
+    assert "--no-build-isolation" in code.group(0) and "build-system" in build
+    # ...and lands in the runtime image as a layer of its own, after the dependencies' layer
+    assert final.index("COPY --from=deps /opt/venv") < final.index("pip install --no-deps")
+    # offline builds: the base image and the CA bundle come in from outside, the CA as a secret
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
+    assert "--mount=type=secret,id=pip_cert" in build
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".env", "var", ".git"} <= set(ignored)
 
