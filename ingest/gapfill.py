@@ -71,10 +71,17 @@ class GapFiller:
         if series in self._running:
             self._rerun.add(series)
             return self._running[series]
+        # Live candles wait while the fill runs, so events reach the forecaster in open-time
+        # order; they are released however the fill ends (done, failed or cancelled).
+        self.sink.hold(series)
         task = asyncio.create_task(self._fill_loop(series), name=f"gapfill:{series.key}")
         self._running[series] = task
-        task.add_done_callback(lambda _t: self._running.pop(series, None))
+        task.add_done_callback(lambda _t: self._done(series))
         return task
+
+    def _done(self, series: SeriesId) -> None:
+        self._running.pop(series, None)
+        self.sink.release(series)
 
     async def _fill_loop(self, series: SeriesId) -> None:
         while True:

@@ -91,6 +91,8 @@ class CandleSink:
         self._retry = (retry_min_s, retry_max_s)
         self._idle = asyncio.Event()
         self._idle.set()
+        # Live candles kept back per series while a gap fill brings the ones before them.
+        self._held: dict[SeriesId, list[_Pending]] = {}
 
     def offer(
         self,
@@ -114,8 +116,26 @@ class CandleSink:
             self.rejects.reject(series, reason, repr(candle))
             return False
         self._idle.clear()
-        self._queue.put_nowait((series, _Pending(candle, arrived_ms, via)))
+        pending = _Pending(candle, arrived_ms, via)
+        held = self._held.get(series)
+        if held is not None:
+            held.append(pending)
+        else:
+            self._queue.put_nowait((series, pending))
         return True
+
+    def hold(self, series: SeriesId) -> None:
+        """Keep ``series``' live candles back until :meth:`release`: a gap fill is fetching the
+        candles before them, and a live candle stored first would reach the forecaster with a
+        hole in its window (and be skipped there, never predicted)."""
+        self._held.setdefault(series, [])
+
+    def release(self, series: SeriesId) -> None:
+        """Queue what :meth:`hold` kept back, in arrival order, after the gap fill's candles."""
+        for pending in self._held.pop(series, []):
+            self._queue.put_nowait((series, pending))
+        if self._queue.empty() and not self._held:
+            self._idle.set()
 
     async def write_now(self, series: SeriesId, candles: list[Candle], via: str) -> int:
         """Validate and store a batch directly (gap fill): returns how many were new/revised."""
@@ -134,7 +154,7 @@ class CandleSink:
         return res.new + res.replaced
 
     async def drained(self) -> None:
-        """Wait until everything offered so far is stored."""
+        """Wait until everything offered so far is stored (what is held, once released)."""
         await self._idle.wait()
 
     async def run(self) -> None:
@@ -148,7 +168,7 @@ class CandleSink:
             for series, p in batch:
                 grouped[series, p.via].append(p)
             await self._store_with_retry(grouped)
-            if self._queue.empty():
+            if self._queue.empty() and not any(self._held.values()):
                 self._idle.set()
 
     async def _store_with_retry(self, grouped: dict[tuple[SeriesId, str], list[_Pending]]) -> None:

@@ -10,6 +10,7 @@ Everything runs over loopback: real websockets, real REST through ccxt, the real
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import sys
@@ -108,6 +109,17 @@ async def _running(service: IngestService) -> AsyncIterator[asyncio.Task[None]]:
         await with_timeout(task, 15)
 
 
+async def _assert_events_in_order(redis: Redis, store: CandleStore, series: SeriesId) -> None:
+    """Closed-candle events in open-time order, through every reconnect: live candles that close
+    while a gap fill runs wait for it, so the forecaster never gets a candle before the ones its
+    window needs (it would skip it as an incomplete window and never predict it)."""
+    entries = await redis.xrange(store.keys.events(series))
+    firsts = [int(f[b"i"]) for _id, f in entries if f.get(b"r") != b"1"]
+    assert firsts, f"no events for {series}"
+    late = [(a, b) for a, b in itertools.pairwise(firsts) if b <= a]
+    assert not late, f"{series}: {len(late)} events before an older candle's, e.g. {late[:3]}"
+
+
 def _record_offers(service: IngestService) -> dict[tuple[str, str], set[int]]:
     """Spy on the sink: open times offered per (series, via), accepted or not."""
     offered: dict[tuple[str, str], set[int]] = defaultdict(set)
@@ -200,6 +212,7 @@ async def test_faulty_feed_every_candle_exactly_once(
     total = 0
     for s, r in rows.items():
         total += await _assert_exact(store, s, r)
+        await _assert_events_in_order(redis, store, s)
     assert total >= 4 * (HISTORY + live) * 0.95
     rejected = service.sink.rejects.by_reason()
     # broken JSON and missing fields are "malformed"; the others carry their own reason
