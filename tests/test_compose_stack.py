@@ -255,8 +255,8 @@ def test_ingester_kill_loses_no_candle_and_the_restart_policy_brings_it_back(
     assert_no_candle_lost(after)  # the gap fill brought back what closed while it was down
     assert after["predictions"][: len(before["predictions"])] == before["predictions"]
     assert len(after["predictions"]) > len(before["predictions"]) + 5
-    # Predictions flow again; any candle left without one is accounted for by the forecaster
-    # as a live candle whose window still had the outage's hole (see the next test).
+    # Predictions flow again; a candle left without one could only be one the forecaster
+    # skipped for a hole in its window (the next test requires that there is none).
     missing = missing_predictions(after)
     holes_seen = skipped(stack).get("incomplete_window", 0) - skipped_before.get(
         "incomplete_window", 0
@@ -266,12 +266,6 @@ def test_ingester_kill_loses_no_candle_and_the_restart_policy_brings_it_back(
     KILL["missing"] = missing
 
 
-@pytest.mark.xfail(
-    reason="known: after an ingester restart, a live candle that closes before the REST gap "
-    "fill has stored the outage's candles reaches the forecaster with a hole in its window "
-    "and is skipped (incomplete_window), so that candle gets no prediction",
-    strict=False,
-)
 def test_ingester_kill_loses_no_prediction(stack: Stack) -> None:
     if "missing" not in KILL:
         pytest.skip("needs the ingester kill above")
