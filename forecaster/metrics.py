@@ -299,9 +299,10 @@ def trailing_volatility(returns: np.ndarray, as_of: np.ndarray, window: int = 24
     idx = rows[:, None] + np.arange(-window + 1, 1)[None, :]
     ok = idx >= 0
     vals = np.where(ok, r[np.clip(idx, 0, None)], np.nan)
-    count = np.sum(np.isfinite(vals), axis=1)
-    with np.errstate(invalid="ignore"):
-        rms = np.sqrt(np.nanmean(vals**2, axis=1)) if vals.size else np.empty(0)
+    fin = np.isfinite(vals)
+    count = fin.sum(axis=1)
+    ss = np.where(fin, vals, 0.0) ** 2
+    rms = np.sqrt(ss.sum(axis=1) / np.maximum(count, 1))
     return np.where(count >= max(window // 2, 1), rms, np.nan)
 
 
