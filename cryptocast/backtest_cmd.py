@@ -43,7 +43,8 @@ def _load_csv(path: str, series: str | None) -> tuple[CandleArrays, str, dict[st
             raise ValueError(f"--series {series} has timeframe {sid.timeframe}, the file has {tf}")
         name = sid.key
     else:
-        name = f"csv:{Path(path).stem}:{tf.text}"
+        stem = Path(path).name.removesuffix(".gz").removesuffix(".csv")
+        name = f"csv:{stem}:{tf.text}"
     arrays = CandleArrays.from_candles(result.candles, tf)
     return arrays, name, {"source": str(path), "rejected": result.reject_counts}
 
