@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 
 from cryptocast.app import app
@@ -168,7 +167,7 @@ def _run(
     from rich.console import Console
 
     from forecaster.backtest import BacktestOptions
-    from forecaster.backtest_report import print_table, to_json, write_plot
+    from forecaster.backtest_report import dumps, print_table, to_json, write_plot
 
     err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
     n = len(arrays)
@@ -229,7 +228,7 @@ def _run(
     print_table(doc, Console(width=None if sys.stdout.isatty() else 140))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        Path(json_path).write_bytes(dumps(doc))
         err.print(f"JSON → {json_path}")
     if plot:
         write_plot(doc, plot)

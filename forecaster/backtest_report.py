@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 
     from forecaster.horizon import HorizonPath
 
-__all__ = ["model_scores", "print_table", "to_json", "write_plot"]
+__all__ = ["dumps", "model_scores", "print_table", "to_json", "write_plot"]
 
 PRICE_DECIMALS = 4
 SIGNIFICANT = 6  # digits kept for sigma, p_up and volatility in the JSON
+PARAM_DIGITS = 10  # digits kept for the distributions' parameters
 
 
 def _num(v: Any) -> float | None:
@@ -70,8 +71,22 @@ def model_scores(result: BacktestResult) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _sig(x: np.ndarray) -> list[float | None]:
-    return [float(f"{v:.{SIGNIFICANT}g}") if math.isfinite(v) else None for v in x.tolist()]
+def _sig(x: np.ndarray, digits: int = SIGNIFICANT) -> list[float | None]:
+    return [float(f"{v:.{digits}g}") if math.isfinite(v) else None for v in x.tolist()]
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """The report as JSON: indented, except ``points``, one compact line (it is most of it)."""
+    import orjson
+
+    if "points" not in doc:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+    marker = "\u0000points\u0000"
+    text = orjson.dumps({**doc, "points": marker}, option=orjson.OPT_INDENT_2)
+    quoted = orjson.dumps(marker)
+    head, sep, tail = text.rpartition(quoted)
+    assert sep, "the points marker is missing"
+    return head + orjson.dumps(doc["points"]) + tail + b"\n"
 
 
 def _prices(x: np.ndarray | None) -> list[float | None] | None:
@@ -170,9 +185,9 @@ def _distribution_points(result: BacktestResult) -> dict[str, Any]:
         if dist is None:
             continue
         params[name] = {
-            "loc": dist.loc.tolist(),
-            "scale": dist.scale.tolist(),
-            "df": [None if math.isinf(v) else v for v in dist.df.tolist()],
+            "loc": _sig(dist.loc, PARAM_DIGITS),
+            "scale": _sig(dist.scale, PARAM_DIGITS),
+            "df": _sig(dist.df, PARAM_DIGITS),  # null: Gaussian (inf)
         }
         sigma[name] = _sig(dist.sigma())
         p_up[name] = _sig(dist.p_up())
