@@ -335,7 +335,7 @@ def fit_garch(
                 warnings.simplefilter("ignore")
                 res = arch_model(
                     r * k, mean="Constant", vol="GARCH", p=1, q=1, dist="t", rescale=False
-                ).fit(disp="off", options={"maxiter": maxiter})
+                ).fit(disp="off", show_warning=False, options={"maxiter": maxiter})
             if int(res.convergence_flag) != 0:
                 reason = "not_converged"
             else:
