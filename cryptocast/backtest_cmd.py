@@ -225,7 +225,7 @@ def _run(
     doc = to_json(result, paths, extra={"source": source, "wall_seconds": 0.0})
     doc["wall_seconds"] = round(time.perf_counter() - t0, 2)
     # A log file or pipe gets a table wide enough to read, not rich's 80-column default.
-    print_table(doc, Console(width=None if sys.stdout.isatty() else 140))
+    print_table(doc, Console(width=None if sys.stdout.isatty() else 200))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_bytes(dumps(doc))

@@ -207,6 +207,17 @@ def _distribution_points(result: BacktestResult) -> dict[str, Any]:
     return out
 
 
+def _sigfmt(v: Any, digits: int = 5) -> str:
+    """``v`` with at least ``digits`` significant digits, thousands separated (any price)."""
+    if v is None:
+        return "—"
+    x = float(v)
+    if x == 0 or not math.isfinite(x):
+        return format(x, ".0f")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return format(x, f",.{decimals}f")
+
+
 def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
     return "—" if v is None else format(float(v) * scale, spec)
 
@@ -229,12 +240,12 @@ def print_table(doc: dict[str, Any], console: Console) -> None:
         m = models[name]
         cov = "—"
         if m["coverage"] is not None:
-            cov = f"{m['coverage'] * 100:.1f}% ({_fmt(m['interval_width'], ',.0f')})"
+            cov = f"{m['coverage'] * 100:.1f}% ({_sigfmt(m['interval_width'], 4)})"
         label = f"{name} [red](look-ahead)[/]" if m["lookahead"] else name
         table.add_row(
             label,
-            _fmt(m["mae"], ",.2f"),
-            _fmt(m["rmse"], ",.2f"),
+            _sigfmt(m["mae"]),
+            _sigfmt(m["rmse"]),
             _fmt(m["mape"], ".3f"),
             _fmt(m["mase"], ".3f"),
             _fmt(m["skill_vs_naive"], "+.2%"),
@@ -281,7 +292,7 @@ def _print_distribution_table(doc: dict[str, Any], console: Console) -> None:
             _fmt(m["christoffersen_lr"], ".3g"),
             _fmt(m["p_miss_after_miss"], ".2f"),
             _fmt(m["qlike"], ".5g"),
-            _fmt(m["brier"], ".4f"),
+            _fmt(m["brier"], ".5f"),
         )
     console.print(table)
     pub = models.get("published", {}).get("champions")
