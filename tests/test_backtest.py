@@ -271,9 +271,9 @@ def test_cli_usage_errors_are_one_line(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "timeframe" in r.output and "Traceback" not in r.output
     r = _cli(["--csv", str(tmp_path / "nope.csv")])
     assert r.exit_code == 2 and "Traceback" not in r.output
-    assert r.output.strip().splitlines() == [
-        f"cryptocast: error: cannot read {tmp_path / 'nope.csv'}: No such file or directory"
-    ]
+    (line,) = r.output.strip().splitlines()
+    assert line.startswith("cryptocast: error: ") and "nope.csv" in line
+    assert "No such file or directory" in line
 
 
 async def test_cli_reads_a_series_from_redis(redis: Any, redis_server: Any) -> None:
