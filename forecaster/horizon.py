@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from forecaster.data import CandleArrays
-from forecaster.features import FeatureError, log_returns, window_features
+from forecaster.features import (
+    RETURN_UNITS,
+    FeatureError,
+    input_from_features,
+    log_returns,
+    window_features,
+)
 
 if TYPE_CHECKING:
     from forecaster.backtest import FittedBaseline
@@ -87,17 +93,31 @@ def _path(
 
 def _lstm_returns(model: LoadedModel, arrays: CandleArrays, steps: int) -> np.ndarray:
     feats = window_features(arrays, model.window, model.features)  # (window, F) unscaled
-    neutral = np.array(model.scaler.mean, dtype=np.float64)
-    ret_col = model.features.index("ret") if "ret" in model.features else None
+    rets = log_returns(arrays)[len(arrays) - model.window :]
+    names = model.features
+    ret_col = names.index("ret") if "ret" in names else None
+    tf, base = arrays.timeframe, int(arrays.index[-1])
     out = np.empty(steps, dtype=np.float64)
     for h in range(steps):
-        z = float(model.forward(model.scaler.transform(feats)[None, :, :])[0])
-        r = float(model.scaler.inverse_target(np.array([z]))[0])
+        x, sigma = input_from_features(feats, rets, model.scaler, model.normalisation)
+        loc, _scale, _df = model.distribution(model.forward(x).reshape(1, -1), np.array([sigma]))
+        r = float(loc[0])
         out[h] = r
-        row = neutral.copy()
+        # The imagined candle: its return, the other inputs at their training means (in the
+        # window's volatility units when normalised), its own time of day.
+        row = np.array(model.scaler.mean, dtype=np.float64)
+        if model.normalisation != "none":
+            row = np.array(
+                [v * sigma if n in RETURN_UNITS else v for n, v in zip(names, row, strict=True)]
+            )
         if ret_col is not None:
             row[ret_col] = r
+        phase = (tf.open_time(base + h + 1) % 86_400_000) * (2.0 * math.pi / 86_400_000)
+        for name, val in (("tod_sin", math.sin(phase)), ("tod_cos", math.cos(phase))):
+            if name in names:
+                row[names.index(name)] = val
         feats = np.vstack([feats[1:], row[None, :]])
+        rets = np.append(rets[1:], r)
     return out
 
 

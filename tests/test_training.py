@@ -56,6 +56,8 @@ def test_meta_is_json_and_complete(cold: TrainingResult) -> None:
         "keras_version",
         "artifact_sha256",
         "training",
+        "champion",
+        "point",
     ):
         assert key in meta, key
     assert meta["architecture"] == {
@@ -63,7 +65,9 @@ def test_meta_is_json_and_complete(cold: TrainingResult) -> None:
         "layers": 2,
         "dropout": 0.2,
         "window": 24,
-        "features": ["ret", "range", "vol"],
+        "features": ["ret", "range", "vol", "gk", "tod_sin", "tod_cos"],
+        "head": "student_t",
+        "normalisation": "trailing_rms",
     }
     rng = meta["training_range"]
     assert rng["candles"] == 2800 and rng["holes"] == [[HOLE_MS, HOLE_MS]]
@@ -108,6 +112,7 @@ def _early_stop_xy(result: TrainingResult) -> tuple[np.ndarray, np.ndarray]:
         s.window,
         s.early_stop_fraction,
         s.holdout_fraction,
+        s.normalisation,
     )
     return data.early_stop.x, data.early_stop.y
 
@@ -159,11 +164,16 @@ def test_current_with_longer_window_scored_on_common_targets(current: LoadedMode
         arrays.close[keep],
         arrays.volume[keep],
     )
-    result = train(holed, tiny_settings(window=16, epochs=1), current=current)
+    # A current version whose champion is its LSTM (an econometric one forecasts every row).
+    lstm_meta = {**current.meta, "champion": {"kind": "lstm"}}
+    lstm_current = LoadedModel.from_keras(current.model, lstm_meta)
+    result = train(holed, tiny_settings(window=16, epochs=1), current=lstm_current)
     ho = result.meta["holdout"]
     assert result.meta["warm_started"] is False
-    assert ho["n_dropped_for_current"] == 8
+    assert ho["n_dropped_for_current"] == 8 and ho["current_kind"] == "lstm"
     assert ho["n"] == ho["candidate"]["n"] == ho["current"]["n"] == ho["naive"]["n"]
+    for kind in ("garch", "ewma", "static"):
+        assert ho[kind]["n"] == ho["n"]
 
 
 def test_too_few_candles_raise() -> None:
