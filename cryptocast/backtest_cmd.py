@@ -91,7 +91,12 @@ def backtest(
         int | None, typer.Option(help="Candles between retrains (default: 8 folds).")
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", help="lstm, seed, naive, drift, ar, or all (comma-separated).")
+        str,
+        typer.Option(
+            "--model",
+            help="lstm, seed, naive, drift, ar, ewma, garch, static, or all (comma-separated); "
+            "'published' (the holdout-CRPS champion after calibration) is added.",
+        ),
     ] = "all",
     horizon: Annotated[int, typer.Option(help="Also forecast H steps from the last candle.")] = 0,
     seed: Annotated[int | None, typer.Option(help="Random seed (default: settings').")] = None,
@@ -101,7 +106,8 @@ def backtest(
     plot: Annotated[str | None, typer.Option("--plot", help="Write the PNG here.")] = None,
     verbose: Annotated[bool, typer.Option(help="Log every training run.")] = False,
 ) -> None:
-    """Walk-forward backtest with periodic retraining, against naive/drift/AR baselines."""
+    """Walk-forward backtest with periodic retraining, against naive/drift/AR and EWMA/GARCH/static
+    volatility baselines; every model's predictive distribution is scored."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     state: AppState = ctx.obj
     settings = state.settings()
@@ -267,6 +273,8 @@ def _with_progress(
                 parts.append(f"lstm {li['train_seconds']:.0f} s, {li['epochs_run']} ep, {what}")
             if "seed" in info:
                 parts.append(f"seed {info['seed']['train_seconds']:.0f} s")
+            if "published" in info:
+                parts.append(f"published {info['published']['champion']}")
             line = "; ".join(parts)
             progress.update(task, advance=1, last=line)
             if not tty:  # a log file gets one line per fold instead of a bar

@@ -16,15 +16,21 @@ The protocol (like FreqAI's backtesting or Darts' ``historical_forecasts`` with 
   ``lookahead``.
 - Baselines (naive, drift, AR(p) on returns) are refit per fold on the same train window; their
   prediction intervals come from the quantiles of their residuals on that window.
+- The econometric models (``ewma``, ``garch``, ``static``; :mod:`forecaster.econometric`) are
+  fitted per fold on the same train window and filtered forward with fixed parameters.
+- Every model but ``seed`` yields a predictive distribution of the next log return at every
+  point (:mod:`forecaster.backtest_models`). ``published`` is what the service would publish:
+  per fold the champion by CRPS on the train window's holdout, its central interval at the
+  level adaptive conformal inference (:mod:`forecaster.calibration`) sets from the misses of
+  the points before, one state carried through the whole test span as the live service does.
 
 TensorFlow is imported only when the ``lstm`` or ``seed`` model runs.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,16 +38,33 @@ import numpy as np
 import structlog
 
 from config.settings import ModelSettings
-from forecaster.baselines import ARBaseline, Baseline, DriftBaseline, NaiveBaseline, return_history
+from forecaster.backtest_models import (
+    VOL_MODELS,
+    FittedBaseline,
+    champion_by_crps,
+    fit_baselines,
+    fit_vol_models,
+    holdout_distributions,
+    in_sample_naive_mae,
+    lstm_fold,
+    model_distribution,
+    series_context,
+    vol_distributions,
+)
+from forecaster.baselines import return_history
+from forecaster.calibration import DEFAULT_GAMMA, AciState, run_aci
 from forecaster.data import CandleArrays
-from forecaster.features import FeatureError, target_rows
+from forecaster.distribution import PUBLISHED_QUANTILES, ReturnDistribution
+from forecaster.features import FeatureError, log_returns, target_rows
 from forecaster.metrics import price_from_return
 
 if TYPE_CHECKING:
     from forecaster.inference import LoadedModel
 
 __all__ = [
+    "DISTRIBUTION_MODELS",
     "MODEL_NAMES",
+    "PUBLISHED",
     "BacktestOptions",
     "BacktestResult",
     "FittedBaseline",
@@ -53,7 +76,10 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-MODEL_NAMES = ("lstm", "seed", "naive", "drift", "ar")
+MODEL_NAMES = ("lstm", "seed", "naive", "drift", "ar", "ewma", "garch", "static")
+# Models with a predictive distribution: the candidates for what is published.
+DISTRIBUTION_MODELS = ("lstm", "naive", "drift", "ar", "ewma", "garch", "static")
+PUBLISHED = "published"
 LOOKAHEAD_MODELS = frozenset({"seed"})
 
 
@@ -67,6 +93,8 @@ class BacktestOptions:
     models: tuple[str, ...] = MODEL_NAMES
     ar_lags: int = 5
     max_model_age: int = 1440
+    publish: bool = True  # add the ``published`` model (champion after calibration)
+    aci_gamma: float = DEFAULT_GAMMA
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODEL_NAMES]
@@ -87,15 +115,6 @@ class Fold:
     rows: np.ndarray  # test target rows in [start, stop)
 
 
-@dataclass(frozen=True, slots=True)
-class FittedBaseline:
-    """A baseline fitted on one train window, with its residual quantiles (log return)."""
-
-    model: Baseline
-    q_low: float
-    q_high: float
-
-
 @dataclass(slots=True)
 class ModelRun:
     """One model's walk-forward output, aligned with :attr:`BacktestResult.rows`."""
@@ -108,6 +127,25 @@ class ModelRun:
     train_seconds: float = 0.0
     lookahead: bool = False
     folds: list[dict[str, Any]] = field(default_factory=list)
+    # The predictive distribution of the next log return per point (NaN: none, e.g. seed).
+    loc: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    df: np.ndarray | None = None
+    level: np.ndarray | None = None  # interval level per point (published: ACI's)
+    champion: list[str] | None = None  # published: the model published at each point
+
+    def distribution(self) -> ReturnDistribution | None:
+        """The per-point distributions, or ``None`` for a model without one."""
+        if self.loc is None or self.scale is None or self.df is None:
+            return None
+        if not (np.isfinite(self.loc).all() and np.isfinite(self.scale).all()):
+            return None
+        return ReturnDistribution(self.loc, self.scale, self.df)
+
+    def quantiles(self) -> np.ndarray | None:
+        """Quantiles of the next log return at :data:`PUBLISHED_QUANTILES`, ``(n, 5)``."""
+        d = self.distribution()
+        return None if d is None else d.quantiles(PUBLISHED_QUANTILES)
 
 
 @dataclass(slots=True)
@@ -176,37 +214,6 @@ def plan_folds(
     return folds, points
 
 
-def _in_sample_naive_mae(train: CandleArrays) -> float:
-    # MASE denominator: the naive forecast's MAE on consecutive candles of the train window.
-    rows = target_rows(train, 0)
-    if rows.size == 0:
-        return math.nan
-    return float(np.mean(np.abs(train.close[rows] - train.close[rows - 1])))
-
-
-def fit_baselines(
-    train: CandleArrays, names: Sequence[str], lags: int, level: float
-) -> dict[str, FittedBaseline]:
-    """Fit the return baselines on ``train`` only; intervals from in-sample residual quantiles."""
-    rows = target_rows(train, lags)
-    if rows.size < lags + 2:
-        raise FeatureError(f"too few candles to fit the baselines: {rows.size} targets")
-    hist = return_history(train, rows, lags)
-    y = np.log(train.close[rows] / train.close[rows - 1])
-    makers: dict[str, Callable[[], Baseline]] = {
-        "naive": NaiveBaseline,
-        "drift": DriftBaseline,
-        "ar": lambda: ARBaseline(lags=lags),
-    }
-    out: dict[str, FittedBaseline] = {}
-    for name in names:
-        model = makers[name]().fit(hist, y)
-        resid = y - model.predict(hist)
-        q_lo, q_hi = np.quantile(resid, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-        out[name] = FittedBaseline(model, float(q_lo), float(q_hi))
-    return out
-
-
 def _empty_run(name: str, n: int, intervals: bool) -> ModelRun:
     nan = np.full(n, np.nan)
     return ModelRun(
@@ -216,6 +223,10 @@ def _empty_run(name: str, n: int, intervals: bool) -> ModelRun:
         lower=nan.copy() if intervals else None,
         upper=nan.copy() if intervals else None,
         lookahead=name in LOOKAHEAD_MODELS,
+        loc=nan.copy() if intervals else None,
+        scale=nan.copy() if intervals else None,
+        df=nan.copy() if intervals else None,
+        level=nan.copy() if intervals else None,
     )
 
 
@@ -240,10 +251,16 @@ def run_backtest(
     slot = {int(r): i for i, r in enumerate(points)}
     names = [m for m in MODEL_NAMES if m in options.models]
     runs = {m: _empty_run(m, n, m != "seed") for m in names}
+    candidates = [m for m in DISTRIBUTION_MODELS if m in names]
+    publish = options.publish and bool(candidates)
+    ctx = series_context(series, arrays)
+    level = settings.interval_level
+    champions: list[str] = [""] * n
     fold_of = np.full(n, -1, dtype=np.int64)
     scale = np.full(n, np.nan)
     fold_scales: list[float] = []
     base_names = [m for m in names if m in ("naive", "drift", "ar")]
+    vol_names = [m for m in names if m in VOL_MODELS]
 
     serving: LoadedModel | None = None
     serving_meta: dict[str, Any] | None = None
@@ -261,7 +278,7 @@ def run_backtest(
         known = arrays.slice(0, fold.stop)
         where = np.array([slot[int(r)] for r in fold.rows], dtype=np.int64)
         fold_of[where] = fold.number
-        fold_scale = _in_sample_naive_mae(train)
+        fold_scale = in_sample_naive_mae(train)
         fold_scales.append(fold_scale)
         scale[where] = fold_scale
         last = known.close[fold.rows - 1]
@@ -274,12 +291,26 @@ def run_backtest(
             spent = time.perf_counter() - t0
             for name, fb in baselines.items():
                 r = fb.model.predict(hist)
-                _store(runs[name], where, r, last, fb.q_low, fb.q_high)
+                dist = model_distribution(fb, known, fold.rows, r, level)
+                _store(runs[name], where, r, last, dist, level)
                 runs[name].train_seconds += spent / len(baselines)
 
+        if vol_names:
+            t0 = time.perf_counter()
+            fitted = fit_vol_models(vol_names, log_returns(train), ctx)
+            dists = vol_distributions(fitted, known, fold.train_start, fold.rows)
+            spent = time.perf_counter() - t0
+            for name, m in fitted.items():
+                run = runs[name]
+                run.train_seconds += spent / len(fitted)
+                run.folds.append({"fold": fold.number, **m.to_dict()})
+                if fold.rows.size:
+                    d = dists[name]
+                    _store(run, where, d.loc, last, d, level)
+
         if "lstm" in names:
-            serving, serving_meta, lstm_info = _lstm_fold(
-                train, settings, options, serving, serving_meta
+            serving, serving_meta, lstm_info = lstm_fold(
+                train, settings, options.max_model_age, serving, serving_meta
             )
             run = runs["lstm"]
             run.train_seconds += lstm_info["train_seconds"]
@@ -289,7 +320,21 @@ def run_backtest(
                 r, ok = serving.predict_returns(known, fold.rows)
                 if not ok.all():  # cannot happen with the common points; guard the invariant
                     raise FeatureError("the LSTM has no window for a test point")
-                _store(run, where, r, last, serving.q_low, serving.q_high)
+                dist = model_distribution(serving, known, fold.rows, r, level)
+                _store(run, where, r, last, dist, level)
+
+        if publish and fold.rows.size:
+            y_ho, d_ho = holdout_distributions(
+                train, candidates, window=settings.window,
+                holdout_fraction=settings.holdout_fraction, ar_lags=options.ar_lags,
+                level=level, lstm=serving if "lstm" in names else None, context=ctx,
+            )  # fmt: skip
+            champ, ho_crps = champion_by_crps(y_ho, d_ho, candidates)
+            if champ is None:  # an empty holdout: keep the previous champion, else the first
+                champ = next((c for c in reversed(champions) if c), candidates[0])
+            for i in where.tolist():
+                champions[i] = champ
+            info["published"] = {"champion": champ, "holdout_crps": ho_crps}
 
         if "seed" in names:
             from forecaster.seed_model import fit_seed, predict_seed
@@ -312,6 +357,9 @@ def run_backtest(
         if on_fold is not None:
             on_fold(fold, info)
 
+    if publish:
+        runs[PUBLISHED] = _published(runs, champions, arrays, points, level, options.aci_gamma)
+
     return BacktestResult(
         series=series,
         arrays=arrays,
@@ -330,49 +378,47 @@ def run_backtest(
 
 
 def _store(
-    run: ModelRun, where: np.ndarray, r: np.ndarray, last: np.ndarray, q_lo: float, q_hi: float
+    run: ModelRun,
+    where: np.ndarray,
+    r: np.ndarray,
+    last: np.ndarray,
+    dist: ReturnDistribution,
+    level: float,
 ) -> None:
+    """Point forecast, distribution and its central interval (prices) of one fold's points."""
     run.pred_return[where] = r
     run.pred[where] = price_from_return(last, r)
-    if run.lower is not None and run.upper is not None:
-        run.lower[where] = price_from_return(last, r + q_lo)
-        run.upper[where] = price_from_return(last, r + q_hi)
+    assert run.loc is not None and run.scale is not None and run.df is not None
+    run.loc[where], run.scale[where], run.df[where] = dist.loc, dist.scale, dist.df
+    lo, hi = dist.interval(level)
+    if run.lower is not None and run.upper is not None and run.level is not None:
+        run.lower[where] = price_from_return(last, lo)
+        run.upper[where] = price_from_return(last, hi)
+        run.level[where] = level
 
 
-def _lstm_fold(
-    train: CandleArrays,
-    settings: ModelSettings,
-    options: BacktestOptions,
-    serving: LoadedModel | None,
-    serving_meta: dict[str, Any] | None,
-) -> tuple[LoadedModel, dict[str, Any], dict[str, Any]]:
-    """One scheduled retrain, as ``forecaster.train_job.train_series`` does it."""
-    from forecaster.promotion import decide_promotion
-    from forecaster.training import train as train_model
-
-    t0 = time.perf_counter()
-    result = train_model(train, settings, current=serving, warm_start=True)
-    seconds = time.perf_counter() - t0
-    tf = train.timeframe
-    expired = serving_meta is not None and (
-        int(train.index[-1]) - tf.index(int(serving_meta["training_range"]["last_open_time"]))
-        > options.max_model_age
-    )
-    decision = decide_promotion(result.meta, serving_meta, expired)
-    info = {
-        "train_seconds": round(seconds, 3),
-        "epochs_run": result.meta["epochs_run"],
-        "best_epoch": result.meta["best_epoch"],
-        "warm_started": result.meta["warm_started"],
-        "holdout_skill": result.meta["skill"],
-        "promoted": decision.promote,
-        "reason": decision.reason,
-        "train_first_time": result.meta["training_range"]["first_open_time"],
-        "train_last_time": result.meta["training_range"]["last_open_time"],
-    }
-    if decision.promote or serving is None:
-        # serving is None only when the very first model had no valid score: serve it anyway,
-        # the backtest must predict something (the live service would publish nothing).
-        return result.model, result.meta, info
-    assert serving_meta is not None
-    return serving, serving_meta, info
+def _published(
+    runs: dict[str, ModelRun],
+    champions: list[str],
+    arrays: CandleArrays,
+    points: np.ndarray,
+    level: float,
+    gamma: float,
+) -> ModelRun:
+    """The champion's forecast at each point, its interval at the ACI-adjusted level."""
+    n = points.size
+    run = _empty_run(PUBLISHED, n, True)
+    run.champion = list(champions)
+    for name in set(champions):
+        idx = np.array([i for i, c in enumerate(champions) if c == name], dtype=np.int64)
+        src = runs[name]
+        for f in ("pred_return", "pred", "loc", "scale", "df"):
+            getattr(run, f)[idx] = getattr(src, f)[idx]
+    dist = run.distribution()
+    if dist is None:
+        raise FeatureError("the published model has no distribution for a test point")
+    last = arrays.close[points - 1]
+    y = np.log(arrays.close[points] / last)
+    lo, hi, lv, _ = run_aci(dist, y, AciState(target=level, gamma=gamma))
+    run.lower, run.upper, run.level = price_from_return(last, lo), price_from_return(last, hi), lv
+    return run

@@ -1,25 +1,32 @@
-"""Backtest output: scores per model, the JSON report, the terminal table and the PNG.
+"""Backtest output: scores per model, the JSON report, the terminal tables and the PNG.
 
-Scores are in price space on the same test points for every model (see
-:mod:`forecaster.metrics`). MASE divides each point's absolute error by the naive forecast's
-in-sample MAE on *its fold's* train window, then averages: every fold is scaled by what naive
-achieved on the data that fold's models were trained on. Direction accuracy counts only candles
+Point scores are in price space on the same test points for every model (see
+:mod:`forecaster.metrics`); distribution scores (CRPS, pinball, Winkler, QLIKE, Brier,
+Christoffersen) are in log-return space, see :mod:`forecaster.backtest_scores`. MASE divides
+each point's absolute error by the naive forecast's in-sample MAE on *its fold's* train window,
+then averages: every fold is scaled by what naive achieved on the data that fold's models were
+trained on. Direction accuracy counts only candles
 that moved; the naive forecast calls no direction, so it scores 0 there by definition.
 
 The JSON carries every point (times, actual, last close, fold, MASE scale, and each model's
-prediction and interval) so any figure in it can be recomputed.
+prediction and interval; for models with a distribution also ``sigma`` of the next log return,
+``p_up``, ``quantiles`` of the next close at ``quantile_levels`` and the t's ``distribution``
+parameters of the next log return, ``df`` null for a Gaussian; for ``published`` the
+champion and the calibrated level per point) so any figure in it can be recomputed.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forecaster.backtest import BacktestResult
-from forecaster.metrics import mae, score
+from forecaster.backtest import PUBLISHED, BacktestResult
+from forecaster.backtest_plot import write_plot
+from forecaster.backtest_scores import distribution_scores, volatility_at_as_of
+from forecaster.distribution import PUBLISHED_QUANTILES
+from forecaster.metrics import mae, price_from_return, score
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,13 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["model_scores", "print_table", "to_json", "write_plot"]
 
 PRICE_DECIMALS = 4
-_COLORS = {
-    "lstm": "tab:blue",
-    "seed": "tab:red",
-    "naive": "black",
-    "drift": "tab:green",
-    "ar": "tab:orange",
-}
+SIGNIFICANT = 6  # digits kept for sigma, p_up and volatility in the JSON
 
 
 def _num(v: Any) -> float | None:
@@ -64,7 +65,13 @@ def model_scores(result: BacktestResult) -> dict[str, dict[str, Any]]:
             "train_seconds": round(run.train_seconds, 3),
             "lookahead": run.lookahead,
         }
+    for name, extra in distribution_scores(result).items():
+        out[name].update(extra)
     return out
+
+
+def _sig(x: np.ndarray) -> list[float | None]:
+    return [float(f"{v:.{SIGNIFICANT}g}") if math.isfinite(v) else None for v in x.tolist()]
 
 
 def _prices(x: np.ndarray | None) -> list[float | None] | None:
@@ -128,6 +135,7 @@ def to_json(
             "pred": {n: _prices(r.pred) for n, r in result.models.items()},
             "lower": {n: _prices(r.lower) for n, r in result.models.items() if r.lower is not None},
             "upper": {n: _prices(r.upper) for n, r in result.models.items() if r.upper is not None},
+            **_distribution_points(result),
         },
     }
     if horizon:
@@ -149,6 +157,39 @@ def to_json(
     if extra:
         doc.update(extra)
     return doc
+
+
+def _distribution_points(result: BacktestResult) -> dict[str, Any]:
+    last = result.last_close
+    sigma: dict[str, Any] = {}
+    p_up: dict[str, Any] = {}
+    quantiles: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for name, run in result.models.items():
+        dist = run.distribution()
+        if dist is None:
+            continue
+        params[name] = {
+            "loc": dist.loc.tolist(),
+            "scale": dist.scale.tolist(),
+            "df": [None if math.isinf(v) else v for v in dist.df.tolist()],
+        }
+        sigma[name] = _sig(dist.sigma())
+        p_up[name] = _sig(dist.p_up())
+        q = price_from_return(last[:, None], dist.quantiles(PUBLISHED_QUANTILES))
+        quantiles[name] = np.round(q, PRICE_DECIMALS).tolist()
+    out: dict[str, Any] = {
+        "quantile_levels": list(PUBLISHED_QUANTILES),
+        "sigma": sigma,
+        "p_up": p_up,
+        "quantiles": quantiles,
+        "distribution": params,
+        "trailing_volatility": _sig(volatility_at_as_of(result)),
+    }
+    pub = result.models.get(PUBLISHED)
+    if pub is not None and pub.level is not None:
+        out["published"] = {"champion": pub.champion, "level": _sig(pub.level)}
+    return out
 
 
 def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
@@ -192,132 +233,50 @@ def print_table(doc: dict[str, Any], console: Console) -> None:
         "coverage of the one-step interval at level "
         f"{doc['settings']['interval_level']:.0%}.[/]"
     )
+    _print_distribution_table(doc, console)
 
 
-def _dates(ms: Any) -> np.ndarray:
-    return np.asarray(ms, dtype="datetime64[ms]")
+def _print_distribution_table(doc: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
 
-
-def _arr(values: list[float | None] | None) -> np.ndarray:
-    return np.array([math.nan if v is None else v for v in values or []], dtype=np.float64)
-
-
-def write_plot(doc: dict[str, Any], path: str | Path, *, zoom: int = 120, dpi: int = 100) -> Path:
-    """PNG from the JSON report: test span with the LSTM interval, a zoom, rolling error, horizon.
-
-    Drawn from the report (not the live objects) so the picture shows exactly the reported
-    numbers and can be redrawn from a saved JSON.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts, models = doc["points"], doc["models"]
-    horizon = doc.get("horizon")
-    n_panels = 4 if horizon else 3
-    fig, axes = plt.subplots(n_panels, 1, figsize=(12, 3.4 * n_panels), constrained_layout=True)
-    t, a, last = _dates(pts["target_time"]), _arr(pts["actual"]), _arr(pts["last_close"])
-    pred = {name: _arr(p) for name, p in pts["pred"].items()}
-    lower = {name: _arr(p) for name, p in pts["lower"].items()}
-    upper = {name: _arr(p) for name, p in pts["upper"].items()}
-    band = "lstm" if "lstm" in lower else next(iter(lower), None)
+    models = {n: m for n, m in doc["models"].items() if m.get("crps") is not None}
+    if not models:
+        return
     level = doc["settings"]["interval_level"]
-    # The LSTM is drawn last so it sits on top of the baselines it usually hugs.
-    order = sorted((m for m in pred if m != "naive"), key=lambda m: m == "lstm")
-
-    ax = axes[0]
-    ax.plot(t, a, color="black", lw=0.8, label="actual close")
-    if band is not None:
-        cov = models[band]["coverage"]
-        ax.fill_between(
-            t, lower[band], upper[band], color=_COLORS[band], alpha=0.3, lw=0,
-            label=f"{band} {level:.0%} one-step interval (walk-forward coverage {cov:.1%})",
-        )  # fmt: skip
-    for name, values in pred.items():
-        if models[name]["lookahead"]:
-            # At this scale a level model looks right; the panels below say otherwise.
-            ax.plot(t, values, "--", color=_COLORS[name], lw=0.8, label=f"{name} (look-ahead)")
-    ax.set_title(f"{doc['series']}: test span, one-step-ahead walk-forward ({a.size} points)")
-    ax.legend(loc="best", fontsize=8)
-
-    ax = axes[1]
-    k = slice(max(0, a.size - zoom), None)
-    ax.plot(t[k], a[k], color="black", lw=1.6, marker=".", ms=4, label="actual")
-    if band is not None:
-        ax.fill_between(t[k], lower[band][k], upper[band][k], color=_COLORS[band], alpha=0.15)
-    for name in order:
-        look = models[name]["lookahead"]
-        label = f"{name} (look-ahead)" if look else name
-        lw = 1.6 if name == "lstm" else 1.0
-        ax.plot(t[k], pred[name][k], "--" if look else "-", color=_COLORS[name], lw=lw, label=label)
-    ax.set_title(
-        f"last {min(zoom, a.size)} test points: one-step predictions (naive = previous close)"
+    table = Table(
+        title="predictive distributions of the next log return (lower is better, but coverage)",
+        title_justify="left",
     )
-    ax.legend(loc="best", fontsize=8, ncol=3)
-
-    ax = axes[2]
-    win = max(10, a.size // 25)
-    naive_err = _rolling(np.abs(a - last), win)
-    honest: list[np.ndarray] = []
-    for name in order:
-        ratio = _rolling(np.abs(a - pred[name]), win) / naive_err
-        look = models[name]["lookahead"]
-        if look:
-            # Listed, not drawn: it is off this scale, and a line dipping in only confuses.
-            label = f"{name} (look-ahead): median {np.nanmedian(ratio):.1f}×, not drawn"
-            ax.plot([], [], "--", color=_COLORS[name], lw=1, label=label)
-            continue
-        honest.append(ratio)
-        ax.plot(t, ratio, color=_COLORS[name], lw=1, label=name)
-    ax.axhline(1.0, color="black", lw=1, label="naive (= 1)")
-    if honest:
-        # Scale to the honest models: a leaking model many times worse would flatten them all.
-        v = np.concatenate(honest)
-        v = v[np.isfinite(v)]
-        if v.size:
-            span = max(float(np.max(np.abs(v - 1.0))), 0.005) * 1.15
-            ax.set_ylim(1.0 - span, 1.0 + span)
-    ax.set_title(f"rolling MAE over {win} points ÷ naive's rolling MAE (below 1 beats naive)")
-    ax.legend(loc="best", fontsize=8, ncol=3)
-
-    if horizon:
-        _plot_horizon(axes[3], horizon)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
-
-
-def _rolling(x: np.ndarray, win: int) -> np.ndarray:
-    out = np.full(x.size, np.nan)
-    if x.size >= win:
-        c = np.cumsum(np.insert(x, 0, 0.0))
-        out[win - 1 :] = (c[win:] - c[:-win]) / win
-    return out
-
-
-def _plot_horizon(ax: Any, horizon: dict[str, Any]) -> None:
-    hist = horizon["history"]
-    steps = horizon["steps"]
-    ax.plot(_dates(hist["open_time"]), hist["close"], color="black", lw=1.2, label="history")
-    t0, c0 = horizon["from_open_time"], horizon["last_close"]
-    for name, style in (("naive", ":"), ("lstm", "-")):
-        p = horizon["models"].get(name)
-        if p is None:
-            continue
-        color = "dimgray" if name == "naive" else _COLORS[name]
-        t = _dates([t0, *p["target_time"]])
-        ax.plot(t, [c0, *p["pred"]], style, color=color, lw=1.5, label=f"{name} forecast")
-        ax.fill_between(
-            t, [c0, *p["lower"]], [c0, *p["upper"]], color=color,
-            alpha=0.2 if name == "lstm" else 0.08, lw=0,
-            label=f"{name} {p['level']:.0%} interval (one-step quantiles × √h)",
-        )  # fmt: skip
-    ax.set_title(
-        f"{steps}-step forecast from the last candle (recursive; range/volume held neutral)"
+    cols = ["model", "CRPS", "vs GARCH", "pinball", "Winkler 80", f"Winkler {level:.0%}"]
+    cols += ["vs static", f"cover {level:.0%}", "volatile", "LR ind.", "P(m|m)", "QLIKE", "Brier"]
+    for col in cols:
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for name in sorted(models, key=lambda n: models[n]["crps"]):
+        m = models[name]
+        table.add_row(
+            name,
+            _fmt(m["crps"], ".4g"),
+            _fmt(m["crps_vs_garch"], "+.2%"),
+            _fmt(m["pinball"], ".4g"),
+            _fmt(m["winkler_80"], ".4g"),
+            _fmt(m["winkler_90"], ".4g"),
+            _fmt(m["winkler_vs_static"], "+.2%"),
+            _fmt(m["coverage"], ".1%"),
+            _fmt(m["coverage_volatile"], ".1%"),
+            _fmt(m["christoffersen_lr"], ".3g"),
+            _fmt(m["p_miss_after_miss"], ".2f"),
+            _fmt(m["qlike"], ".5g"),
+            _fmt(m["brier"], ".4f"),
+        )
+    console.print(table)
+    pub = models.get("published", {}).get("champions")
+    if pub:
+        told = ", ".join(f"{k} at {v} points" for k, v in pub.items())
+        end = _fmt(models["published"].get("level_last"), ".1%")
+        console.print(f"published = {told}; calibrated level ends at {end}")
+    console.print(
+        "[dim]log-return space; volatile = coverage in the top decile of trailing 24-candle "
+        "realised volatility at as_of; LR ind. = Christoffersen independence (5 % critical "
+        "3.84); P(m|m) = P(miss | previous miss); QLIKE = mean log h + r²/h; published = the "
+        "holdout-CRPS champion per fold, interval at the ACI level.[/]"
     )
-    ax.legend(loc="best", fontsize=8)

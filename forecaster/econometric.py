@@ -22,7 +22,7 @@ Filtering is a few float operations per candle (microseconds); the state (:class
 the next candle's variance and the last residual) is a tiny dict that serving can keep.
 
 Bad inputs never raise out of :func:`fit_model`: a GARCH fit that fails, does not converge or
-gives parameters that are not finite / not stationary falls back to EWMA; a series with no
+gives parameters that are not finite or explosive falls back to EWMA; a series with no
 variance falls back to a floor sigma; each fallback is one structlog warning with the series
 fields given in ``context``.
 """
@@ -297,8 +297,10 @@ def _garch_problem(params: Mapping[str, float]) -> str | None:
     _, omega, alpha, beta, nu = vals
     if omega <= 0 or alpha < 0 or beta < 0:
         return "negative_parameters"
-    if alpha + beta >= 1:
-        return "not_stationary"
+    # alpha + beta = 1 (integrated GARCH) is where arch's optimiser often lands on crypto
+    # returns: the one-step forecast is still well defined, so only an explosive fit is refused.
+    if alpha + beta > 1.0 + 1e-6:
+        return "explosive"
     if nu <= 2:
         return "infinite_variance"
     return None

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from forecaster.backtest import BacktestOptions, BacktestResult, plan_folds, run_backtest
 from forecaster.backtest_report import to_json
 from forecaster.data import CandleArrays
+from forecaster.distribution import ReturnDistribution
 from forecaster.horizon import horizon_paths
 from tests.forecaster_support import BTC_CSV, HOLE_MS, btc_arrays, tiny_settings
 
@@ -31,6 +32,7 @@ N_CANDLES = 2300  # the hole is at row 1981: inside the test span below
 OPTIONS = BacktestOptions(test_candles=360, retrain_every=120, train_window=700)
 SETTINGS = tiny_settings(epochs=1, patience=1)
 RETURN_MODELS = ("lstm", "naive", "drift", "ar")
+DIST_MODELS = (*RETURN_MODELS, "ewma", "garch", "static", "published")
 
 
 def _run(arrays: CandleArrays) -> BacktestResult:
@@ -72,15 +74,23 @@ def test_no_prediction_made_at_or_before_t_sees_a_later_candle(
     made_by_t = base.rows - 1 <= cut  # as_of (the last candle read) at or before t
     later = ~made_by_t
     assert made_by_t.sum() > OPTIONS.retrain_every and later.sum() > OPTIONS.retrain_every
-    for name in RETURN_MODELS:
+    for name in DIST_MODELS:
         b, p = base.models[name], perturbed.models[name]
         assert not b.lookahead
-        for field in ("pred", "lower", "upper"):
+        for field in ("pred", "lower", "upper", "loc", "scale", "df", "level"):
             np.testing.assert_array_equal(
                 getattr(b, field)[made_by_t], getattr(p, field)[made_by_t], err_msg=name
             )
         # The perturbation is real: what is predicted after t does change.
         assert not np.allclose(b.pred[later], p.pred[later]), name
+        if name in ("ewma", "garch", "static"):  # the others may keep a fold's model and sigma
+            assert not np.allclose(b.scale[later], p.scale[later]), name
+    # What is published at or before t (champion, calibrated level) is the same too.
+    pub_b, pub_p = base.models["published"], perturbed.models["published"]
+    assert pub_b.champion is not None and pub_p.champion is not None
+    assert [c for c, k in zip(pub_b.champion, made_by_t, strict=True) if k] == [
+        c for c, k in zip(pub_p.champion, made_by_t, strict=True) if k
+    ]
 
 
 def test_the_seed_recipe_is_marked_and_does_look_ahead(
@@ -144,10 +154,12 @@ def test_json_metrics_match_a_recomputation_from_the_points(base: BacktestResult
         hit = np.sign(actual - last)[moved] == np.sign(pred - last)[moved]
         assert m["direction"] == pytest.approx(hit.mean(), abs=1e-9)
         if name == "seed":
-            assert m["coverage"] is None
+            assert m["coverage"] is None and "crps" not in m
         else:
             lo, hi = np.array(pts["lower"][name]), np.array(pts["upper"][name])
-            assert m["coverage"] == pytest.approx(np.mean((actual >= lo) & (actual <= hi)))
+            inside = (actual >= lo) & (actual <= hi)
+            assert m["coverage"] == pytest.approx(np.mean(inside))
+            _check_distribution_scores(m, pts, name, actual, last, inside)
     assert doc["models"]["naive"]["direction"] == 0.0  # calls no direction, by definition
     # The fold scale is the naive MAE on that fold's train window.
     f0 = base.folds[0]
@@ -155,6 +167,51 @@ def test_json_metrics_match_a_recomputation_from_the_points(base: BacktestResult
     steps = np.abs(np.diff(close))
     gap = np.diff(base.arrays.index[f0.train_start : f0.start]) == 1
     assert doc["walk_forward"]["fold_plan"][0]["mase_scale"] == pytest.approx(steps[gap].mean())
+
+
+def _check_distribution_scores(
+    m: dict[str, Any],
+    pts: dict[str, Any],
+    name: str,
+    actual: np.ndarray,
+    last: np.ndarray,
+    inside: np.ndarray,
+) -> None:
+    """CRPS, Winkler, Brier and the volatile-decile coverage, recomputed from the points."""
+    p = pts["distribution"][name]
+    df = np.array([math.inf if v is None else v for v in p["df"]])
+    dist = ReturnDistribution.of(np.array(p["loc"]), np.array(p["scale"]), df)
+    y = np.log(actual / last)
+    assert m["crps"] == pytest.approx(float(np.mean(dist.crps(y))), rel=1e-6)
+    # Prices are rounded to 4 decimals in the JSON: the recomputed Winkler is close, not equal.
+    lo = np.log(np.array(pts["lower"][name]) / last)
+    hi = np.log(np.array(pts["upper"][name]) / last)
+    pen = 20 * (np.maximum(lo - y, 0) + np.maximum(y - hi, 0))
+    assert m["winkler_90"] == pytest.approx(float(np.mean(hi - lo + pen)), rel=1e-4)
+    assert m["brier"] == pytest.approx(float(np.mean((np.array(pts["p_up"][name]) - (y > 0)) ** 2)))
+    vol = np.array([math.nan if v is None else v for v in pts["trailing_volatility"]])
+    top = np.isfinite(vol) & (vol >= np.nanquantile(vol, 0.9))
+    assert m["volatile_points"] == int(top.sum()) > 0
+    assert m["coverage_volatile"] == pytest.approx(float(np.mean(inside[top])), abs=1e-9)
+    q = np.array(pts["quantiles"][name])
+    assert q.shape == (actual.size, 5) and np.all(np.diff(q, axis=1) > 0)
+    assert np.allclose(pts["sigma"][name], dist.sigma(), rtol=1e-5)
+
+
+def test_published_is_the_holdout_champion_calibrated(base: BacktestResult) -> None:
+    pub = base.models["published"]
+    assert pub.champion is not None and set(pub.champion) <= set(DIST_MODELS)
+    for f, info in zip(base.folds, base.models["lstm"].folds, strict=True):
+        assert info["fold"] == f.number
+    # Each point carries the champion's forecast; the level moves with ACI from the nominal 90 %.
+    for i, c in enumerate(pub.champion):
+        assert pub.scale is not None and base.models[c].scale is not None
+        assert pub.scale[i] == base.models[c].scale[i] and pub.pred[i] == base.models[c].pred[i]
+    assert pub.level is not None and pub.level[0] == pytest.approx(0.9)
+    assert np.ptp(pub.level) > 0 and np.all((pub.level >= 0.5) & (pub.level <= 0.995))
+    doc = to_json(base)
+    assert doc["points"]["published"]["champion"] == pub.champion
+    assert sum(doc["models"]["published"]["champions"].values()) == base.rows.size
 
 
 def test_horizon_has_h_points_with_widening_intervals(base: BacktestResult) -> None:
@@ -193,7 +250,8 @@ def test_cli_writes_json_and_png_with_horizon(tmp_path: Path) -> None:
     assert "walk-forward" in r.stdout and "lstm" in r.stdout
     doc = orjson.loads(out_json.read_bytes())
     assert doc["series"] == "csv:btc:1h" and doc["test_points"] == 200
-    assert set(doc["models"]) == {"lstm", "naive", "drift", "ar"}  # naive always included
+    # naive always included, published added
+    assert set(doc["models"]) == {"lstm", "naive", "drift", "ar", "published"}
     assert doc["walk_forward"]["folds"] == 2 and doc["settings"]["seed"] == 3
     hz = doc["horizon"]
     assert hz["steps"] == 6 and set(hz["models"]) == {"lstm", "naive", "drift", "ar"}
