@@ -27,6 +27,7 @@ import structlog
 
 from config.settings import ModelSettings
 from forecaster.data import CandleArrays
+from forecaster.distribution import ReturnDistribution
 from forecaster.features import (
     FEATURE_NAMES,
     NORMALISATIONS,
@@ -280,16 +281,18 @@ class LoadedModel:
 
     def predict_distribution(
         self, arrays: CandleArrays, rows: np.ndarray, *, batch: int = 4096
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(loc, scale, df, ok)`` of the next log return for target rows of ``arrays``.
+    ) -> tuple[ReturnDistribution, np.ndarray]:
+        """The next log return's distribution for target rows of ``arrays``, and ``ok``.
 
-        ``ok`` is False (and the parameters NaN) for rows that have no full window for this
-        model inside their segment. Batched fast path; reads nothing after the last target.
+        ``ok`` is False for rows that have no full window for this model inside their segment;
+        their entries are a stand-in (loc 0, scale 1, Gaussian) to be ignored. Batched fast
+        path; reads nothing after the last target.
         """
         rows = np.asarray(rows, dtype=np.int64)
         valid = target_rows(arrays, self.window)
         ok = np.isin(rows, valid)
-        out = [np.full(rows.size, np.nan, dtype=np.float64) for _ in range(3)]
+        loc, scale = np.zeros(rows.size), np.ones(rows.size)
+        df = np.full(rows.size, math.inf)
         use = rows[ok]
         if use.size:
             upto = arrays.slice(0, int(use.max()) + 1)
@@ -301,13 +304,12 @@ class LoadedModel:
                 x, sigma, _ = _raw_windows(upto, feats, part, self.window, self.normalisation)
                 x = self.scaler.transform(_normalise(x, sigma, names, self.normalisation))
                 parts.append(self.distribution(self.net(x), sigma))
-            for i in range(3):
-                out[i][ok] = np.concatenate([p[i] for p in parts])
-        return out[0], out[1], out[2], ok
+            loc[ok], scale[ok], df[ok] = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        return ReturnDistribution.of(loc, scale, df), ok
 
     def predict_returns(
         self, arrays: CandleArrays, rows: np.ndarray, *, batch: int = 4096
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted log returns (the point) for target rows of ``arrays``: ``(pred, ok)``."""
-        loc, _scale, _df, ok = self.predict_distribution(arrays, rows, batch=batch)
-        return loc, ok
+        """Predicted log returns (the point; NaN where not ``ok``) for target rows, and ``ok``."""
+        dist, ok = self.predict_distribution(arrays, rows, batch=batch)
+        return np.where(ok, dist.loc, np.nan), ok

@@ -258,14 +258,9 @@ def _current_dist(
     champ = current.meta.get("champion") or {}
     kind = str(champ.get("kind", "lstm"))
     if kind == "lstm":
-        loc, scale, df, ok = current.predict_distribution(arrays, rows)
-        if not ok.any():
-            return kind, None, ok
         # Rows it cannot forecast get a stand-in; they are dropped from every score.
-        dist = ReturnDistribution.of(
-            np.where(ok, loc, 0.0), np.where(ok, scale, 1.0), np.where(ok, df, np.inf)
-        )
-        return kind, dist, ok
+        dist, ok = current.predict_distribution(arrays, rows)
+        return kind, (dist if ok.any() else None), ok
     model = VarianceModel.from_dict(champ["params"])
     dist = published(filtered_on(model, arrays, rows), champ.get("point") == "naive")
     return kind, dist, np.ones(rows.size, dtype=bool)
