@@ -148,6 +148,14 @@ class ForecastSettings(BaseModel):
     replica_id: str | None = Field(None, description="Replica name (default: host-pid-random)")
     read_batch: int = Field(100, ge=1, le=10_000, description="Events read per XREADGROUP")
     score_window: int = Field(500, ge=10, description="Predictions in the rolling live score")
+    calibration_gamma: float = Field(
+        0.005,
+        ge=0.0,
+        le=0.2,
+        description="Step of the live interval calibration (adaptive conformal inference): "
+        "after each candle the level moves by gamma x (miss - (1 - interval_level)); 0 turns it "
+        "off (the interval stays at the holdout-calibrated level)",
+    )
     inference: Literal["numpy", "keras"] = Field(
         "numpy",
         description="'numpy': the fast forward pass; 'keras': model.predict per candle (the slow "

@@ -176,6 +176,9 @@ def train(
     econ = econometric_candidates(data.arrays, data.bounds[0], ho, context)
     meta["holdout"] = _score_holdout(arrays, offset, data, pub_ho, econ, current, settings)
     meta["champion"] = _champion_meta(meta["holdout"], econ)
+    # Every econometric candidate, so serving can fall back to one when the champion cannot
+    # forecast (a non-finite output): a few numbers each.
+    meta["econometric"] = {k: _econ_entry(meta["holdout"], c) for k, c in econ.items()}
     cand_mae = meta["holdout"]["candidate"]["mae"]
     naive_mae = meta["holdout"]["naive"]["mae"]
     meta["skill"] = _num(1.0 - cand_mae / naive_mae) if cand_mae is not None and naive_mae else None
@@ -349,17 +352,21 @@ def _champion_meta(holdout: dict[str, Any], econ: dict[str, Candidate]) -> dict[
         "calibrated_level": scores["calibrated_level"],
         "skill": _num(1.0 - scores["mae"] / naive_mae) if naive_mae else None,
     }
-    if kind == "lstm":
-        return champ
-    cand = econ[kind]
-    assert cand.model is not None and cand.state is not None
-    champ.update(
-        point=scores.get("point", "model"),
-        params=cand.model.to_dict(),
-        state=cand.state.to_dict(),
-        state_time=cand.state_time,
-    )
+    if kind != "lstm":
+        champ.update(_econ_entry(holdout, econ[kind]))
     return champ
+
+
+def _econ_entry(holdout: dict[str, Any], cand: Candidate) -> dict[str, Any]:
+    """Parameters and end-of-training filter state of an econometric candidate (for serving)."""
+    assert cand.model is not None and cand.state is not None
+    return {
+        "point": holdout[cand.kind].get("point", "model"),
+        "calibrated_level": holdout[cand.kind]["calibrated_level"],
+        "params": cand.model.to_dict(),
+        "state": cand.state.to_dict(),
+        "state_time": cand.state_time,
+    }
 
 
 def model_forward(model: Any, x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from storage.calibration import CalibrationStore, levels
 from storage.candles import CandleStore
 from storage.clock import Clock
 from storage.predictions import PredictionBus
@@ -42,6 +43,7 @@ async def series_health(
         meta = rec.meta
         model = {
             "version": rec.version,
+            "kind": (meta.get("champion") or {}).get("kind", "lstm"),
             "trained_at": meta.get("trained_at", rec.created_at),
             "skill": meta.get("skill"),
             "age_candles": None
@@ -82,6 +84,7 @@ async def series_health(
         else tf.floor_index(last) - tf.floor_index(latest.as_of),
         "last_prediction_age_ms": None if latest is None else max(0, now - latest.published_at),
         "live_score": live_score,
+        "calibration": levels(await CalibrationStore(redis, keys).read(series)),
         "last_training": {
             k: training.get(k)
             for k in ("outcome", "version", "started_at", "finished_at", "duration_s", "skill")
