@@ -285,7 +285,7 @@ class SeriesWorker:
             PREDICTIONS.labels(self.series.key).inc()
             LATENCY.labels(self.series.key).observe(prediction.latency_ms / 1000)
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
-            self.scorer.predicted(prediction)
+            self.scorer.predicted(prediction, (forecast.loc, forecast.scale, forecast.df))
         else:
             # A redelivered event (already published once), or a gap-filled candle older than
             # one already predicted: the stream only moves forward.
