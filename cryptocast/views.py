@@ -38,6 +38,7 @@ def print_status(report: list[dict[str, Any]], console: Console | None = None) -
         "skill",
         "last prediction",
         "live MASE",
+        "interval level",
         "state",
     ):
         table.add_column(col)
@@ -51,13 +52,23 @@ def print_status(report: list[dict[str, Any]], console: Console | None = None) -
             fmt_time(r["last_open_time"]),
             fmt_age(r["last_candle_age_ms"]),
             str(sum(h["count"] for h in r["holes"])),
-            str(model.get("version", "-")),
+            f"{model.get('version', '-')} ({model.get('kind', 'lstm')})" if model else "-",
             "-" if model.get("skill") is None else f"{model['skill']:+.3f}",
             fmt_time(pred["as_of"]) if pred else "-",
             "-" if score.get("mase") is None else f"{score['mase']:.3f}",
+            _levels(r.get("calibration")),
             "[red]STALE: " + "; ".join(r["stale_reasons"]) + "[/red]" if r["stale"] else "ok",
         )
     (console or Console()).print(table)
+
+
+def _levels(cal: dict[str, Any] | None) -> str:
+    """Nominal → effective level of the live calibration, and the realised coverage."""
+    if not cal or cal.get("effective") is None:
+        return "-"
+    cov = cal.get("coverage")
+    tail = "" if cov is None else f" (cov {cov:.1%}, n={cal.get('scored', 0)})"
+    return f"{cal['nominal']:.0%} → {cal['effective']:.1%}{tail}"
 
 
 def print_backfill(report: dict[str, Any]) -> None:

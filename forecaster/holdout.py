@@ -140,9 +140,15 @@ def score_candidate(
 
 
 def choose_champion(scores: dict[str, dict[str, Any]]) -> str:
-    """The candidate kind with the lowest finite holdout CRPS (``lstm`` wins a tie)."""
+    """The candidate kind with the lowest finite holdout CRPS (``lstm`` wins a tie).
+
+    A candidate whose fit fell back to another kind (``fitted`` differs: e.g. a GARCH that did
+    not converge, served as EWMA) is not eligible: the message would name the wrong model.
+    """
     best, best_crps = "lstm", math.inf
     for kind in CANDIDATE_KINDS:
+        if (scores.get(kind) or {}).get("fitted", kind) != kind:
+            continue
         c = (scores.get(kind) or {}).get("crps")
         if isinstance(c, int | float) and math.isfinite(c) and c < best_crps:
             best, best_crps = kind, float(c)

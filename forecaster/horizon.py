@@ -8,8 +8,9 @@ back as the newest input and predicting again.
   scaler's mean: scaled value 0), i.e. an ordinary candle with an ordinary volume change. That
   keeps the inputs inside the range the model was trained on instead of inventing volatility.
 - Intervals widen with ``sqrt(h)``: step ``h``'s bounds are
-  ``last_close * exp(cum_pred_h + q * sqrt(h))`` with ``q`` the model's one-step residual
-  quantiles (the LSTM's calibrated interval; a baseline's train-window residuals). That is the
+  ``last_close * exp(cum_pred_h + q * sqrt(h))`` with ``q`` the one-step interval's offsets
+  (the LSTM's distribution at the last window, at its holdout-calibrated level; a baseline's
+  train-window residuals). That is the
   random-walk rule for independent one-step errors; it ignores volatility clustering and the
   model's own compounding error, so it is a rough guide, not a calibrated multi-step interval.
   Walk-forward coverage is measured for one step only.
@@ -149,7 +150,12 @@ def horizon_paths(
     paths: list[HorizonPath] = []
     if lstm is not None:
         rets = _lstm_returns(lstm, arrays, steps)
-        paths.append(_path("lstm", arrays, rets, lstm.q_low, lstm.q_high, lstm.interval_level))
+        # The one-step interval of the model's own distribution (what a message publishes).
+        one = lstm.predict_next(arrays)
+        last = float(arrays.close[-1])
+        q_low = math.log(one.lower / last) - one.pred_return
+        q_high = math.log(one.upper / last) - one.pred_return
+        paths.append(_path("lstm", arrays, rets, q_low, q_high, lstm.interval_level))
     for name, fb in (baselines or {}).items():
         rets = _baseline_returns(fb, arrays, steps)
         paths.append(_path(name, arrays, rets, fb.q_low, fb.q_high, level))
