@@ -28,6 +28,9 @@ async def series_health(
     tf = series.timeframe
     now = clock.now_ms()
     keys = store.keys
+    # The prediction first: it can never be newer than the candle it was made at, so a candle
+    # and its prediction arriving between the two reads cannot give a negative lag.
+    latest = await PredictionBus(redis, keys).latest(series)
     count = await store.count(series)
     last = await store.last_open_time(series)
     holes = await store.holes(series) if count else []
@@ -52,7 +55,6 @@ async def series_health(
                 0, tf.floor_index(last) - tf.floor_index(int(meta.get("last_open_time", last)))
             ),
         }
-    latest = await PredictionBus(redis, keys).latest(series)
     training = await TrainingLog(redis, keys).state(series)
     raw_score = await redis.hgetall(keys.live_score(series))
     live_score = {k.decode(): orjson.loads(v) for k, v in raw_score.items()} if raw_score else None

@@ -125,3 +125,24 @@ def test_student_t_loss_is_the_negative_log_likelihood() -> None:
     want_g = -np.mean(stats.norm.logpdf(y, gl, gs))
     got_g = float(keras.ops.convert_to_numpy(nll_loss("gaussian")(y, raw[:, :2])))
     assert got_g == pytest.approx(want_g, rel=1e-4)
+
+
+def test_training_on_a_constant_series_gives_a_servable_finite_version() -> None:
+    import orjson
+
+    from forecaster.inference import LoadedModel
+    from forecaster.training import train
+    from tests.forecaster_support import tiny_settings
+
+    flat = _flat(400)
+    result = train(flat, tiny_settings(epochs=1, train_candles=400))
+    meta = result.meta
+    assert orjson.loads(orjson.dumps(meta)) == meta  # JSON, no NaN hiding in it
+    ho = meta["holdout"]
+    for kind in ("candidate", "garch", "ewma", "static"):
+        assert ho[kind]["crps"] is not None and math.isfinite(ho[kind]["crps"])
+    assert meta["champion"]["kind"] in ("lstm", "garch", "ewma", "static")
+    model = LoadedModel.from_artifact(result.artifact, meta)
+    fc = model.predict_next(flat)
+    assert all(math.isfinite(v) for v in (fc.lower, fc.upper, fc.sigma, fc.p_up))
+    assert fc.lower <= 100.0 <= fc.upper
