@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 
 from cryptocast.app import app
@@ -43,7 +42,8 @@ def _load_csv(path: str, series: str | None) -> tuple[CandleArrays, str, dict[st
             raise ValueError(f"--series {series} has timeframe {sid.timeframe}, the file has {tf}")
         name = sid.key
     else:
-        name = f"csv:{Path(path).stem}:{tf.text}"
+        stem = Path(path).name.removesuffix(".gz").removesuffix(".csv")
+        name = f"csv:{stem}:{tf.text}"
     arrays = CandleArrays.from_candles(result.candles, tf)
     return arrays, name, {"source": str(path), "rejected": result.reject_counts}
 
@@ -167,7 +167,7 @@ def _run(
     from rich.console import Console
 
     from forecaster.backtest import BacktestOptions
-    from forecaster.backtest_report import print_table, to_json, write_plot
+    from forecaster.backtest_report import dumps, print_table, to_json, write_plot
 
     err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
     n = len(arrays)
@@ -225,10 +225,10 @@ def _run(
     doc = to_json(result, paths, extra={"source": source, "wall_seconds": 0.0})
     doc["wall_seconds"] = round(time.perf_counter() - t0, 2)
     # A log file or pipe gets a table wide enough to read, not rich's 80-column default.
-    print_table(doc, Console(width=None if sys.stdout.isatty() else 140))
+    print_table(doc, Console(width=None if sys.stdout.isatty() else 200))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        Path(json_path).write_bytes(dumps(doc))
         err.print(f"JSON → {json_path}")
     if plot:
         write_plot(doc, plot)

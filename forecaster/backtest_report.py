@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 
     from forecaster.horizon import HorizonPath
 
-__all__ = ["model_scores", "print_table", "to_json", "write_plot"]
+__all__ = ["dumps", "model_scores", "print_table", "to_json", "write_plot"]
 
 PRICE_DECIMALS = 4
 SIGNIFICANT = 6  # digits kept for sigma, p_up and volatility in the JSON
+PARAM_DIGITS = 10  # digits kept for the distributions' parameters
 
 
 def _num(v: Any) -> float | None:
@@ -70,8 +71,22 @@ def model_scores(result: BacktestResult) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _sig(x: np.ndarray) -> list[float | None]:
-    return [float(f"{v:.{SIGNIFICANT}g}") if math.isfinite(v) else None for v in x.tolist()]
+def _sig(x: np.ndarray, digits: int = SIGNIFICANT) -> list[float | None]:
+    return [float(f"{v:.{digits}g}") if math.isfinite(v) else None for v in x.tolist()]
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """The report as JSON: indented, except ``points``, one compact line (it is most of it)."""
+    import orjson
+
+    if "points" not in doc:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+    marker = "\u0000points\u0000"
+    text = orjson.dumps({**doc, "points": marker}, option=orjson.OPT_INDENT_2)
+    quoted = orjson.dumps(marker)
+    head, sep, tail = text.rpartition(quoted)
+    assert sep, "the points marker is missing"
+    return head + orjson.dumps(doc["points"]) + tail + b"\n"
 
 
 def _prices(x: np.ndarray | None) -> list[float | None] | None:
@@ -170,9 +185,9 @@ def _distribution_points(result: BacktestResult) -> dict[str, Any]:
         if dist is None:
             continue
         params[name] = {
-            "loc": dist.loc.tolist(),
-            "scale": dist.scale.tolist(),
-            "df": [None if math.isinf(v) else v for v in dist.df.tolist()],
+            "loc": _sig(dist.loc, PARAM_DIGITS),
+            "scale": _sig(dist.scale, PARAM_DIGITS),
+            "df": _sig(dist.df, PARAM_DIGITS),  # null: Gaussian (inf)
         }
         sigma[name] = _sig(dist.sigma())
         p_up[name] = _sig(dist.p_up())
@@ -190,6 +205,17 @@ def _distribution_points(result: BacktestResult) -> dict[str, Any]:
     if pub is not None and pub.level is not None:
         out["published"] = {"champion": pub.champion, "level": _sig(pub.level)}
     return out
+
+
+def _sigfmt(v: Any, digits: int = 5) -> str:
+    """``v`` with at least ``digits`` significant digits, thousands separated (any price)."""
+    if v is None:
+        return "—"
+    x = float(v)
+    if x == 0 or not math.isfinite(x):
+        return format(x, ".0f")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return format(x, f",.{decimals}f")
 
 
 def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
@@ -214,12 +240,12 @@ def print_table(doc: dict[str, Any], console: Console) -> None:
         m = models[name]
         cov = "—"
         if m["coverage"] is not None:
-            cov = f"{m['coverage'] * 100:.1f}% ({_fmt(m['interval_width'], ',.0f')})"
+            cov = f"{m['coverage'] * 100:.1f}% ({_sigfmt(m['interval_width'], 4)})"
         label = f"{name} [red](look-ahead)[/]" if m["lookahead"] else name
         table.add_row(
             label,
-            _fmt(m["mae"], ",.2f"),
-            _fmt(m["rmse"], ",.2f"),
+            _sigfmt(m["mae"]),
+            _sigfmt(m["rmse"]),
             _fmt(m["mape"], ".3f"),
             _fmt(m["mase"], ".3f"),
             _fmt(m["skill_vs_naive"], "+.2%"),
@@ -266,7 +292,7 @@ def _print_distribution_table(doc: dict[str, Any], console: Console) -> None:
             _fmt(m["christoffersen_lr"], ".3g"),
             _fmt(m["p_miss_after_miss"], ".2f"),
             _fmt(m["qlike"], ".5g"),
-            _fmt(m["brier"], ".4f"),
+            _fmt(m["brier"], ".5f"),
         )
     console.print(table)
     pub = models.get("published", {}).get("champions")

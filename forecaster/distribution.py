@@ -91,16 +91,18 @@ class ReturnDistribution:
         """Variance of the next log return."""
         return self.sigma() ** 2
 
+    # cdf and quantile call scipy.special's ufuncs, not scipy.stats: the same functions without
+    # the distribution machinery, ~100x faster on the one-point forecasts serving publishes.
     def cdf(self, r: float | np.ndarray) -> np.ndarray:
         """P(next log return <= r)."""
         z = (_arr(r) - self.loc) / self.scale
-        return np.where(self._gauss(), stats.norm.cdf(z), stats.t.cdf(z, self._df_safe()))
+        return np.where(self._gauss(), special.ndtr(z), special.stdtr(self._df_safe(), z))
 
     def quantile(self, q: float) -> np.ndarray:
         """The q-quantile of the next log return at every point."""
         if not 0.0 < q < 1.0:
             raise ValueError(f"quantile level must be in (0, 1), got {q}")
-        z = np.where(self._gauss(), stats.norm.ppf(q), stats.t.ppf(q, self._df_safe()))
+        z = np.where(self._gauss(), special.ndtri(q), special.stdtrit(self._df_safe(), q))
         return self.loc + self.scale * z
 
     def quantiles(self, levels: Sequence[float] = PUBLISHED_QUANTILES) -> np.ndarray:

@@ -335,7 +335,7 @@ def fit_garch(
                 warnings.simplefilter("ignore")
                 res = arch_model(
                     r * k, mean="Constant", vol="GARCH", p=1, q=1, dist="t", rescale=False
-                ).fit(disp="off", options={"maxiter": maxiter})
+                ).fit(disp="off", show_warning=False, options={"maxiter": maxiter})
             if int(res.convergence_flag) != 0:
                 reason = "not_converged"
             else:
@@ -349,7 +349,9 @@ def fit_garch(
                         "beta": p["beta[1]"],
                         "nu": p["nu"],
                     }
-        except (ValueError, np.linalg.LinAlgError, RuntimeError) as e:
+        except Exception as e:
+            # Whatever the optimiser raises (ValueError, LinAlgError, overflow, ...): a baseline's
+            # failed fit must fall back, never take the caller down.
             reason = f"fit_error: {type(e).__name__}: {e}"[:200]
     if reason is not None or not params:
         log.warning("garch_fit_failed", reason=reason, fallback="ewma", returns=int(r.size), **ctx)

@@ -248,6 +248,7 @@ def test_cli_writes_json_and_png_with_horizon(tmp_path: Path) -> None:
     r = _cli(args, {**tiny, "CRYPTOCAST_MODEL__EPOCHS": "1"})
     assert r.exit_code == 0, r.output
     assert "walk-forward" in r.stdout and "lstm" in r.stdout
+    assert "CRPS" in r.stdout and "published = " in r.stdout  # the distribution table
     doc = orjson.loads(out_json.read_bytes())
     assert doc["series"] == "csv:btc:1h" and doc["test_points"] == 200
     # naive always included, published added
