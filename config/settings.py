@@ -27,9 +27,10 @@ from pydantic_settings import (
 from core.series import SeriesError, SeriesId
 
 ENV_PREFIX = "CRYPTOCAST_"
-FeatureName = Literal["ret", "range", "vol"]
+FeatureName = Literal["ret", "range", "vol", "gk", "tod_sin", "tod_cos"]
+HeadName = Literal["student_t", "gaussian", "mse"]
 IngestMode = Literal["auto", "ws", "watch", "poll"]
-ALL_FEATURES: tuple[FeatureName, ...] = ("ret", "range", "vol")
+ALL_FEATURES: tuple[FeatureName, ...] = ("ret", "range", "vol", "gk", "tod_sin", "tod_cos")
 
 
 class SettingsError(ValueError):
@@ -45,7 +46,21 @@ class ModelSettings(BaseModel):
     window: int = Field(60, ge=2, le=2000, description="Input window length in candles")
     features: list[FeatureName] = Field(
         default_factory=lambda: list(ALL_FEATURES),
-        description="Stationary input features: log return, log high/low range, log volume change",
+        description="Stationary input features: log return, log high/low range, log volume "
+        "change, Garman-Klass volatility of the candle, time of day (sin/cos; constant on daily "
+        "and longer timeframes)",
+    )
+    head: HeadName = Field(
+        "student_t",
+        description="Output head: 'student_t' or 'gaussian' (location, scale and for the t its "
+        "degrees of freedom of the next log return, trained by negative log-likelihood) or "
+        "'mse' (a point, trained by squared error; its spread is the early-stop residuals')",
+    )
+    normalisation: Literal["trailing_rms", "none"] = Field(
+        "trailing_rms",
+        description="Per-window input normalisation: 'trailing_rms' divides each window's "
+        "return-unit features and its target by the window's RMS log return (one model across "
+        "volatility regimes); 'none' feeds raw features",
     )
     epochs: int = Field(30, ge=1, le=1000, description="Maximum epochs (early stopping applies)")
     patience: int = Field(4, ge=1, le=100, description="Early-stopping patience in epochs")
@@ -133,6 +148,14 @@ class ForecastSettings(BaseModel):
     replica_id: str | None = Field(None, description="Replica name (default: host-pid-random)")
     read_batch: int = Field(100, ge=1, le=10_000, description="Events read per XREADGROUP")
     score_window: int = Field(500, ge=10, description="Predictions in the rolling live score")
+    calibration_gamma: float = Field(
+        0.005,
+        ge=0.0,
+        le=0.2,
+        description="Step of the live interval calibration (adaptive conformal inference): "
+        "after each candle the level moves by gamma x (miss - (1 - interval_level)); 0 turns it "
+        "off (the interval stays at the holdout-calibrated level)",
+    )
     inference: Literal["numpy", "keras"] = Field(
         "numpy",
         description="'numpy': the fast forward pass; 'keras': model.predict per candle (the slow "

@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.series import SeriesId, Timeframe
 
-PREDICTION_SCHEMA_VERSION = 1
+PREDICTION_SCHEMA_VERSION = 2
+# Quantile levels of the next close in every schema-2 message (keys of ``Prediction.quantiles``).
+QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
+ModelKind = Literal["lstm", "garch", "ewma", "static"]
 
 # Reason codes for rejected candles, shared by every source so metrics line up.
 REJECT_REASONS = (
@@ -126,9 +129,15 @@ def validate_candle(c: Candle, timeframe: Timeframe, now_ms: int | None = None) 
 class ModelInfo(BaseModel):
     """Which model made a prediction and how good it was on its holdout."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     version: str
+    kind: ModelKind = Field(
+        "lstm",
+        description="The version's champion on its holdout by CRPS, the model that made this "
+        "forecast: 'lstm', 'garch' (GARCH(1,1)-t), 'ewma' (RiskMetrics 0.94) or 'static' "
+        "(schema 2; schema-1 messages were all 'lstm')",
+    )
     trained_at: int = Field(description="UTC epoch ms when training finished")
     skill: float = Field(
         description="Validation skill vs the naive forecast on the holdout: 1 - MAE/MAE_naive "
@@ -137,9 +146,13 @@ class ModelInfo(BaseModel):
 
 
 class Prediction(BaseModel):
-    """The next-step forecast published for every closed candle of a series (schema version 1)."""
+    """The next-step forecast published for every closed candle of a series (schema version 2).
 
-    model_config = ConfigDict(frozen=True)
+    Schema 2 adds the forecast distribution (``sigma``, ``quantiles``, ``p_up``,
+    ``effective_level``, ``model.kind``); every schema-1 field keeps its meaning, and a schema-1
+    message still parses (the new fields are then ``None``). No number in a message is NaN or
+    infinite: construction refuses them.
+    """
 
     schema_: int = Field(PREDICTION_SCHEMA_VERSION, alias="schema")
     exchange: str
@@ -150,16 +163,33 @@ class Prediction(BaseModel):
     last_close: float
     predicted_close: float
     predicted_return: float = Field(description="Predicted log return close[t+1]/close[t]")
-    lower: float
-    upper: float
+    lower: float = Field(description="Lower bound of the interval for the next close")
+    upper: float = Field(description="Upper bound of the interval for the next close")
     interval_level: float = Field(description="Nominal coverage of [lower, upper], e.g. 0.9")
+    effective_level: float | None = Field(
+        None,
+        description="The level the model's distribution was read at for [lower, upper] after "
+        "live calibration (adaptive conformal inference keeps the realised coverage at "
+        "interval_level)",
+    )
+    sigma: float | None = Field(
+        None, description="Predicted standard deviation of the next log return"
+    )
+    quantiles: dict[str, float] | None = Field(
+        None,
+        description="Quantiles of the next close, keyed by level: '0.05', '0.25', '0.5', "
+        "'0.75', '0.95' (the model's distribution, before calibration)",
+    )
+    p_up: float | None = Field(
+        None, ge=0.0, le=1.0, description="Probability that the next close is above last_close"
+    )
     model: ModelInfo
     stale_model: bool = Field(description="True when the model is past max_model_age")
     published_at: int = Field(description="UTC epoch ms (service clock) at publication")
     latency_ms: float = Field(description="From the candle's arrival at ingest to publication")
     id: str = Field(description="Entry id in the prediction stream, for resuming: '<as_of>-0'")
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     @property
     def series(self) -> SeriesId:

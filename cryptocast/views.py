@@ -103,7 +103,14 @@ def print_status(
         Column("last candle", [fmt_time(r["last_open_time"]) for r in report], 4),
         Column("age", [fmt_age(r["last_candle_age_ms"]) for r in report], 1, "right"),
         Column("holes", [str(sum(h["count"] for h in r["holes"])) for r in report], 3, "right"),
-        Column("model", [str(m.get("version", "-")) for m in models], 5),
+        Column(
+            "model",
+            [
+                f"{m['version']} ({m.get('kind', 'lstm')})" if m.get("version") else "-"
+                for m in models
+            ],
+            5,
+        ),
         Column("skill", [fmt_skill(m.get("skill")) for m in models], 2, "right"),
         Column(
             "last prediction",
@@ -119,10 +126,20 @@ def print_status(
             1,
             "right",
         ),
+        Column("interval level", [_levels(r.get("calibration")) for r in report], 3),
         Column("state", [_state(r) for r in report], 0, wrap=True),
     ]
     caption = f"Redis: {redis}" if redis else None
     console.print(fitted_table("cryptocast status", columns, console.width, caption))
+
+
+def _levels(cal: dict[str, Any] | None) -> str:
+    """Nominal → effective level of the live calibration, and the realised coverage."""
+    if not cal or cal.get("effective") is None:
+        return "-"
+    cov = cal.get("coverage")
+    tail = "" if cov is None else f" (cov {cov:.1%}, n={cal.get('scored', 0)})"
+    return f"{cal['nominal']:.0%} → {cal['effective']:.1%}{tail}"
 
 
 def print_backfill(report: dict[str, Any]) -> None:

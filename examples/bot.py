@@ -9,7 +9,11 @@ or below the last id handled is skipped.
     python examples/bot.py --redis redis://:PASSWORD@127.0.0.1:6379/0 \
         --series binance:BTC/USDT:1m --series binance:ETH/USDT:1m --state bot-state.json
 
-Replace ``on_prediction`` with your strategy.
+Replace ``on_prediction`` with your strategy. The one here sizes a position by the predicted
+volatility (schema 2's ``sigma``, the standard deviation of the next log return): it risks
+``--risk`` of equity per one-sigma move (``size = risk / sigma``, capped at ``--max-size``), so
+it trades smaller when the market is wild and larger when it is calm, and takes the side
+``p_up`` favours by more than ``--edge``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -36,13 +41,38 @@ def id_tuple(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+RISK = 0.005  # equity lost by a one-sigma move against the position
+MAX_SIZE = 1.0  # position as a fraction of equity (1.0: no leverage)
+EDGE = 0.02  # trade only when p_up is this far from a coin flip
+
+
+def sigma_of(p: dict[str, Any]) -> float:
+    """The predicted standard deviation of the next log return; from the interval for schema 1
+    messages, which have no ``sigma`` (a 90 % normal interval is 2 x 1.645 sigma wide)."""
+    if p.get("sigma"):
+        return float(p["sigma"])
+    return math.log(p["upper"] / p["lower"]) / (2 * 1.6449)
+
+
+def position_size(p: dict[str, Any], risk: float = RISK, max_size: float = MAX_SIZE) -> float:
+    """Signed fraction of equity to hold: volatility-targeted size on the side ``p_up`` favours."""
+    p_up = p.get("p_up")
+    if p_up is None or abs(p_up - 0.5) <= EDGE:
+        return 0.0
+    size = min(risk / max(sigma_of(p), 1e-12), max_size)
+    return size if p_up > 0.5 else -size
+
+
 def on_prediction(p: dict[str, Any]) -> None:
     """Your strategy goes here. ``p`` is a Prediction message (see the README)."""
     move = (p["predicted_close"] / p["last_close"] - 1) * 100
+    p_up = p.get("p_up")
     print(
         f"{p['exchange']}:{p['symbol']}:{p['timeframe']} id={p['id']} as_of={p['as_of']} "
         f"last={p['last_close']} predicted={p['predicted_close']:.6g} ({move:+.3f}%) "
-        f"[{p['lower']:.6g}, {p['upper']:.6g}] model={p['model']['version']}"
+        f"[{p['lower']:.6g}, {p['upper']:.6g}] sigma={sigma_of(p):.3g} "
+        f"p_up={'-' if p_up is None else f'{p_up:.3f}'} size={position_size(p):+.3f} "
+        f"model={p['model'].get('kind', 'lstm')}/{p['model']['version']}"
         + (" STALE MODEL" if p["stale_model"] else ""),
         flush=True,
     )

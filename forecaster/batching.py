@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from forecaster.data import CandleArrays
-from forecaster.inference import Forecast, LoadedModel, NumpyLSTM, wavefront
+from forecaster.heads import Forecast
+from forecaster.inference import LoadedModel, NumpyLSTM, wavefront
 
 # Stacking pays while the stacked weights stay in cache: measured on the 2-core development
 # machine, 10 default-size models cost 3.3 ms stacked vs 6.6 ms one by one, 100 cost 82 vs 45.
@@ -31,9 +33,11 @@ def forward_many(
     xs: list[np.ndarray],
     blocks: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Scaled outputs of ``nets[i](xs[i])`` for single windows ``xs[i]`` of shape (1, T, F).
+    """Raw outputs of ``nets[i](xs[i])`` for single windows ``xs[i]`` of shape (1, T, F):
+    ``(S,)`` for Dense(1) heads, else ``(S, k)``.
 
-    All nets must share units, layers, feature count and dtype, and all windows their length.
+    All nets must share units, layers, feature count, outputs and dtype, and all windows their
+    length.
     ``blocks`` may pass the stacked block matrices (``stack_blocks(nets)``) to skip the copy.
     """
     first = nets[0]
@@ -41,9 +45,20 @@ def forward_many(
     if blocks is None:
         blocks = stack_blocks(nets)
     h = wavefront(blocks, x, first.units, first.n_layers)  # (S, 1, U)
-    dense_w = np.stack([n.dense_w for n in nets])  # (S, U, 1)
-    dense_b = np.stack([n.dense_b for n in nets])  # (S, 1)
-    return (np.matmul(h, dense_w)[:, 0, 0] + dense_b[:, 0]).astype(np.float64)
+    dense_w = np.stack([n.dense_w for n in nets])  # (S, U, k)
+    dense_b = np.stack([n.dense_b for n in nets])  # (S, k)
+    out = (np.matmul(h, dense_w)[:, 0, :] + dense_b).astype(np.float64)
+    return out[:, 0] if first.n_out == 1 else out
+
+
+@dataclass(slots=True)
+class _Request:
+    model: LoadedModel
+    x: np.ndarray
+    last: float
+    sigma: float
+    level: float | None
+    fut: asyncio.Future[Forecast]
 
 
 def stack_blocks(nets: list[NumpyLSTM]) -> np.ndarray:
@@ -52,24 +67,28 @@ def stack_blocks(nets: list[NumpyLSTM]) -> np.ndarray:
 
 def _shape_key(model: LoadedModel, x: np.ndarray) -> tuple[Any, ...]:
     net = model.net
-    return (net.units, net.n_layers, net.n_features, np.dtype(net.dtype).str, x.shape[1])
+    dtype = np.dtype(net.dtype).str
+    return (net.units, net.n_layers, net.n_features, net.n_out, dtype, x.shape[1])
 
 
 class InferenceBatcher:
     """Batches the forecasts requested in one event-loop turn (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._queue: list[tuple[LoadedModel, np.ndarray, float, asyncio.Future[Forecast]]] = []
+        self._queue: list[_Request] = []
         self._scheduled = False
         self._stacked: dict[tuple[int, ...], tuple[tuple[NumpyLSTM, ...], np.ndarray]] = {}
         self.batches = 0
         self.batched = 0
 
-    async def forecast(self, model: LoadedModel, recent: CandleArrays) -> Forecast:
-        x, last = model.prepare(recent)
+    async def forecast(
+        self, model: LoadedModel, recent: CandleArrays, level: float | None = None
+    ) -> Forecast:
+        """The model's forecast after ``recent``, interval at ``level`` (batched, see above)."""
+        x, last, sigma = model.prepare(recent)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Forecast] = loop.create_future()
-        self._queue.append((model, x, last, fut))
+        self._queue.append(_Request(model, x, last, sigma, level, fut))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -78,24 +97,29 @@ class InferenceBatcher:
     def _flush(self) -> None:
         queue, self._queue, self._scheduled = self._queue, [], False
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-        for i, (model, x, _last, _fut) in enumerate(queue):
-            groups[_shape_key(model, x)].append(i)
+        for i, req in enumerate(queue):
+            groups[_shape_key(req.model, req.x)].append(i)
         chunks = [
             m[i : i + MAX_STACK] for m in groups.values() for i in range(0, len(m), MAX_STACK)
         ]
         for members in chunks:
             items = [queue[i] for i in members]
             try:
-                nets = [m.net for m, _x, _l, _f in items]
+                nets = [r.model.net for r in items]
                 blocks = self._blocks(nets)
-                out = forward_many(nets, [x for _m, x, _l, _f in items], blocks)
-                for (model, _x, last, fut), z in zip(items, out, strict=True):
-                    if not fut.done():
-                        fut.set_result(model.finish(float(z), last))
+                out = forward_many(nets, [r.x for r in items], blocks)
             except Exception as e:  # a broken model fails its own requests, not the loop
-                for *_rest, fut in items:
-                    if not fut.done():
-                        fut.set_exception(e)
+                for r in items:
+                    if not r.fut.done():
+                        r.fut.set_exception(e)
+                continue
+            for r, raw in zip(items, out, strict=True):
+                if r.fut.done():
+                    continue
+                try:
+                    r.fut.set_result(r.model.finish(raw, r.last, r.sigma, r.level))
+                except Exception as e:  # e.g. a non-finite output: that request only
+                    r.fut.set_exception(e)
         self.batches += len(chunks)
         self.batched += len(queue)
 

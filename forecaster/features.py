@@ -6,6 +6,18 @@ segment has no features):
 - ``ret``   = log(close_t / close_{t-1})
 - ``range`` = log(high_t / low_t)
 - ``vol``   = log1p(volume_t) - log1p(volume_{t-1})  (log1p: halted markets print volume 0)
+- ``gk``    = Garman–Klass volatility of candle t, ``sqrt(0.5 ln(h/l)^2 - (2 ln 2 - 1) ln(c/o)^2)``
+  (a range-based realised volatility; 0 for a candle with zero range, never -inf or NaN)
+- ``tod_sin``, ``tod_cos`` = time of day of candle t's open on the unit circle (intraday
+  seasonality; constant, hence scaled to 0, for daily and longer timeframes)
+
+Normalisation (``trailing_rms``, the default of the model): every window is divided by its own
+trailing volatility ``sigma_w = sqrt(mean(ret^2))`` over the window's rows (floored at
+:data:`SIGMA_FLOOR`), in the columns measured in return units (``ret``, ``range``, ``gk``), and so
+is the target: the network sees and predicts returns in units of the recent volatility, so one
+model carries across calm and wild regimes, and a forecast is multiplied back by ``sigma_w``.
+Normalised values are clipped to ``±CLIP`` (a window of a flat market has ``sigma_w`` at the
+floor). ``none`` keeps the raw features (models of metadata schema 1).
 
 A window for *target row* ``t`` is the feature rows ``t-window .. t-1``; its target is ``ret_t``
 and its "last close" is ``close_{t-1}``. A window therefore spans the ``window + 1`` candles
@@ -14,7 +26,8 @@ and its "last close" is ``close_{t-1}``. A window therefore spans the ``window +
 Slices are by target row: train ``[0, b1)``, early-stop ``[b1, b2)``, holdout ``[b2, n)``. A
 window of a slice reads only rows before its target, so no slice's window sees a later slice's
 target; inputs may reach back into an earlier slice (they are the past at prediction time).
-The scaler (mean/std per feature, and for the target) is fit on the train slice only.
+The scaler (mean/std per feature, and for the target, after normalisation) is fit on the train
+slice only.
 
 No TensorFlow here: this module is imported by the web and CLI.
 """
@@ -31,20 +44,32 @@ from forecaster.data import CandleArrays
 
 __all__ = [
     "FEATURE_NAMES",
+    "NORMALISATIONS",
+    "SIGMA_FLOOR",
     "FeatureError",
     "PreparedData",
     "Scaler",
     "WindowSet",
     "build_windows",
     "feature_matrix",
+    "input_from_features",
     "log_returns",
     "prepare",
     "slice_bounds",
     "target_rows",
     "window_features",
+    "window_input",
+    "window_sigma",
 ]
 
-FEATURE_NAMES = ("ret", "range", "vol")
+FEATURE_NAMES = ("ret", "range", "vol", "gk", "tod_sin", "tod_cos")
+# Columns in units of a log return: these are divided by the window's trailing volatility.
+RETURN_UNITS = frozenset({"ret", "range", "gk"})
+NORMALISATIONS = ("trailing_rms", "none")
+SIGMA_FLOOR = 1e-8
+CLIP = 20.0
+_GK_C = 2.0 * np.log(2.0) - 1.0
+_DAY_MS = 86_400_000
 
 
 class FeatureError(ValueError):
@@ -59,18 +84,23 @@ def _check_features(features: Sequence[str]) -> list[str]:
     return names
 
 
-def _raw_features(
-    close: np.ndarray, high: np.ndarray, low: np.ndarray, volume: np.ndarray, names: list[str]
-) -> np.ndarray:
+def _raw_features(a: CandleArrays, names: list[str]) -> np.ndarray:
     """Features of rows 1..n-1 computed from rows 0..n-1 of one contiguous run."""
     cols: list[np.ndarray] = []
     for name in names:
         if name == "ret":
-            cols.append(np.diff(np.log(close)))
+            cols.append(np.diff(np.log(a.close)))
         elif name == "range":
-            cols.append(np.log(high[1:] / low[1:]))
+            cols.append(np.log(a.high[1:] / a.low[1:]))
+        elif name == "vol":
+            cols.append(np.diff(np.log1p(a.volume)))
+        elif name == "gk":
+            hl = np.log(a.high[1:] / a.low[1:])
+            co = np.log(a.close[1:] / a.open[1:])
+            cols.append(np.sqrt(np.maximum(0.5 * hl * hl - _GK_C * co * co, 0.0)))
         else:
-            cols.append(np.diff(np.log1p(volume)))
+            phase = (a.open_time[1:] % _DAY_MS) * (2.0 * np.pi / _DAY_MS)
+            cols.append(np.sin(phase) if name == "tod_sin" else np.cos(phase))
     return np.stack(cols, axis=-1)
 
 
@@ -80,7 +110,7 @@ def feature_matrix(arrays: CandleArrays, features: Sequence[str]) -> np.ndarray:
     n = len(arrays)
     out = np.full((n, len(names)), np.nan, dtype=np.float64)
     if n > 1:
-        body = _raw_features(arrays.close, arrays.high, arrays.low, arrays.volume, names)
+        body = _raw_features(arrays, names)
         out[1:] = body
         # Differences across a hole compare candles that are not neighbours: blank them.
         out[1:][np.diff(arrays.index) != 1] = np.nan
@@ -103,7 +133,59 @@ def window_features(recent: CandleArrays, window: int, features: Sequence[str]) 
     last = recent.tail(window + 1)
     if not last.is_contiguous():
         raise FeatureError("the last window crosses a hole in the candles")
-    return _raw_features(last.close, last.high, last.low, last.volume, names)
+    return _raw_features(last, names)
+
+
+def _check_norm(normalisation: str) -> None:
+    if normalisation not in NORMALISATIONS:
+        raise FeatureError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+
+
+def window_sigma(ret_windows: np.ndarray) -> np.ndarray:
+    """Trailing volatility of windows of log returns ``(..., window)``: RMS, floored."""
+    r = np.asarray(ret_windows, dtype=np.float64)
+    return np.maximum(np.sqrt(np.mean(r * r, axis=-1)), SIGMA_FLOOR)
+
+
+def _normalise(
+    x: np.ndarray, sigma: np.ndarray, names: Sequence[str], normalisation: str
+) -> np.ndarray:
+    """Raw windows ``(m, window, F)`` divided by their ``sigma`` in the return-unit columns."""
+    if normalisation == "none":
+        return x
+    out = np.array(x, dtype=np.float64, copy=True)
+    cols = [i for i, n in enumerate(names) if n in RETURN_UNITS]
+    if cols:
+        out[:, :, cols] = np.clip(out[:, :, cols] / sigma[:, None, None], -CLIP, CLIP)
+    return out
+
+
+def window_input(
+    recent: CandleArrays, window: int, scaler: Scaler, normalisation: str
+) -> tuple[np.ndarray, float]:
+    """The network's input ``(1, window, F)`` for the candle after ``recent``, and ``sigma_w``.
+
+    Exactly what :func:`prepare` builds for a training window (same normalisation and scaler).
+    """
+    _check_norm(normalisation)
+    names = list(scaler.features)
+    if len(recent) < window + 1:
+        raise FeatureError(f"need {window + 1} candles for a window of {window}, got {len(recent)}")
+    last = recent.tail(window + 1)
+    if not last.is_contiguous():
+        raise FeatureError("the last window crosses a hole in the candles")
+    return input_from_features(
+        _raw_features(last, names), np.diff(np.log(last.close)), scaler, normalisation
+    )
+
+
+def input_from_features(
+    feats: np.ndarray, rets: np.ndarray, scaler: Scaler, normalisation: str
+) -> tuple[np.ndarray, float]:
+    """As :func:`window_input`, from a window's raw features ``(window, F)`` and its log returns."""
+    sigma = 1.0 if normalisation == "none" else float(window_sigma(rets))
+    x = _normalise(feats[None], np.array([sigma]), list(scaler.features), normalisation)
+    return scaler.transform(x), sigma
 
 
 def target_rows(
@@ -198,38 +280,64 @@ def _safe_std(s: np.ndarray) -> np.ndarray:
 class WindowSet:
     """Windows of one slice, ready for Keras, with what metrics need in price space."""
 
-    x: np.ndarray  # (m, window, F) float32, scaled
-    y: np.ndarray  # (m,) float32, scaled target
+    x: np.ndarray  # (m, window, F) float32, normalised and scaled
+    y: np.ndarray  # (m,) float32, normalised and scaled target
     rows: np.ndarray  # (m,) target row in the arrays
     target_ret: np.ndarray  # (m,) raw log return of the target candle
     last_close: np.ndarray  # (m,) close of the candle before the target
     actual_close: np.ndarray  # (m,) close of the target candle
     target_time: np.ndarray  # (m,) open time of the target candle
+    sigma: np.ndarray  # (m,) the window's trailing volatility (1 without normalisation)
 
     def __len__(self) -> int:
         return int(self.rows.size)
 
+    def subset(self, keep: np.ndarray) -> WindowSet:
+        """The windows where ``keep`` is true."""
+        if keep.all():
+            return self
+        return WindowSet(*(getattr(self, f)[keep] for f in self.__slots__))
+
+
+def _raw_windows(
+    arrays: CandleArrays, feats: np.ndarray, rows: np.ndarray, window: int, normalisation: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unscaled (normalised) windows ``(m, window, F)``, their sigma and normalised targets."""
+    f = feats.shape[1]
+    ret = np.log(arrays.close[rows] / arrays.close[rows - 1]) if rows.size else np.empty(0)
+    if not rows.size:
+        return np.empty((0, window, f)), np.empty(0), np.empty(0)
+    view = np.lib.stride_tricks.sliding_window_view(feats, window, axis=0)  # (n-w+1, F, w)
+    x = view[rows - window].transpose(0, 2, 1)
+    if normalisation == "none":
+        return x, np.ones(rows.size), ret
+    r = np.nan_to_num(np.concatenate([[0.0], np.diff(np.log(arrays.close))]))
+    c2 = np.concatenate([[0.0], np.cumsum(r * r)])
+    # Rows t-window .. t-1 of target t: never the target itself (no look-ahead).
+    ms = (c2[rows] - c2[rows - window]) / window
+    sigma = np.maximum(np.sqrt(np.maximum(ms, 0.0)), SIGMA_FLOOR)
+    return x, sigma, np.clip(ret / sigma, -CLIP, CLIP)
+
 
 def build_windows(
-    arrays: CandleArrays, scaled: np.ndarray, rows: np.ndarray, window: int, scaler: Scaler
+    arrays: CandleArrays,
+    xn: np.ndarray,
+    sigma: np.ndarray,
+    yn: np.ndarray,
+    rows: np.ndarray,
+    scaler: Scaler,
 ) -> WindowSet:
-    """Windows ending before each target row (rows from :func:`target_rows`)."""
-    f = scaled.shape[1]
-    if rows.size:
-        view = np.lib.stride_tricks.sliding_window_view(scaled, window, axis=0)  # (n-w+1, F, w)
-        x = np.ascontiguousarray(view[rows - window].transpose(0, 2, 1), dtype=np.float32)
-    else:
-        x = np.empty((0, window, f), dtype=np.float32)
+    """Scale normalised windows ``xn`` (from :func:`_raw_windows`) into a :class:`WindowSet`."""
     close = arrays.close
-    ret = np.log(close[rows] / close[rows - 1])
     return WindowSet(
-        x=x,
-        y=scaler.transform_target(ret).astype(np.float32),
+        x=np.ascontiguousarray(scaler.transform(xn), dtype=np.float32),
+        y=scaler.transform_target(yn).astype(np.float32),
         rows=rows,
-        target_ret=ret,
+        target_ret=np.log(close[rows] / close[rows - 1]),
         last_close=close[rows - 1],
         actual_close=close[rows],
         target_time=arrays.open_time[rows],
+        sigma=sigma,
     )
 
 
@@ -238,14 +346,14 @@ class PreparedData:
     """Everything one training run needs, derived from the arrays it was given."""
 
     arrays: CandleArrays
-    features: np.ndarray  # (n, F) unscaled
-    scaled: np.ndarray  # (n, F) scaled with the train-only scaler
+    features: np.ndarray  # (n, F) unscaled, unnormalised
     scaler: Scaler
     bounds: tuple[int, int]
     train: WindowSet
     early_stop: WindowSet
     holdout: WindowSet
     mase_scale: float  # in-sample naive MAE (price) on the train slice's targets
+    normalisation: str = "none"
 
     def slices_json(self) -> dict[str, Any]:
         """Slice boundaries for the model's metadata (target open times and window counts)."""
@@ -272,28 +380,40 @@ def prepare(
     window: int,
     early_stop_fraction: float,
     holdout_fraction: float,
+    normalisation: str = "none",
 ) -> PreparedData:
-    """Split ``arrays`` chronologically, fit the scaler on train, build the three window sets."""
+    """Split ``arrays`` chronologically, fit the scaler on train, build the three window sets.
+
+    ``normalisation`` is ``"none"`` (raw features; the scaler is fit on the train slice's rows)
+    or ``"trailing_rms"`` (per-window volatility normalisation, see the module docstring; the
+    scaler is fit on the train windows' normalised rows).
+    """
     names = _check_features(features)
+    _check_norm(normalisation)
     n = len(arrays)
     b1, b2 = slice_bounds(n, early_stop_fraction, holdout_fraction)
     feats = feature_matrix(arrays, names)
     train_rows = target_rows(arrays, window, 0, b1)
     if train_rows.size < 2:
         raise FeatureError(f"too few candles: {n} rows give {train_rows.size} training windows")
-    train_ret = np.log(arrays.close[train_rows] / arrays.close[train_rows - 1])
-    scaler = Scaler.fit(names, feats[:b1], train_ret)
-    scaled = scaler.transform(feats)
+    all_rows = (train_rows, target_rows(arrays, window, b1, b2), target_rows(arrays, window, b2))
+    raw = []
+    for rows in all_rows:
+        x, sigma, yn = _raw_windows(arrays, feats, rows, window, normalisation)
+        raw.append((_normalise(x, sigma, names, normalisation), sigma, yn))
+    if normalisation == "none":
+        scaler = Scaler.fit(names, feats[:b1], raw[0][2])
+    else:
+        scaler = Scaler.fit(names, raw[0][0].reshape(-1, len(names)), raw[0][2])
     sets = []
-    for rows in (train_rows, target_rows(arrays, window, b1, b2), target_rows(arrays, window, b2)):
-        ws = build_windows(arrays, scaled, rows, window, scaler)
-        if len(ws) == 0:
+    for rows, (x, sigma, yn) in zip(all_rows, raw, strict=True):
+        if not rows.size:
             raise FeatureError(
                 f"too few candles: {n} rows leave an empty slice for window {window}"
             )
-        sets.append(ws)
+        sets.append(build_windows(arrays, x, sigma, yn, rows, scaler))
     mase_scale = float(np.mean(np.abs(sets[0].actual_close - sets[0].last_close)))
     train, early_stop, holdout = sets
     return PreparedData(
-        arrays, feats, scaled, scaler, (b1, b2), train, early_stop, holdout, mase_scale
+        arrays, feats, scaler, (b1, b2), train, early_stop, holdout, mase_scale, normalisation
     )

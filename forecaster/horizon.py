@@ -8,8 +8,9 @@ back as the newest input and predicting again.
   scaler's mean: scaled value 0), i.e. an ordinary candle with an ordinary volume change. That
   keeps the inputs inside the range the model was trained on instead of inventing volatility.
 - Intervals widen with ``sqrt(h)``: step ``h``'s bounds are
-  ``last_close * exp(cum_pred_h + q * sqrt(h))`` with ``q`` the model's one-step residual
-  quantiles (the LSTM's calibrated interval; a baseline's train-window residuals). That is the
+  ``last_close * exp(cum_pred_h + q * sqrt(h))`` with ``q`` the one-step interval's offsets
+  (the LSTM's distribution at the last window, at its holdout-calibrated level; a baseline's
+  train-window residuals). That is the
   random-walk rule for independent one-step errors; it ignores volatility clustering and the
   model's own compounding error, so it is a rough guide, not a calibrated multi-step interval.
   Walk-forward coverage is measured for one step only.
@@ -24,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from forecaster.data import CandleArrays
-from forecaster.features import FeatureError, log_returns, window_features
+from forecaster.features import (
+    RETURN_UNITS,
+    FeatureError,
+    input_from_features,
+    log_returns,
+    window_features,
+)
 
 if TYPE_CHECKING:
     from forecaster.backtest import FittedBaseline
@@ -87,17 +94,31 @@ def _path(
 
 def _lstm_returns(model: LoadedModel, arrays: CandleArrays, steps: int) -> np.ndarray:
     feats = window_features(arrays, model.window, model.features)  # (window, F) unscaled
-    neutral = np.array(model.scaler.mean, dtype=np.float64)
-    ret_col = model.features.index("ret") if "ret" in model.features else None
+    rets = log_returns(arrays)[len(arrays) - model.window :]
+    names = model.features
+    ret_col = names.index("ret") if "ret" in names else None
+    tf, base = arrays.timeframe, int(arrays.index[-1])
     out = np.empty(steps, dtype=np.float64)
     for h in range(steps):
-        z = float(model.forward(model.scaler.transform(feats)[None, :, :])[0])
-        r = float(model.scaler.inverse_target(np.array([z]))[0])
+        x, sigma = input_from_features(feats, rets, model.scaler, model.normalisation)
+        loc, _scale, _df = model.distribution(model.forward(x).reshape(1, -1), np.array([sigma]))
+        r = float(loc[0])
         out[h] = r
-        row = neutral.copy()
+        # The imagined candle: its return, the other inputs at their training means (in the
+        # window's volatility units when normalised), its own time of day.
+        row = np.array(model.scaler.mean, dtype=np.float64)
+        if model.normalisation != "none":
+            row = np.array(
+                [v * sigma if n in RETURN_UNITS else v for n, v in zip(names, row, strict=True)]
+            )
         if ret_col is not None:
             row[ret_col] = r
+        phase = (tf.open_time(base + h + 1) % 86_400_000) * (2.0 * math.pi / 86_400_000)
+        for name, val in (("tod_sin", math.sin(phase)), ("tod_cos", math.cos(phase))):
+            if name in names:
+                row[names.index(name)] = val
         feats = np.vstack([feats[1:], row[None, :]])
+        rets = np.append(rets[1:], r)
     return out
 
 
@@ -129,7 +150,12 @@ def horizon_paths(
     paths: list[HorizonPath] = []
     if lstm is not None:
         rets = _lstm_returns(lstm, arrays, steps)
-        paths.append(_path("lstm", arrays, rets, lstm.q_low, lstm.q_high, lstm.interval_level))
+        # The one-step interval of the model's own distribution (what a message publishes).
+        one = lstm.predict_next(arrays)
+        last = float(arrays.close[-1])
+        q_low = math.log(one.lower / last) - one.pred_return
+        q_high = math.log(one.upper / last) - one.pred_return
+        paths.append(_path("lstm", arrays, rets, q_low, q_high, lstm.interval_level))
     for name, fb in (baselines or {}).items():
         rets = _baseline_returns(fb, arrays, steps)
         paths.append(_path(name, arrays, rets, fb.q_low, fb.q_high, level))

@@ -2,8 +2,11 @@
 
 A model travels as two things: the ``.keras`` file's bytes (weights and architecture, loaded with
 Keras's ``safe_mode`` on; nothing is ever unpickled) and a JSON metadata dict (features, window,
-scaler, interval). Serving calls :meth:`LoadedModel.predict_next` on every closed candle; it runs
-the LSTM forward pass in numpy from weights extracted once at load, because a Keras
+head, normalisation, scaler, interval). Metadata schema 2 adds the head and the per-window
+normalisation; schema-1 models (an MSE point model on raw features) still load, their spread taken
+from their static interval. Serving calls :meth:`LoadedModel.predict_next` on every closed
+candle; it runs the LSTM forward pass in numpy (:mod:`forecaster.numpy_lstm`) from weights
+extracted once at load, because a Keras
 ``model.predict`` call costs milliseconds of framework overhead for a microsecond-sized problem.
 :meth:`LoadedModel.predict_keras` keeps the slow path as the benchmark's baseline.
 """
@@ -17,21 +20,27 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
 from config.settings import ModelSettings
 from forecaster.data import CandleArrays
+from forecaster.distribution import ReturnDistribution
 from forecaster.features import (
     FEATURE_NAMES,
+    NORMALISATIONS,
     FeatureError,
     Scaler,
+    _normalise,
+    _raw_windows,
     feature_matrix,
     target_rows,
-    window_features,
+    window_input,
 )
+from forecaster.heads import Forecast, head_outputs, head_params
+from forecaster.numpy_lstm import ArtifactError, NumpyLSTM, extract_numpy, wavefront
 
 if TYPE_CHECKING:
     import keras
@@ -43,177 +52,25 @@ __all__ = [
     "Forecast",
     "LoadedModel",
     "NumpyLSTM",
+    "wavefront",
 ]
 
 log = structlog.get_logger(__name__)
 
-META_SCHEMA_VERSION = 1
+META_SCHEMA_VERSION = 2
+SUPPORTED_META_SCHEMAS = (1, 2)
 META_KIND = "lstm-returns"
-
-
-class ArtifactError(ValueError):
-    """A model artifact or its metadata that cannot be served (corrupt, foreign, mismatched)."""
-
-
-class Forecast(NamedTuple):
-    """One next-candle forecast: log return, reconstructed close, and interval bounds (price)."""
-
-    pred_return: float
-    pred_close: float
-    lower: float
-    upper: float
-
-
-class NumpyLSTM:
-    """The forward pass of a stack of Keras LSTMs + Dense(1), in numpy, batched over windows.
-
-    At batch size 1 (serving) the cost is numpy's per-call overhead, not arithmetic, so the pass
-    is arranged to make few calls per step:
-
-    - Layers run as a wavefront: at step ``k`` layer ``l`` processes time ``k - l``, reading the
-      output layer ``l-1`` produced at step ``k-1``. One state row holds every layer's ``h``, a
-      constant 1 and the current input candle's features; one matmul with a block matrix
-      (recurrent kernels on the diagonal, each layer's input kernel fed by the layer below, the
-      biases in the row of the constant 1, the first layer's input kernel in the rows of the
-      features) advances all layers at once: ``T + L - 1`` steps instead of ``T * L``. Layers that
-      have not started are held at zero state; outputs of steps past the window are never read.
-    - Gate columns are reordered from Keras's ``i, f, c, o`` to ``i, f, o, c`` so the three
-      sigmoid gates are one contiguous slice; ``sigmoid(z) = (tanh(z/2) + 1)/2`` with the halving
-      folded into the weights lets one ``tanh`` over all gates serve every gate, and all updates
-      run in place on preallocated buffers.
-
-    Dropout is the identity at inference.
-    """
-
-    _KERAS_TO_OURS = (0, 1, 3, 2)  # gate order i, f, c, o  →  i, f, o, c
-
-    def __init__(
-        self,
-        lstm_weights: list[tuple[np.ndarray, ...]],
-        dense: tuple[np.ndarray, ...],
-        dtype: type[np.floating[Any]] = np.float32,
-    ) -> None:
-        units = {w[1].shape[0] for w in lstm_weights}
-        if len(units) != 1:
-            raise ArtifactError(f"LSTM layers of unequal widths {sorted(units)} are not supported")
-        u = units.pop()
-        n_layers = len(lstm_weights)
-        n_feat = int(lstm_weights[0][0].shape[0])
-        width = n_layers * u
-        perm = list(self._KERAS_TO_OURS)
-        gate_scale = np.array([0.5, 0.5, 0.5, 1.0])[None, :, None]  # i, f, o halved; c not
-
-        def gates(m: np.ndarray) -> np.ndarray:
-            return m.reshape(m.shape[0], 4, u)[:, perm, :] * gate_scale
-
-        block = np.zeros((width + 1 + n_feat, 4, n_layers, u), dtype=np.float64)
-        for li, (kernel, recurrent, bias) in enumerate(lstm_weights):
-            block[li * u : (li + 1) * u, :, li, :] = gates(recurrent)
-            block[width, :, li, :] = gates(bias[None, :])[0]
-            if li == 0:
-                block[width + 1 :, :, 0, :] = gates(kernel)
-            else:
-                block[(li - 1) * u : li * u, :, li, :] = gates(kernel)
-        self.dtype = dtype
-        self.units = u
-        self.n_layers = n_layers
-        self.n_features = n_feat
-        self.block = np.ascontiguousarray(block.reshape(-1, 4 * width), dtype=dtype)
-        self.dense_w = dense[0].astype(dtype)  # (U, 1)
-        self.dense_b = dense[1].astype(dtype)  # (1,)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Scaled windows ``(B, T, F)`` → scaled outputs ``(B,)``."""
-        x = np.asarray(x, dtype=self.dtype)
-        if x.shape[2] != self.n_features:
-            raise ValueError(f"expected {self.n_features} features, got {x.shape[2]}")
-        h = wavefront(self.block[None], x[None], self.units, self.n_layers)[0]
-        return (h @ self.dense_w + self.dense_b)[:, 0]
-
-
-def wavefront(blocks: np.ndarray, x: np.ndarray, units: int, n_layers: int) -> np.ndarray:
-    """The stacked-LSTM forward pass of :class:`NumpyLSTM` for ``S`` models at once.
-
-    ``blocks`` ``(S, D, 4W)`` are the models' block matrices, ``x`` ``(S, B, T, F)`` their
-    scaled windows (``B`` per model); returns the last layer's final ``h``, ``(S, B, units)``.
-    One model with a batch of windows (S = 1) and many models with one window each (B = 1, see
-    :mod:`forecaster.batching`) are the same computation.
-    """
-    dtype = blocks.dtype.type
-    s, batch, steps, n_feat = x.shape
-    u, width = units, n_layers * units
-    half = dtype(0.5)
-    state = np.zeros((s, batch, width + 1 + n_feat), dtype=dtype)
-    state[:, :, width] = 1.0  # feeds the bias row of the block matrix
-    h, x_in = state[:, :, :width], state[:, :, width + 1 :]
-    c = np.zeros((s, batch, width), dtype=dtype)
-    tmp = np.empty_like(c)
-    z = np.empty((s, batch, 4 * width), dtype=dtype)
-    sig, i_g, f_g = z[..., : 3 * width], z[..., :width], z[..., width : 2 * width]
-    o_g, c_g = z[..., 2 * width : 3 * width], z[..., 3 * width :]
-    for k in range(steps + n_layers - 1):
-        if k < steps:
-            x_in[...] = x[:, :, k]
-        elif k == steps:
-            x_in[...] = 0.0  # past the window: layer 0's output is no longer read
-        np.matmul(state, blocks, out=z)
-        np.tanh(z, out=z)
-        sig *= half
-        sig += half
-        c *= f_g
-        np.multiply(i_g, c_g, out=tmp)
-        c += tmp
-        np.tanh(c, out=tmp)
-        np.multiply(o_g, tmp, out=h)
-        if k < n_layers - 1:
-            h[..., (k + 1) * u :] = 0.0
-            c[..., (k + 1) * u :] = 0.0
-    return h[..., width - u :]
-
-
-def _extract_numpy(model: keras.Model, dtype: type[np.floating[Any]]) -> NumpyLSTM:
-    """Weights of a supported model for :class:`NumpyLSTM`; raise if the model is something else."""
-    import keras
-
-    lstm: list[tuple[np.ndarray, ...]] = []
-    dense: tuple[np.ndarray, ...] | None = None
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.LSTM):
-            cfg = layer.get_config()
-            ok = (
-                dense is None
-                and cfg.get("activation") == "tanh"
-                and cfg.get("recurrent_activation") == "sigmoid"
-                and cfg.get("use_bias", True)
-                and not cfg.get("go_backwards")
-                and not cfg.get("stateful")
-            )
-            if not ok:
-                raise ArtifactError(f"unsupported LSTM configuration in layer {layer.name!r}")
-            lstm.append(tuple(np.asarray(w) for w in layer.get_weights()))
-        elif isinstance(layer, keras.layers.Dropout):
-            continue
-        elif isinstance(layer, keras.layers.Dense) and dense is None:
-            cfg = layer.get_config()
-            linear = cfg.get("activation") == "linear" and cfg.get("use_bias")
-            if cfg.get("units") != 1 or not linear:
-                raise ArtifactError(f"unsupported output layer {layer.name!r}")
-            dense = tuple(np.asarray(w) for w in layer.get_weights())
-        else:
-            raise ArtifactError(f"unsupported layer {layer.name!r} ({type(layer).__name__})")
-    if not lstm or dense is None:
-        raise ArtifactError("the model is not a stack of LSTMs ending in Dense(1)")
-    return NumpyLSTM(lstm, dense, dtype)
+_Z90 = 1.6448536269514722  # the standard normal's 0.95 quantile
 
 
 def check_meta(meta: dict[str, Any]) -> tuple[Scaler, dict[str, Any]]:
     """Validate model metadata; return its scaler and architecture, or raise ArtifactError."""
     if not isinstance(meta, dict):
         raise ArtifactError("model metadata must be a JSON object")
-    if meta.get("schema") != META_SCHEMA_VERSION or meta.get("kind") != META_KIND:
+    if meta.get("schema") not in SUPPORTED_META_SCHEMAS or meta.get("kind") != META_KIND:
         raise ArtifactError(
             f"model metadata schema {meta.get('schema')!r}/{meta.get('kind')!r} is not "
-            f"{META_SCHEMA_VERSION}/{META_KIND}"
+            f"one of {SUPPORTED_META_SCHEMAS}/{META_KIND}"
         )
     arch = meta.get("architecture")
     if not isinstance(arch, dict):
@@ -224,6 +81,13 @@ def check_meta(meta: dict[str, Any]) -> tuple[Scaler, dict[str, Any]]:
     window = arch.get("window")
     if not isinstance(window, int) or window < 2:
         raise ArtifactError(f"bad window {window!r} in model metadata")
+    if arch.get("head", "mse") not in ("mse", "gaussian", "student_t"):
+        raise ArtifactError(f"unknown head {arch.get('head')!r} in model metadata")
+    if arch.get("normalisation", "none") not in NORMALISATIONS:
+        raise ArtifactError(f"unknown normalisation {arch.get('normalisation')!r}")
+    scaler_feats = (meta.get("scaler") or {}).get("features")
+    if isinstance(scaler_feats, list) and scaler_feats != feats:
+        raise ArtifactError(f"scaler features {scaler_feats} != model features {feats}")
     try:
         scaler = Scaler.from_json(meta.get("scaler") or {})
     except FeatureError as e:
@@ -252,10 +116,15 @@ class LoadedModel:
     scaler: Scaler
     window: int
     features: tuple[str, ...]
-    q_low: float
+    q_low: float  # the static residual interval measured on the holdout (kept for reference)
     q_high: float
-    interval_level: float
+    interval_level: float  # nominal level
     net: NumpyLSTM
+    head: str = "mse"
+    normalisation: str = "none"
+    mse_scale: float = 1.0  # the mse head's constant scale, in scaled target units
+    calibrated_level: float | None = None  # split-conformal level measured on the holdout
+    naive_point: bool = False  # the point falls back to the last close (see training)
 
     # loading -------------------------------------------------------------------------------
     @classmethod
@@ -298,8 +167,20 @@ class LoadedModel:
         shape = tuple(model.input_shape)
         if shape[1:] != (window, n_feat):
             raise ArtifactError(f"model input shape {shape} != (None, {window}, {n_feat})")
-        net = _extract_numpy(model, dtype)
+        net = extract_numpy(model, dtype)
+        head = str(arch.get("head", "mse"))
+        if net.n_out != head_outputs(head):
+            raise ArtifactError(f"output layer of {net.n_out} units does not fit head {head!r}")
         iv = meta["interval"]
+        level = float(iv["level"])
+        mse_scale = (meta.get("head_params") or {}).get("mse_scale")
+        if not isinstance(mse_scale, int | float) or not (
+            math.isfinite(mse_scale) and mse_scale > 0
+        ):
+            # Schema 1: a Gaussian as wide as the static interval (its normal-equivalent sigma).
+            width = (float(iv["q_high"]) - float(iv["q_low"])) / (2.0 * _Z90)
+            mse_scale = max(width / scaler.target_std, 1e-6) if level == 0.9 else 1.0
+        cal = iv.get("calibrated_level")
         return cls(
             model=model,
             meta=meta,
@@ -308,15 +189,25 @@ class LoadedModel:
             features=tuple(arch["features"]),
             q_low=float(iv["q_low"]),
             q_high=float(iv["q_high"]),
-            interval_level=float(iv["level"]),
+            interval_level=level,
             net=net,
+            head=head,
+            normalisation=str(arch.get("normalisation", "none")),
+            mse_scale=float(mse_scale),
+            calibrated_level=float(cal) if isinstance(cal, int | float) and 0 < cal < 1 else None,
+            naive_point=meta.get("point") == "naive",
         )
 
     # identity ------------------------------------------------------------------------------
     @property
     def architecture(self) -> dict[str, Any]:
-        """``units``, ``layers``, ``dropout``, ``window``, ``features`` from the metadata."""
+        """``units``, ``layers``, ``dropout``, ``window``, ``features``, ``head``, ... (meta)."""
         return dict(self.meta["architecture"])
+
+    @property
+    def start_level(self) -> float:
+        """The level to read the interval at before any live calibration (holdout-calibrated)."""
+        return self.calibrated_level if self.calibrated_level is not None else self.interval_level
 
     def matches(self, settings: ModelSettings) -> bool:
         """True when ``settings`` build a model whose weights this one's can seed (warm start)."""
@@ -326,78 +217,99 @@ class LoadedModel:
             and a.get("layers") == settings.layers
             and a.get("window") == settings.window
             and list(a.get("features", [])) == list(settings.features)
+            and a.get("head", "mse") == settings.head
+            and a.get("normalisation", "none") == settings.normalisation
         )
 
     # scaled-space forward passes -------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Fast path: scaled windows ``(B, window, F)`` → scaled outputs ``(B,)`` (numpy)."""
+        """Fast path: scaled windows ``(B, window, F)`` → raw outputs ``(B,)`` or ``(B, k)``."""
         return self.net(x)
 
     def forward_model(self, x: np.ndarray) -> np.ndarray:
         """Reference: ``model(x)`` in Keras (eager call, no ``predict`` loop)."""
-        return np.asarray(self.model(np.asarray(x, np.float32), training=False))[:, 0]
+        out = np.asarray(self.model(np.asarray(x, np.float32), training=False))
+        return out[:, 0] if out.shape[1] == 1 else out
 
     def forward_keras(self, x: np.ndarray) -> np.ndarray:
         """Slow path: ``model.predict`` (the latency benchmark's baseline)."""
-        return np.asarray(self.model.predict(np.asarray(x, np.float32), verbose=0))[:, 0]
+        out = np.asarray(self.model.predict(np.asarray(x, np.float32), verbose=0))
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    # outputs in return units -------------------------------------------------------------------
+    def distribution(
+        self, raw: np.ndarray, sigma: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw outputs of windows with trailing volatility ``sigma`` → loc, scale, df of the
+        next log return (the point's fallback to naive applied)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        loc_z, scale_z, df = head_params(self.head, raw.reshape(raw.shape[0], -1), self.mse_scale)
+        sig = np.asarray(sigma, dtype=np.float64)
+        loc = self.scaler.inverse_target(loc_z) * sig
+        if self.naive_point:
+            loc = np.zeros_like(loc)
+        return loc, scale_z * self.scaler.target_std * sig, df
 
     # raw candles in, prices out ----------------------------------------------------------------
-    def prepare(self, recent: CandleArrays) -> tuple[np.ndarray, float]:
-        """The scaled input window ``(1, T, F)`` and the last close, for :meth:`finish`."""
-        return self._window(recent)
+    def prepare(self, recent: CandleArrays) -> tuple[np.ndarray, float, float]:
+        """The scaled input window ``(1, T, F)``, the last close and the window's sigma."""
+        x, sigma = window_input(recent, self.window, self.scaler, self.normalisation)
+        return x, float(recent.close[-1]), sigma
 
-    def finish(self, z: float, last_close: float) -> Forecast:
-        """Turn the network's scaled output into a :class:`Forecast` (price, interval)."""
-        return self._forecast(z, last_close)
+    def finish(
+        self, raw: np.ndarray, last_close: float, sigma: float, level: float | None = None
+    ) -> Forecast:
+        """Turn one window's raw outputs into a :class:`Forecast` (interval read at ``level``,
+        by default :attr:`start_level`)."""
+        loc, scale, df = self.distribution(np.asarray(raw).reshape(1, -1), np.array([sigma]))
+        lv = self.start_level if level is None else level
+        return Forecast.of(float(loc[0]), float(scale[0]), float(df[0]), last_close, lv)
 
-    def _window(self, recent: CandleArrays) -> tuple[np.ndarray, float]:
-        feats = window_features(recent, self.window, self.features)
-        return self.scaler.transform(feats)[None, :, :], float(recent.close[-1])
-
-    def _forecast(self, z: float, last_close: float) -> Forecast:
-        r = z * self.scaler.target_std + self.scaler.target_mean
-        return Forecast(
-            pred_return=r,
-            pred_close=last_close * math.exp(r),
-            lower=last_close * math.exp(r + self.q_low),
-            upper=last_close * math.exp(r + self.q_high),
-        )
-
-    def predict_next(self, recent: CandleArrays) -> Forecast:
+    def predict_next(self, recent: CandleArrays, level: float | None = None) -> Forecast:
         """Forecast the candle after the last row of ``recent`` (fast numpy path).
 
         ``recent`` needs at least ``window + 1`` rows (only the last ``window + 1`` are read) with
         no hole among them; otherwise :class:`~forecaster.features.FeatureError` is raised.
         """
-        x, last = self._window(recent)
-        return self._forecast(float(self.net(x)[0]), last)
+        x, last, sigma = self.prepare(recent)
+        return self.finish(self.net(x)[0], last, sigma, level)
 
-    def predict_keras(self, recent: CandleArrays) -> Forecast:
+    def predict_keras(self, recent: CandleArrays, level: float | None = None) -> Forecast:
         """As :meth:`predict_next`, through ``model.predict`` (slow; the benchmark baseline)."""
-        x, last = self._window(recent)
-        return self._forecast(float(self.forward_keras(x)[0]), last)
+        x, last, sigma = self.prepare(recent)
+        return self.finish(self.forward_keras(x)[0], last, sigma, level)
 
-    def predict_returns(
+    def predict_distribution(
         self, arrays: CandleArrays, rows: np.ndarray, *, batch: int = 4096
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted log returns for target rows of ``arrays`` (batched fast path).
+    ) -> tuple[ReturnDistribution, np.ndarray]:
+        """The next log return's distribution for target rows of ``arrays``, and ``ok``.
 
-        Returns ``(pred, ok)``: ``ok`` is False (and ``pred`` NaN) for rows that have no full
-        window for this model inside their segment.
+        ``ok`` is False for rows that have no full window for this model inside their segment;
+        their entries are a stand-in (loc 0, scale 1, Gaussian) to be ignored. Batched fast
+        path; reads nothing after the last target.
         """
         rows = np.asarray(rows, dtype=np.int64)
         valid = target_rows(arrays, self.window)
         ok = np.isin(rows, valid)
-        pred = np.full(rows.size, np.nan, dtype=np.float64)
+        loc, scale = np.zeros(rows.size), np.ones(rows.size)
+        df = np.full(rows.size, math.inf)
         use = rows[ok]
         if use.size:
-            # Only the rows the windows touch are featurised (and nothing after the last target).
             upto = arrays.slice(0, int(use.max()) + 1)
-            scaled = self.scaler.transform(feature_matrix(upto, self.features))
-            view = np.lib.stride_tricks.sliding_window_view(scaled, self.window, axis=0)
-            out = np.empty(use.size, dtype=np.float64)
+            feats = feature_matrix(upto, self.features)
+            names = list(self.features)
+            parts: list[tuple[np.ndarray, ...]] = []
             for s in range(0, use.size, batch):
                 part = use[s : s + batch]
-                out[s : s + batch] = self.net(view[part - self.window].transpose(0, 2, 1))
-            pred[ok] = self.scaler.inverse_target(out)
-        return pred, ok
+                x, sigma, _ = _raw_windows(upto, feats, part, self.window, self.normalisation)
+                x = self.scaler.transform(_normalise(x, sigma, names, self.normalisation))
+                parts.append(self.distribution(self.net(x), sigma))
+            loc[ok], scale[ok], df[ok] = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        return ReturnDistribution.of(loc, scale, df), ok
+
+    def predict_returns(
+        self, arrays: CandleArrays, rows: np.ndarray, *, batch: int = 4096
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted log returns (the point; NaN where not ``ok``) for target rows, and ``ok``."""
+        dist, ok = self.predict_distribution(arrays, rows, batch=batch)
+        return np.where(ok, dist.loc, np.nan), ok

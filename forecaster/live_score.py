@@ -2,7 +2,10 @@
 
 Rolling over the last ``window`` scored predictions of a series: MAE of the model and of the
 naive forecast (last close) on the same targets, MASE = MAE / naive MAE (< 1 beats naive),
-direction hit rate on candles that moved, and interval coverage. Figures are kept per model
+direction hit rate on candles that moved, interval coverage (of the published, calibrated
+interval) and the mean CRPS of the published distribution of the log return (when the
+prediction came with one; a proper score, lower is better, comparable across model kinds).
+Figures are kept per model
 version too, so an operator sees whether the model serving *now* works, not only at training.
 Sums are updated as scores enter and leave the window: scoring costs O(1) on the serving path.
 """
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.schemas import Candle, Prediction
+from forecaster.distribution import ReturnDistribution
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,7 @@ class _Score:
     hit: bool | None  # None: the candle did not move
     covered: bool
     version: str
+    crps: float | None = None
 
 
 @dataclass(slots=True)
@@ -34,6 +39,8 @@ class _Sums:
     moved: int = 0
     hits: int = 0
     covered: int = 0
+    n_crps: int = 0
+    crps: float = 0.0
 
     def add(self, s: _Score, sign: int) -> None:
         self.n += sign
@@ -43,6 +50,9 @@ class _Sums:
             self.moved += sign
             self.hits += sign * s.hit
         self.covered += sign * s.covered
+        if s.crps is not None:
+            self.n_crps += sign
+            self.crps += sign * s.crps
 
     def summary(self) -> dict[str, Any]:
         n = self.n
@@ -54,6 +64,7 @@ class _Sums:
             "mase": mae / naive if naive > 0 else None,
             "direction": self.hits / self.moved if self.moved else None,
             "coverage": self.covered / n,
+            "crps": self.crps / self.n_crps if self.n_crps > 0 else None,
         }
 
 
@@ -63,20 +74,31 @@ class LiveScorer:
 
     window: int = 500
     _pending: dict[int, Prediction] = field(default_factory=dict)
+    _dists: dict[int, tuple[float, float, float]] = field(default_factory=dict)
     _scores: deque[_Score] = field(default_factory=deque)
     _all: _Sums = field(default_factory=_Sums)
     _by_version: dict[str, _Sums] = field(default_factory=dict)
 
-    def predicted(self, p: Prediction) -> None:
+    def predicted(self, p: Prediction, dist: tuple[float, float, float] | None = None) -> None:
+        """Remember ``p`` (and its distribution's ``loc, scale, df``) until its candle closes."""
         self._pending[p.target_time] = p
+        if dist is not None:
+            self._dists[p.target_time] = dist
         if len(self._pending) > 16:  # targets that never closed (holes): forget the oldest
-            del self._pending[min(self._pending)]
+            oldest = min(self._pending)
+            del self._pending[oldest]
+            self._dists.pop(oldest, None)
 
     def closed(self, candle: Candle) -> bool:
         """Score the prediction made for ``candle``, if there was one; True when scored."""
         p = self._pending.pop(candle.open_time, None)
+        dist = self._dists.pop(candle.open_time, None)
         if p is None or not math.isfinite(candle.close):
             return False
+        crps = None
+        if dist is not None:
+            r = math.log(candle.close / p.last_close)
+            crps = float(ReturnDistribution.of(*dist).crps(r)[0])
         move = candle.close - p.last_close
         predicted_move = p.predicted_close - p.last_close
         score = _Score(
@@ -85,6 +107,7 @@ class LiveScorer:
             hit=None if move == 0 else (move > 0) == (predicted_move > 0),
             covered=p.lower <= candle.close <= p.upper,
             version=p.model.version,
+            crps=crps if crps is not None and math.isfinite(crps) else None,
         )
         self._scores.append(score)
         self._all.add(score, +1)

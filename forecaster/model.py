@@ -1,21 +1,30 @@
-"""The Keras model: a stack of LSTMs over a window of scaled features, one scaled return out.
+"""The Keras model: a stack of LSTMs over a window of scaled features, a distribution head out.
+
+The head is a linear ``Dense(k)`` of raw outputs in the scaled target space (see
+:mod:`forecaster.heads` for what they mean): ``mse`` has one (the point), ``gaussian`` two
+(location, raw scale) and ``student_t`` three (location, raw scale, raw degrees of freedom). The
+positivity transforms (softplus + floor) are applied in the loss and, identically, in numpy by
+:mod:`forecaster.heads`, so the saved model is a plain Sequential of built-in layers that Keras's
+safe mode loads without custom code. Trained by negative log-likelihood (MSE for ``mse``).
 
 TensorFlow is imported lazily (inside functions) so importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from config.settings import ModelSettings
+from forecaster.heads import DF_MIN, SCALE_FLOOR, head_outputs
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["build_model", "configure_tensorflow", "set_seed"]
+__all__ = ["build_model", "configure_tensorflow", "nll_loss", "set_seed"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +68,8 @@ def build_model(n_features: int, settings: ModelSettings) -> keras.Model:
     """The seed architecture, generalised to ``settings.layers`` LSTMs.
 
     ``layers=2`` (the default) is LSTM(units, return_sequences) → Dropout → LSTM(units) →
-    Dense(1): dropout follows every LSTM but the last. Adam(learning_rate), MSE loss.
+    Dense(k) (k from ``settings.head``): dropout follows every LSTM but the last.
+    Adam(learning_rate); loss: the head's negative log-likelihood, or MSE for ``mse``.
     Weight init is seeded from ``settings.seed``. TensorFlow's thread pools are bounded to
     ``settings.threads`` first unless the process already did (:func:`configure_tensorflow`).
     """
@@ -74,7 +84,40 @@ def build_model(n_features: int, settings: ModelSettings) -> keras.Model:
         stack.append(keras.layers.LSTM(settings.units, return_sequences=not last, name=f"lstm_{i}"))
         if not last and settings.dropout > 0:
             stack.append(keras.layers.Dropout(settings.dropout, name=f"dropout_{i}"))
-    stack.append(keras.layers.Dense(1, name="out"))
+    stack.append(keras.layers.Dense(head_outputs(settings.head), name="out"))
     model = keras.Sequential(stack, name="cryptocast_lstm")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss="mse")
+    loss: Any = "mse" if settings.head == "mse" else nll_loss(settings.head)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss=loss)
     return model
+
+
+def nll_loss(head: str) -> Any:
+    """The mean negative log-likelihood of scaled targets under the head's distribution."""
+    import keras
+    from keras import ops
+
+    half_log_2pi = 0.5 * math.log(2.0 * math.pi)
+
+    def gaussian_nll(y_true: Any, y_pred: Any) -> Any:
+        y = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1,))
+        loc, scale = y_pred[:, 0], ops.softplus(y_pred[:, 1]) + SCALE_FLOOR
+        z = (y - loc) / scale
+        return ops.mean(half_log_2pi + ops.log(scale) + 0.5 * z * z)
+
+    def student_t_nll(y_true: Any, y_pred: Any) -> Any:
+        y = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1,))
+        loc, scale = y_pred[:, 0], ops.softplus(y_pred[:, 1]) + SCALE_FLOOR
+        df = ops.softplus(y_pred[:, 2]) + DF_MIN
+        z = (y - loc) / scale
+        log_norm = _lgamma((df + 1.0) / 2.0) - _lgamma(df / 2.0) - 0.5 * ops.log(math.pi * df)
+        return ops.mean(ops.log(scale) - log_norm + (df + 1.0) / 2.0 * ops.log1p(z * z / df))
+
+    fn = gaussian_nll if head == "gaussian" else student_t_nll
+    # Registered so a compiled model saves cleanly; serving loads with compile=False anyway.
+    return keras.saving.register_keras_serializable(package="cryptocast")(fn)
+
+
+def _lgamma(x: Any) -> Any:
+    import tensorflow as tf
+
+    return tf.math.lgamma(x)

@@ -3,7 +3,8 @@
 Pure functions over the metadata dicts :func:`forecaster.training.train` writes, so the serving
 side can decide without importing TensorFlow.
 
-Rules, with MAE in price space on the candidate's holdout as the score ("better" is strict):
+Rules, with MAE in price space on the candidate's holdout as the score ("better" is strict; see
+the end for the CRPS of distributions that newer metadata is judged by):
 
 1. No current model: promote the candidate if its holdout score is valid, whether or not it
    beats the naive forecast: a deployment that publishes nothing until some model beats naive
@@ -14,6 +15,15 @@ Rules, with MAE in price space on the candidate's holdout as the score ("better"
 3. Otherwise, if the current model is expired: promote if the candidate beats naive.
 4. Otherwise keep the current model (a candidate never scored against it cannot prove it is
    better, however good it looks against naive).
+
+Metadata that records ``holdout.metric = "crps"`` (every version trained since the models publish
+distributions) is judged by the same rules with the holdout CRPS of distributions instead of MAE:
+the candidate's score is its *champion*'s (the best of the LSTM, GARCH-t, EWMA and static on that
+holdout, :mod:`forecaster.holdout`), the current one's is the serving version's champion scored on
+the same points, and "beats naive" means beating the static interval around the last close (the
+naive forecast as a distribution). So a new LSTM is promoted only by beating what serves now. The
+published point never loses to naive there: :mod:`forecaster.holdout` falls it back to the last
+close when it would.
 """
 
 from __future__ import annotations
@@ -33,11 +43,28 @@ class PromotionDecision:
     reason: str
 
 
-def _mae(scores: Any) -> float:
+def _get(scores: Any, metric: str) -> float:
     if not isinstance(scores, dict):
         return math.nan
-    v = scores.get("mae")
+    v = scores.get(metric)
     return float(v) if isinstance(v, int | float) else math.nan
+
+
+def _scores(holdout: dict[str, Any]) -> tuple[float, float, float]:
+    """``(candidate, naive, current)`` scores of one holdout (lower is better)."""
+    if holdout.get("metric") == "crps":
+        champ = holdout.get("champion", "lstm")
+        cand = holdout.get("candidate") if champ == "lstm" else holdout.get(champ)
+        return (
+            _get(cand, "crps"),
+            _get(holdout.get("static"), "crps"),
+            _get(holdout.get("current"), "crps"),
+        )
+    return (
+        _get(holdout.get("candidate"), "mae"),
+        _get(holdout.get("naive"), "mae"),
+        _get(holdout.get("current"), "mae"),
+    )
 
 
 def _better(a: float, b: float) -> bool:
@@ -49,8 +76,8 @@ def decide_promotion(
 ) -> PromotionDecision:
     """Apply the promotion rules to a candidate's metadata (see the module docstring)."""
     holdout = meta.get("holdout") or {}
-    cand = _mae(holdout.get("candidate"))
-    beats_naive = _better(cand, _mae(holdout.get("naive")))
+    cand, naive, current = _scores(holdout)
+    beats_naive = _better(cand, naive)
     if current_meta is None:
         if not math.isfinite(cand):
             return PromotionDecision(False, "no_valid_score")
@@ -61,7 +88,7 @@ def decide_promotion(
     same_current = holdout.get("current") is not None and (
         current_sha is None or scored_sha == current_sha
     )
-    if same_current and _better(cand, _mae(holdout.get("current"))):
+    if same_current and _better(cand, current):
         return PromotionDecision(True, "beats_current")
     if current_expired:
         if beats_naive:

@@ -23,13 +23,16 @@ from config.logging import series_logger
 from config.settings import Settings
 from core.clock import Clock
 from core.lifecycle import cancel_and_wait
-from core.schemas import Candle, ModelInfo, Prediction, stream_id_for
+from core.schemas import QUANTILE_LEVELS, Candle, ModelInfo, Prediction, stream_id_for
 from core.series import SeriesId
 from forecaster.batching import InferenceBatcher
+from forecaster.champion import EconometricServer, LiveCalibration, champion_entry
 from forecaster.data import CandleArrays
+from forecaster.heads import Forecast
 from forecaster.inference import LoadedModel
 from forecaster.live_score import LiveScorer
 from forecaster.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
+from storage.calibration import CalibrationStore
 from storage.candles import CandleStore
 from storage.events import CandleEvent, CandleEvents
 from storage.predictions import PredictionBus
@@ -37,6 +40,7 @@ from storage.registry import ModelIntegrityError, ModelRecord, ModelRegistry
 from storage.scores import LiveScores
 
 MODEL_REFRESH_S = 1.0
+MAX_CATCH_UP = 100_000  # candles an econometric filter reads to catch up (beyond: a hole)
 
 
 @dataclass
@@ -52,6 +56,11 @@ class ServingContext:
     clock: Clock
     consumer: str
     batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
+    calibration: CalibrationStore | None = None
+
+    def __post_init__(self) -> None:
+        if self.calibration is None:
+            self.calibration = CalibrationStore(self.bus.redis, self.bus.keys)
 
 
 class ModelHolder:
@@ -126,6 +135,9 @@ class SeriesWorker:
         # The last window+1 candles, kept from the events themselves so the hot path needs no
         # read; rebuilt from the store whenever it would not be exactly the stored window.
         self.recent: deque[Candle] = deque()
+        self.calibration: LiveCalibration | None = None  # read from Redis on first use
+        self._econ: dict[str, EconometricServer] = {}  # kind -> filter, for self._econ_version
+        self._econ_version: str | None = None
 
     async def run(self) -> None:
         """Serve until cancelled: first what earlier holders left pending, then new events."""
@@ -217,52 +229,139 @@ class SeriesWorker:
             self._skip("incomplete_window")  # a hole inside the window: never predict across it
             return False
         arrays = CandleArrays.from_candles(candles, tf)
-        if settings.forecast.inference == "keras":
-            forecast = model.predict_keras(arrays)  # the benchmark's baseline: blocks the loop
-        else:
-            forecast = await self.ctx.batcher.forecast(model, arrays)
+        cal = await self._calibration(record.version, record.meta, model)
+        cal.settle(ev.candle)  # the interval published for this candle meets its outcome
+        got = await self._forecast(ev, model, record, arrays, candles, cal.level)
+        if got is None:
+            self._skip("no_forecast")
+            return False
+        kind, forecast = got
         meta = record.meta
         trained_last = int(meta["training_range"]["last_open_time"])
         age = tf.floor_index(ev.candle.open_time) - tf.floor_index(trained_last)
         MODEL_AGE.labels(self.series.key).set(age)
+        target_time = tf.next_open(ev.candle.open_time)
+        skill = meta.get("skill") if kind == "lstm" else (meta.get("champion") or {}).get("skill")
         prediction = Prediction(
             exchange=self.series.exchange,
             symbol=self.series.symbol,
             timeframe=tf.text,
             as_of=ev.candle.open_time,
-            target_time=tf.next_open(ev.candle.open_time),
+            target_time=target_time,
             last_close=candles[-1].close,
             predicted_close=forecast.pred_close,
             predicted_return=forecast.pred_return,
             lower=forecast.lower,
             upper=forecast.upper,
-            interval_level=model.interval_level,
+            interval_level=cal.aci.target,
+            effective_level=forecast.level,
+            sigma=forecast.sigma,
+            quantiles={str(q): v for q, v in zip(QUANTILE_LEVELS, forecast.quantiles, strict=True)},
+            p_up=forecast.p_up,
             model=ModelInfo(
                 version=record.version,
+                kind=kind,
                 trained_at=int(meta.get("trained_at", record.created_at)),
-                skill=float(meta.get("skill") or 0.0),
+                skill=float(skill or 0.0),
             ),
             stale_model=age > settings.schedule.max_model_age,
             published_at=self.ctx.clock.now_ms(),
             latency_ms=round(time.time() * 1000 - ev.arrived_ms, 3),
             id=stream_id_for(ev.candle.open_time),
         )
+        nxt = LiveCalibration(cal.aci, cal.version)
+        nxt.published(target_time, forecast.lower, forecast.upper)
         t0 = time.perf_counter()
         published = await self.ctx.bus.publish(
-            prediction, ack=[ev.id], group=self.ctx.events.group, scores=scores
+            prediction,
+            ack=[ev.id],
+            group=self.ctx.events.group,
+            scores=scores,
+            calibration=nxt.to_dict(),
         )
         if published:
+            self.calibration = nxt
             self.stats.published += 1
             PREDICTIONS.labels(self.series.key).inc()
             LATENCY.labels(self.series.key).observe(prediction.latency_ms / 1000)
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
-            self.scorer.predicted(prediction)
+            self.scorer.predicted(prediction, (forecast.loc, forecast.scale, forecast.df))
         else:
             # A redelivered event (already published once), or a gap-filled candle older than
             # one already predicted: the stream only moves forward.
             self.stats.duplicates += 1
             self._skip("already_published")
         return True  # acknowledged by the publish script either way
+
+    async def _calibration(
+        self, version: str, meta: dict[str, Any], model: LoadedModel
+    ) -> LiveCalibration:
+        """This series' calibration for ``version``: memory, else Redis, else a fresh start."""
+        cal = self.calibration
+        if cal is None:
+            assert self.ctx.calibration is not None
+            try:
+                stored = await self.ctx.calibration.read(self.series)
+                cal = LiveCalibration.from_dict(stored) if stored else None
+            except (ValueError, TypeError, KeyError) as e:
+                self.log.warning("calibration.unreadable", error=str(e)[:200])
+                cal = None
+        if cal is None or cal.version != version:
+            start = (meta.get("champion") or {}).get("calibrated_level")
+            level = float(start) if isinstance(start, int | float) else model.start_level
+            gamma = self.ctx.settings.forecast.calibration_gamma
+            cal = LiveCalibration.start(model.interval_level, level, version, gamma)
+            self.log.info("calibration.started", version=version, level=round(cal.level, 4))
+        self.calibration = cal
+        return cal
+
+    async def _forecast(
+        self,
+        ev: CandleEvent,
+        model: LoadedModel,
+        record: ModelRecord,
+        arrays: CandleArrays,
+        candles: list[Candle],
+        level: float,
+    ) -> tuple[str, Forecast] | None:
+        """The champion's forecast, or the first fallback that gives a finite one."""
+        champion = str((record.meta.get("champion") or {}).get("kind", "lstm"))
+        for kind in dict.fromkeys((champion, "ewma", "static", "lstm")):
+            try:
+                if kind == "lstm":
+                    if self.ctx.settings.forecast.inference == "keras":
+                        return kind, model.predict_keras(arrays, level)  # the slow baseline
+                    return kind, await self.ctx.batcher.forecast(model, arrays, level)
+                server = await self._econometric(record, kind, ev, candles)
+                if server is not None:
+                    return kind, server.forecast(candles[-1].close, level)
+                self.log.warning("forecast.fallback", model=kind, error="no parameters stored")
+            except (ValueError, ArithmeticError) as e:
+                self.log.warning(
+                    "forecast.fallback", model=kind, champion=champion, error=str(e)[:200]
+                )
+        return None
+
+    async def _econometric(
+        self, record: ModelRecord, kind: str, ev: CandleEvent, candles: list[Candle]
+    ) -> EconometricServer | None:
+        """The econometric model ``kind`` of ``record``, filtered up to ``ev``'s candle."""
+        if self._econ_version != record.version:
+            self._econ, self._econ_version = {}, record.version
+        server = self._econ.get(kind)
+        if server is None:
+            entry = champion_entry(record.meta, kind)
+            if entry is None:
+                return None
+            server = self._econ[kind] = EconometricServer(entry, self.series.timeframe)
+        if ev.revised and ev.candle.open_time <= server.time:
+            server.reset()  # a candle it absorbed changed: filter again from the stored state
+        if not server.advance(candles):
+            # Restart, hand-over or a backlog: catch up from the candle store (bounded).
+            n = min(server.gap(ev.candle) + 1, MAX_CATCH_UP)
+            history = await self.ctx.store.window(self.series, ev.candle.open_time, n)
+            server.advance(history, force=True)
+        return server
 
     def _skip(self, reason: str) -> None:
         self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1

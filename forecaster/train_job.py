@@ -92,7 +92,12 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
         arrays = CandleArrays.from_candles(candles, series.timeframe)
         slog.info("training.started", candles=len(candles), warm=current is not None)
         result = await asyncio.to_thread(
-            train, arrays, settings.model, current=current, warm_start=not force_cold
+            train,
+            arrays,
+            settings.model,
+            current=current,
+            warm_start=not force_cold,
+            series_context=series.log_fields(),
         )
         tf = series.timeframe
         expired = current_meta is not None and (

@@ -1,16 +1,18 @@
 """One training run: windows → Keras fit with early stopping → holdout scoring → artifact + meta.
 
 Runs in the training process, never in the serving path (docs/architecture.md, decision 3). The
-holdout is the most recent slice; the candidate, the naive forecast, simple baselines and the
-current model (when given) are all scored on the same holdout target candles, in price space.
+holdout is the most recent slice; the LSTM, the econometric candidates (EWMA, GARCH-t, static), the
+naive forecast, simple point baselines and the current version's champion (when given) are all
+scored on the same holdout target candles (:mod:`forecaster.holdout`): point metrics in price space
+and the CRPS of each distribution. The champion by CRPS is recorded in ``meta["champion"]`` (with
+its fitted parameters and filter state when econometric) and is what the version publishes.
 
-Prediction interval: the candidate's residual log returns on the holdout give the ``(1-level)/2``
-and ``(1+level)/2`` quantiles; the interval is ``last_close * exp(pred_return + q)``. The holdout is
-chosen (docs/architecture.md, decision 2) because it is untouched by fitting and early stopping and
-is the slice closest in time, hence in volatility regime, to the candles the model will serve. Its
-coverage on the holdout is therefore ≈ level by construction; ``interval.coverage_early_stop``
-reports the same interval on the (earlier, out-of-sample for calibration) early-stop slice as an
-honest check, and the walk-forward backtest measures live coverage.
+Interval: the published interval is the champion's distribution's central interval, read at a
+level calibrated on the holdout (``interval.calibrated_level``, split conformal) and adapted live
+(:mod:`forecaster.calibration`). ``interval.coverage_early_stop`` reports the LSTM's interval at
+that level on the (earlier, not used for calibration) early-stop slice as an honest check.
+``interval.q_low``/``q_high`` keep the static residual quantiles of the LSTM's point on the
+holdout, for reference and for schema-1 readers.
 """
 
 from __future__ import annotations
@@ -30,9 +32,21 @@ import structlog
 from config.settings import ModelSettings
 from forecaster.baselines import ARBaseline, DriftBaseline, return_history
 from forecaster.data import CandleArrays
+from forecaster.distribution import ReturnDistribution
+from forecaster.econometric import VarianceModel
 from forecaster.features import PreparedData, WindowSet, prepare
+from forecaster.holdout import (
+    Candidate,
+    calibrated_level,
+    choose_champion,
+    econometric_candidates,
+    filtered_on,
+    point_is_naive,
+    published,
+    score_candidate,
+)
 from forecaster.inference import META_KIND, META_SCHEMA_VERSION, LoadedModel
-from forecaster.metrics import Scores, interval_coverage, price_from_return, score
+from forecaster.metrics import price_from_return, score
 from forecaster.model import build_model, configure_tensorflow, set_seed
 from forecaster.promotion import decide_promotion, should_promote
 
@@ -74,6 +88,7 @@ def train(
     *,
     current: LoadedModel | None = None,
     warm_start: bool = True,
+    series_context: dict[str, Any] | None = None,
 ) -> TrainingResult:
     """Train a candidate on the last ``settings.train_candles`` candles of ``arrays``.
 
@@ -95,6 +110,7 @@ def train(
         settings.window,
         settings.early_stop_fraction,
         settings.holdout_fraction,
+        settings.normalisation,
     )
     model = build_model(len(settings.features), settings)
     warm = bool(warm_start and current is not None and current.matches(settings))
@@ -130,29 +146,39 @@ def train(
         best_epoch, best_val = 0, initial_val
 
     meta = _base_meta(arrays, data, settings)
+    es, ho = data.early_stop, data.holdout
+    if settings.head == "mse":
+        resid = es.y.astype(np.float64) - np.asarray(model_forward(model, es.x), np.float64)
+        meta["head_params"] = {"mse_scale": max(float(np.std(resid)), 1e-6)}
     meta["interval"] = {"level": settings.interval_level, "q_low": 0.0, "q_high": 0.0}
     candidate = LoadedModel.from_keras(model, meta)
 
-    ho = data.holdout
-    pred_ho = data.scaler.inverse_target(candidate.forward(ho.x))
-    q_low, q_high = _interval_quantiles(ho.target_ret - pred_ho, settings.interval_level)
-    pred_es = data.scaler.inverse_target(candidate.forward(es_x))
-    es = data.early_stop
-    es_cov = interval_coverage(
-        es.actual_close,
-        price_from_return(es.last_close, pred_es + q_low),
-        price_from_return(es.last_close, pred_es + q_high),
-    )
+    dist_ho = _lstm_dist(candidate, ho)
+    naive_point = point_is_naive(dist_ho, ho)
+    meta["point"] = "naive" if naive_point else "model"
+    pub_ho = published(dist_ho, naive_point)
+    q_low, q_high = _interval_quantiles(ho.target_ret - pub_ho.loc, settings.interval_level)
+    cal = calibrated_level(pub_ho, ho.target_ret, settings.interval_level)
+    pub_es = published(_lstm_dist(candidate, es), naive_point)
+    lo_es, hi_es = pub_es.interval(cal)
+    es_cov = float(np.mean((es.target_ret >= lo_es) & (es.target_ret <= hi_es)))
     meta["interval"] = {
         "level": settings.interval_level,
         "q_low": q_low,
         "q_high": q_high,
+        "calibrated_level": cal,
         "calibrated_on": "holdout",
         "coverage_early_stop": _num(es_cov),
     }
     candidate = LoadedModel.from_keras(model, meta)
 
-    meta["holdout"] = _score_holdout(arrays, offset, data, pred_ho, q_low, q_high, current)
+    context = {"timeframe": arrays.timeframe.text, **(series_context or {})}
+    econ = econometric_candidates(data.arrays, data.bounds[0], ho, context)
+    meta["holdout"] = _score_holdout(arrays, offset, data, pub_ho, econ, current, settings)
+    meta["champion"] = _champion_meta(meta["holdout"], econ)
+    # Every econometric candidate, so serving can fall back to one when the champion cannot
+    # forecast (a non-finite output): a few numbers each.
+    meta["econometric"] = {k: _econ_entry(meta["holdout"], c) for k, c in econ.items()}
     cand_mae = meta["holdout"]["candidate"]["mae"]
     naive_mae = meta["holdout"]["naive"]["mae"]
     meta["skill"] = _num(1.0 - cand_mae / naive_mae) if cand_mae is not None and naive_mae else None
@@ -202,6 +228,8 @@ def _base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> di
             "dropout": s.dropout,
             "window": s.window,
             "features": list(s.features),
+            "head": s.head,
+            "normalisation": s.normalisation,
         },
         "scaler": data.scaler.to_json(),
         "training_range": {
@@ -220,39 +248,57 @@ def _interval_quantiles(residuals: np.ndarray, level: float) -> tuple[float, flo
     return float(lo), float(hi)
 
 
+def _lstm_dist(model: LoadedModel, ws: WindowSet) -> ReturnDistribution:
+    loc, scale, df = model.distribution(model.forward(ws.x), ws.sigma)
+    return ReturnDistribution.of(loc, scale, df)
+
+
+def _current_dist(
+    current: LoadedModel, arrays: CandleArrays, rows: np.ndarray
+) -> tuple[str, ReturnDistribution | None, np.ndarray]:
+    """The serving version's published distribution on ``rows`` of ``arrays`` and where it has
+    one: its champion (the LSTM for versions that predate champions)."""
+    champ = current.meta.get("champion") or {}
+    kind = str(champ.get("kind", "lstm"))
+    if kind == "lstm":
+        # Rows it cannot forecast get a stand-in; they are dropped from every score.
+        dist, ok = current.predict_distribution(arrays, rows)
+        return kind, (dist if ok.any() else None), ok
+    model = VarianceModel.from_dict(champ["params"])
+    dist = published(filtered_on(model, arrays, rows), champ.get("point") == "naive")
+    return kind, dist, np.ones(rows.size, dtype=bool)
+
+
 def _score_holdout(
     arrays: CandleArrays,
     offset: int,
     data: PreparedData,
-    pred_ho: np.ndarray,
-    q_low: float,
-    q_high: float,
+    lstm: ReturnDistribution,
+    econ: dict[str, Candidate],
     current: LoadedModel | None,
+    settings: ModelSettings,
 ) -> dict[str, Any]:
-    """Candidate, baselines and current, all on the same holdout target candles."""
+    """Every candidate, the baselines and the current version, on the same holdout candles."""
     ho = data.holdout
+    level = settings.interval_level
     keep = np.ones(len(ho), dtype=bool)
-    pred_cur = None
+    cur_kind, cur_dist = None, None
     if current is not None:
         # The current model reads the full arrays: its window may reach before the tail used here.
-        pred_cur, ok = current.predict_returns(arrays, ho.rows + offset)
-        if ok.any():
+        cur_kind, cur_dist, ok = _current_dist(current, arrays, ho.rows + offset)
+        if cur_dist is not None:
             keep = ok
         else:
             # Nothing to compare on (e.g. its window is longer than every run in the holdout):
             # leave it unscored, which promotion treats as "not proven better".
             log.warning("current_model_unscorable", holdout=len(ho), window=current.window)
-            current = pred_cur = None
-    ws = _subset(ho, keep)
+            current = None
+    ws = ho.subset(keep)
     scale = data.mase_scale
 
-    def scored(pred_ret: np.ndarray, q: tuple[float, float] | None = None) -> Scores:
+    def point(pred_ret: np.ndarray) -> dict[str, Any]:
         pred = price_from_return(ws.last_close, pred_ret)
-        lo = hi = None
-        if q is not None:
-            lo = price_from_return(ws.last_close, pred_ret + q[0])
-            hi = price_from_return(ws.last_close, pred_ret + q[1])
-        return score(ws.actual_close, pred, ws.last_close, scale=scale, lower=lo, upper=hi)
+        return score(ws.actual_close, pred, ws.last_close, scale=scale).to_json()
 
     train_ws = data.train
     lags = min(AR_LAGS, int(data.train.x.shape[1]))
@@ -265,16 +311,23 @@ def _score_holdout(
         "n": len(ws),
         "n_dropped_for_current": int((~keep).sum()),
         "mase_scale": scale,
-        "candidate": scored(pred_ho[keep], (q_low, q_high)).to_json(),
-        "naive": scored(np.zeros(len(ws))).to_json(),
-        "drift": scored(drift.predict(hist_ho)).to_json(),
-        f"ar{lags}": scored(ar.predict(hist_ho)).to_json(),
+        "metric": "crps",
+        "candidate": score_candidate(lstm.take(keep), ws, level, scale),
+        "naive": point(np.zeros(len(ws))),
+        "drift": point(drift.predict(hist_ho)),
+        f"ar{lags}": point(ar.predict(hist_ho)),
         "current": None,
+        "current_kind": cur_kind,
         "current_sha256": None,
         "current_overlaps_holdout": None,
     }
-    if current is not None and pred_cur is not None:
-        out["current"] = scored(pred_cur[keep], (current.q_low, current.q_high)).to_json()
+    for kind, cand in econ.items():
+        naive_pt = point_is_naive(cand.dist.take(keep), ws)
+        out[kind] = score_candidate(published(cand.dist.take(keep), naive_pt), ws, level, scale)
+        out[kind]["point"] = "naive" if naive_pt else "model"
+        out[kind]["fitted"] = cand.model.kind if cand.model is not None else kind
+    if current is not None and cur_dist is not None:
+        out["current"] = score_candidate(cur_dist.take(keep), ws, level, scale)
         out["current_sha256"] = current.meta.get("artifact_sha256")
         # A current model whose own training targets reach into this holdout has seen it; its
         # score is then optimistic. Flagged, not corrected: it only happens when settings change.
@@ -283,21 +336,43 @@ def _score_holdout(
         out["current_overlaps_holdout"] = bool(
             last_train is not None and len(ws) and last_train >= int(ws.target_time[0])
         )
+    scores = {"lstm": out["candidate"], **{k: out[k] for k in econ}}
+    out["champion"] = choose_champion(scores)
     return out
 
 
-def _subset(ws: WindowSet, keep: np.ndarray) -> WindowSet:
-    if keep.all():
-        return ws
-    return WindowSet(
-        x=ws.x[keep],
-        y=ws.y[keep],
-        rows=ws.rows[keep],
-        target_ret=ws.target_ret[keep],
-        last_close=ws.last_close[keep],
-        actual_close=ws.actual_close[keep],
-        target_time=ws.target_time[keep],
-    )
+def _champion_meta(holdout: dict[str, Any], econ: dict[str, Candidate]) -> dict[str, Any]:
+    """What serving needs to publish the champion (params and filter state for econometric)."""
+    kind = holdout["champion"]
+    scores = holdout["candidate"] if kind == "lstm" else holdout[kind]
+    naive_mae = holdout["naive"]["mae"]
+    champ: dict[str, Any] = {
+        "kind": kind,
+        "crps": scores["crps"],
+        "calibrated_level": scores["calibrated_level"],
+        "skill": _num(1.0 - scores["mae"] / naive_mae) if naive_mae else None,
+    }
+    if kind != "lstm":
+        champ.update(_econ_entry(holdout, econ[kind]))
+    return champ
+
+
+def _econ_entry(holdout: dict[str, Any], cand: Candidate) -> dict[str, Any]:
+    """Parameters and end-of-training filter state of an econometric candidate (for serving)."""
+    assert cand.model is not None and cand.state is not None
+    return {
+        "point": holdout[cand.kind].get("point", "model"),
+        "calibrated_level": holdout[cand.kind]["calibrated_level"],
+        "params": cand.model.to_dict(),
+        "state": cand.state.to_dict(),
+        "state_time": cand.state_time,
+    }
+
+
+def model_forward(model: Any, x: np.ndarray) -> np.ndarray:
+    """The Keras model's first output on ``x`` (the point, in scaled units)."""
+    out = np.asarray(model(np.asarray(x, np.float32), training=False))
+    return out[:, 0]
 
 
 def _save(model: Any) -> bytes:

@@ -17,6 +17,7 @@ import orjson
 
 from core.clock import Clock
 from core.series import SeriesId
+from storage.calibration import CalibrationStore, levels
 from storage.candles import CandleStore
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
@@ -51,6 +52,7 @@ async def series_health(
         trained_last = (meta.get("training_range") or {}).get("last_open_time")
         model = {
             "version": rec.version,
+            "kind": (meta.get("champion") or {}).get("kind", "lstm"),
             "trained_at": meta.get("trained_at", rec.created_at),
             "skill": meta.get("skill"),
             # candles closed since the last one the model was trained on
@@ -95,6 +97,7 @@ async def series_health(
         else tf.floor_index(last) - tf.floor_index(latest.as_of),
         "last_prediction_age_ms": None if latest is None else max(0, now - latest.published_at),
         "live_score": live_score,
+        "calibration": levels(await CalibrationStore(redis, keys).read(series)),
         "last_training": {
             k: training.get(k)
             for k in ("outcome", "version", "started_at", "finished_at", "duration_s", "skill")

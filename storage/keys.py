@@ -58,6 +58,10 @@ class Keys:
     def live_score(self, series: SeriesId) -> str:
         return f"{self.prefix}:score:{self.tag(series)}"
 
+    def calibration(self, series: SeriesId) -> str:
+        """JSON: the series' live interval calibration (ACI state and the pending interval)."""
+        return f"{self.prefix}:calibration:{self.tag(series)}"
+
     # model registry -------------------------------------------------------------------------
     def model_version(self, series: SeriesId, version: str) -> str:
         return f"{self.prefix}:models:{self.tag(series)}:v:{version}"

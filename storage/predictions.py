@@ -34,11 +34,14 @@ class PredictionBus:
         ack: Sequence[str] = (),
         group: str = DEFAULT_GROUP,
         scores: dict[str, Any] | None = None,
+        calibration: dict[str, Any] | None = None,
     ) -> bool:
         """Publish once; returns False (and publishes nothing) for a repeat or older ``as_of``.
 
         In the same atomic step, acknowledge the closed-candle events ``ack`` (of ``group``) the
-        prediction answers, and write ``scores`` to the live-score hash (see storage.scores).
+        prediction answers, write ``scores`` to the live-score hash (see storage.scores) and,
+        when the message is published, ``calibration`` as the series' calibration state (see
+        storage.calibration).
         """
         series = prediction.series
         if prediction.id != stream_id_for(prediction.as_of):
@@ -50,6 +53,7 @@ class PredictionBus:
             prediction.to_json(),
             self.stream_len,
             group,
+            orjson.dumps(calibration) if calibration is not None else b"",
             len(ack),
             *ack,
         ]
@@ -61,6 +65,7 @@ class PredictionBus:
                 self.keys.latest_prediction(series),
                 self.keys.events(series),
                 self.keys.live_score(series),
+                self.keys.calibration(series),
             ],
             args=args,
         )

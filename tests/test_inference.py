@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from forecaster.features import FeatureError, prepare
 from forecaster.inference import ArtifactError, LoadedModel
@@ -33,10 +34,15 @@ def _untrained(**overrides: Any) -> tuple[LoadedModel, np.ndarray]:
     """A seeded, untrained model of the given shape wrapped with real scaler + real windows."""
     s = tiny_settings(**overrides)
     data = prepare(
-        btc_arrays(3000), s.features, s.window, s.early_stop_fraction, s.holdout_fraction
+        btc_arrays(3000),
+        s.features,
+        s.window,
+        s.early_stop_fraction,
+        s.holdout_fraction,
+        s.normalisation,
     )
     meta = {
-        "schema": 1,
+        "schema": 2,
         "kind": "lstm-returns",
         "architecture": {
             "units": s.units,
@@ -44,6 +50,8 @@ def _untrained(**overrides: Any) -> tuple[LoadedModel, np.ndarray]:
             "dropout": s.dropout,
             "window": s.window,
             "features": list(s.features),
+            "head": s.head,
+            "normalisation": s.normalisation,
         },
         "scaler": data.scaler.to_json(),
         "interval": {"level": 0.9, "q_low": -0.01, "q_high": 0.01},
@@ -57,8 +65,10 @@ def _untrained(**overrides: Any) -> tuple[LoadedModel, np.ndarray]:
         {"units": 50, "layers": 2, "window": 60},  # the default (seed) architecture
         {"units": 8, "layers": 1, "window": 32},
         {"units": 6, "layers": 3, "window": 16, "features": ["ret", "vol"]},
+        {"units": 8, "layers": 2, "window": 24, "head": "gaussian"},
+        {"units": 8, "layers": 2, "window": 24, "head": "mse", "normalisation": "none"},
     ],
-    ids=["default", "1-layer", "3-layer"],
+    ids=["default", "1-layer", "3-layer", "gaussian", "mse"],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_path_matches_keras(shape: dict[str, Any], dtype: type[np.floating[Any]]) -> None:
@@ -66,17 +76,23 @@ def test_fast_path_matches_keras(shape: dict[str, Any], dtype: type[np.floating[
     fast = LoadedModel.from_keras(model.model, model.meta, dtype=dtype)
     ref = fast.forward_model(x)
     got = fast.forward(x)
-    assert got.shape == ref.shape == (len(x),)
+    k = {"mse": 1, "gaussian": 2, "student_t": 3}[fast.head]
+    assert got.shape == ref.shape == ((len(x),) if k == 1 else (len(x), k))
     assert np.max(np.abs(got - ref)) < TOL
     assert np.std(ref) > 0  # the windows are not all alike
     # Batch of one, as serving calls it.
-    assert abs(fast.forward(x[:1])[0] - ref[0]) < TOL
+    assert np.max(np.abs(fast.forward(x[:1])[0] - ref[0])) < TOL
 
 
 def test_fast_path_matches_keras_on_trained_model(loaded: LoadedModel) -> None:
     s = tiny_settings()
     data = prepare(
-        btc_arrays(3000), s.features, s.window, s.early_stop_fraction, s.holdout_fraction
+        btc_arrays(3000),
+        s.features,
+        s.window,
+        s.early_stop_fraction,
+        s.holdout_fraction,
+        s.normalisation,
     )
     x = data.holdout.x
     assert np.max(np.abs(loaded.forward(x) - loaded.forward_model(x))) < TOL
@@ -91,7 +107,8 @@ def test_artifact_round_trip(result: TrainingResult, loaded: LoadedModel) -> Non
     assert ok_a.all() and ok_b.all()
     assert np.array_equal(a, b)
     assert loaded.predict_next(arrays) == result.model.predict_next(arrays)
-    assert loaded.window == 24 and loaded.features == ("ret", "range", "vol")
+    assert loaded.window == 24
+    assert loaded.features == ("ret", "range", "vol", "gk", "tod_sin", "tod_cos")
     assert loaded.q_low == result.meta["interval"]["q_low"]
 
 
@@ -101,7 +118,13 @@ def test_predict_next(loaded: LoadedModel) -> None:
     last = arrays.close[-1]
     assert fc.pred_close == pytest.approx(last * np.exp(fc.pred_return))
     assert fc.lower < fc.pred_close < fc.upper
-    assert fc.lower == pytest.approx(last * np.exp(fc.pred_return + loaded.q_low))
+    # The interval is the distribution's, at the holdout-calibrated level.
+    assert fc.level == loaded.start_level
+    z = stats.t.ppf((1 + fc.level) / 2, fc.df)
+    assert fc.upper == pytest.approx(last * np.exp(fc.loc + fc.scale * z), rel=1e-9)
+    assert fc.quantiles[2] == pytest.approx(fc.pred_close)  # the median is the point
+    assert fc.sigma == pytest.approx(fc.scale * np.sqrt(fc.df / (fc.df - 2)))
+    assert 0 < fc.p_up < 1
     # Only the last window+1 candles matter, and the batched path agrees.
     assert loaded.predict_next(arrays.tail(25)) == fc
     pred, ok = loaded.predict_returns(arrays, np.array([len(arrays) - 1]))
@@ -110,6 +133,7 @@ def test_predict_next(loaded: LoadedModel) -> None:
     assert ok.all()
     slow = loaded.predict_keras(arrays)
     assert slow.pred_return == pytest.approx(fc.pred_return, abs=TOL * loaded.scaler.target_std)
+    assert slow.scale == pytest.approx(fc.scale, rel=1e-4)
 
 
 def test_predict_refuses_windows_across_holes(loaded: LoadedModel) -> None:

@@ -53,3 +53,18 @@ def test_window_rolls_and_tracks_the_current_model() -> None:
     assert f["direction"] is None and f["mase"] is None  # naive error is 0
     assert f["model"] == "v2" and f["model_figures"]["n"] == 2
     assert f["model_figures"]["mae"] == pytest.approx(5.5)
+
+
+def test_crps_of_the_published_distribution() -> None:
+    import math
+
+    from forecaster.distribution import ReturnDistribution
+
+    s = LiveScorer(window=10)
+    s.predicted(pred(0, 100, 101), (0.01, 0.02, 5.0))
+    s.predicted(pred(MIN, 102, 103))  # no distribution (e.g. an old message): no CRPS
+    assert s.closed(closed(MIN, 102)) and s.closed(closed(2 * MIN, 100))
+    want = float(ReturnDistribution.of(0.01, 0.02, 5.0).crps(math.log(102 / 100))[0])
+    f = s.figures()
+    assert f["crps"] == pytest.approx(want) and f["n"] == 2
+    assert f["coverage"] == 0.5

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import pytest
 
 from core.schemas import (
@@ -89,6 +90,57 @@ def test_prediction_json_round_trip_uses_schema_alias() -> None:
         id="60000-0",
     )
     raw = p.to_json()
-    assert b'"schema":1' in raw
+    assert b'"schema":2' in raw
     assert Prediction.from_json(raw) == p
     assert p.series.key == "binance:BTC/USDT:1m"
+
+
+def test_schema_2_fields_and_schema_1_messages() -> None:
+    base = orjson.loads(_prediction().to_json())
+    full = Prediction.from_json(
+        orjson.dumps(
+            {
+                **base,
+                "sigma": 0.004,
+                "quantiles": {"0.05": 99.0, "0.25": 99.7, "0.5": 100.0, "0.75": 100.3, "0.95": 101},
+                "p_up": 0.52,
+                "effective_level": 0.91,
+                "model": {**base["model"], "kind": "garch"},
+            }
+        )
+    )
+    assert full.model.kind == "garch" and full.quantiles is not None
+    assert full.quantiles["0.5"] == 100.0 and full.sigma == 0.004
+    # A schema-1 message (none of the new fields) still parses, as an LSTM's.
+    old = {k: v for k, v in base.items() if k not in {"sigma", "quantiles", "p_up"}}
+    old["schema"] = 1
+    old["model"] = {k: v for k, v in base["model"].items() if k != "kind"}
+    p1 = Prediction.from_json(orjson.dumps(old))
+    assert p1.schema_ == 1 and p1.sigma is None and p1.model.kind == "lstm"
+    # Never a NaN or an infinity in a message.
+    for bad in ({"sigma": float("nan")}, {"upper": float("inf")}, {"p_up": 1.5}):
+        with pytest.raises(ValueError):
+            Prediction.model_validate({**base, **bad})
+    with pytest.raises(ValueError):
+        Prediction.model_validate({**base, "model": {**base["model"], "kind": "oracle"}})
+
+
+def _prediction() -> Prediction:
+    return Prediction(
+        exchange="binance",
+        symbol="BTC/USDT",
+        timeframe="1m",
+        as_of=60_000,
+        target_time=120_000,
+        last_close=100.0,
+        predicted_close=101.0,
+        predicted_return=math.log(1.01),
+        lower=99.0,
+        upper=103.0,
+        interval_level=0.9,
+        model=ModelInfo(version="v1-abc", trained_at=1, skill=0.1),
+        stale_model=False,
+        published_at=2,
+        latency_ms=1.5,
+        id="60000-0",
+    )

@@ -56,6 +56,8 @@ def test_meta_is_json_and_complete(cold: TrainingResult) -> None:
         "keras_version",
         "artifact_sha256",
         "training",
+        "champion",
+        "point",
     ):
         assert key in meta, key
     assert meta["architecture"] == {
@@ -63,7 +65,9 @@ def test_meta_is_json_and_complete(cold: TrainingResult) -> None:
         "layers": 2,
         "dropout": 0.2,
         "window": 24,
-        "features": ["ret", "range", "vol"],
+        "features": ["ret", "range", "vol", "gk", "tod_sin", "tod_cos"],
+        "head": "student_t",
+        "normalisation": "trailing_rms",
     }
     rng = meta["training_range"]
     assert rng["candles"] == 2800 and rng["holes"] == [[HOLE_MS, HOLE_MS]]
@@ -108,6 +112,7 @@ def _early_stop_xy(result: TrainingResult) -> tuple[np.ndarray, np.ndarray]:
         s.window,
         s.early_stop_fraction,
         s.holdout_fraction,
+        s.normalisation,
     )
     return data.early_stop.x, data.early_stop.y
 
@@ -159,11 +164,16 @@ def test_current_with_longer_window_scored_on_common_targets(current: LoadedMode
         arrays.close[keep],
         arrays.volume[keep],
     )
-    result = train(holed, tiny_settings(window=16, epochs=1), current=current)
+    # A current version whose champion is its LSTM (an econometric one forecasts every row).
+    lstm_meta = {**current.meta, "champion": {"kind": "lstm"}}
+    lstm_current = LoadedModel.from_keras(current.model, lstm_meta)
+    result = train(holed, tiny_settings(window=16, epochs=1), current=lstm_current)
     ho = result.meta["holdout"]
     assert result.meta["warm_started"] is False
-    assert ho["n_dropped_for_current"] == 8
+    assert ho["n_dropped_for_current"] == 8 and ho["current_kind"] == "lstm"
     assert ho["n"] == ho["candidate"]["n"] == ho["current"]["n"] == ho["naive"]["n"]
+    for kind in ("garch", "ewma", "static"):
+        assert ho[kind]["n"] == ho["n"]
 
 
 def test_too_few_candles_raise() -> None:
@@ -246,8 +256,91 @@ def test_result_promote_uses_its_own_scores(
     assert cold.promote(current_expired=False) is math.isfinite(skill)
     warm, _ = frozen_runs
     ho = warm.meta["holdout"]
-    beats_current = ho["candidate"]["mae"] < ho["current"]["mae"]
-    beats_naive = ho["candidate"]["mae"] < ho["naive"]["mae"]
+    # Judged by the champion's CRPS against the serving version's, and the static interval's.
+    champ = ho["candidate"] if ho["champion"] == "lstm" else ho[ho["champion"]]
+    beats_current = champ["crps"] < ho["current"]["crps"]
+    beats_naive = champ["crps"] < ho["static"]["crps"]
     assert warm.promote(current_expired=False) is beats_current
     assert warm.promote(current_expired=True) is (beats_current or beats_naive)
     assert should_promote(warm, cold.meta, False) is beats_current
+
+
+def _crps_meta(
+    champion: str, scores: dict[str, float], current: float | None, sha: str | None = "old"
+) -> dict[str, Any]:
+    holdout: dict[str, Any] = {
+        "metric": "crps",
+        "champion": champion,
+        "naive": {"mae": 10.0},
+        "current": None if current is None else {"crps": current, "mae": 1.0},
+        "current_sha256": sha if current is not None else None,
+    }
+    for kind, crps in scores.items():
+        holdout["candidate" if kind == "lstm" else kind] = {"crps": crps, "mae": 99.0}
+    return {"holdout": holdout}
+
+
+@pytest.mark.parametrize(
+    ("meta", "expired", "promote", "reason"),
+    [
+        # The champion's CRPS is what counts, not the LSTM's MAE (99 here, worse than naive).
+        (
+            _crps_meta("lstm", {"lstm": 1.0, "garch": 1.1, "static": 1.3}, 1.05),
+            False,
+            True,
+            "beats_current",
+        ),
+        (
+            _crps_meta("lstm", {"lstm": 1.0, "garch": 1.1, "static": 1.3}, 0.95),
+            False,
+            False,
+            "not_better_than_current",
+        ),
+        # A version whose champion is GARCH is judged by GARCH's CRPS.
+        (
+            _crps_meta("garch", {"lstm": 1.2, "garch": 1.0, "static": 1.3}, 1.05),
+            False,
+            True,
+            "beats_current",
+        ),
+        # Expired: beating the static interval (the naive distribution) is enough.
+        (
+            _crps_meta("lstm", {"lstm": 1.2, "static": 1.3}, 1.0),
+            True,
+            True,
+            "current_expired_beats_naive",
+        ),
+        (
+            _crps_meta("lstm", {"lstm": 1.4, "static": 1.3}, 1.0),
+            True,
+            False,
+            "current_expired_not_better_than_naive",
+        ),
+    ],
+)
+def test_promotion_by_champion_crps(
+    meta: dict[str, Any], expired: bool, promote: bool, reason: str
+) -> None:
+    decision = decide_promotion(meta, OLD, expired)
+    assert (decision.promote, decision.reason) == (promote, reason)
+
+
+def test_champion_is_the_lowest_crps_and_publishable(cold: TrainingResult) -> None:
+    ho, champ = cold.meta["holdout"], cold.meta["champion"]
+    crps = {
+        "lstm": ho["candidate"]["crps"],
+        **{k: ho[k]["crps"] for k in ("garch", "ewma", "static")},
+    }
+    assert all(v is not None and v > 0 for v in crps.values())
+    assert champ["kind"] == ho["champion"] == min(crps, key=lambda k: crps[k])
+    assert champ["crps"] == crps[champ["kind"]]
+    assert 0 < champ["calibrated_level"] < 1
+    if champ["kind"] != "lstm":
+        from forecaster.econometric import FilterState, VarianceModel
+
+        VarianceModel.from_dict(champ["params"])
+        FilterState.from_dict(champ["state"])
+        assert champ["state_time"] == cold.meta["training_range"]["last_open_time"]
+    # Never worse than naive unflagged: the published point falls back to the last close.
+    assert ho["candidate"]["mae"] <= ho["naive"]["mae"]
+    assert (cold.meta["point"] == "naive") == (ho["candidate"]["mae"] == ho["naive"]["mae"])

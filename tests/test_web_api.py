@@ -149,7 +149,7 @@ async def test_predictions_latest_and_status(redis: Redis, redis_server: RedisSe
         body = r.json()
         assert [p["id"] for p in body["predictions"]] == [p.id for p in published[5:25]]
         assert body["next_since"] == published[24].id
-        assert r.json()["predictions"][0]["schema"] == 1  # the channel's field names
+        assert r.json()["predictions"][0]["schema"] == 2  # the channel's field names
         r = await http.get(base + path(BTC, "predictions"), params={"since": published[24].id})
         assert [p["id"] for p in r.json()["predictions"]] == [p.id for p in published[25:]]
         assert r.json()["next_since"] is None
