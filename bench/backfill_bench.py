@@ -4,8 +4,8 @@ The figure is the real backfill path (:func:`ingest.backfill.backfill_csv`: read
 validate every row, upsert in batches through the Lua script) over the four one-month 1m Binance
 dumps (161,280 real candles: unpacked, as data.binance.vision's zips hold them, and the shipped
 ``.gz`` files as they are) into an empty private redis-server; beside it, its store step alone
-(the same candles parsed beforehand), the part the ceiling below bounds. Three rounds of all of
-it, the best of each figure reported (on a shared machine the slowest rounds measure the
+(the same candles parsed beforehand), the part the ceiling below bounds. Five rounds of all
+of it, the best of each figure reported (on a shared machine the slowest rounds measure the
 neighbours); the first round's figure, cold, beside it.
 
 The ceiling is ``redis-benchmark`` against the same redis-server in the same run, for the
@@ -58,7 +58,7 @@ CEILING_SCRIPT = (
 VALUE = "x" * 48  # a packed candle is 48 bytes
 TARGET = 200_000  # candles/s of the whole backfill (read, validate, store) ...
 TARGET_SHARE = 0.70  # ... and its share of the same run's EVAL ceiling
-ROUNDS = 3
+ROUNDS = 5
 
 
 async def measure_backfill(url: str) -> dict[str, float]:
