@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ from storage.candles import CandleStore, UpsertResult
 from storage.columns import I64, CandleColumns
 
 CHUNK = 10_000
+IN_FLIGHT = 2  # chunks a backfill keeps sent ahead (upserts of distinct candles commute)
 Progress = Callable[[int], None]
 
 
@@ -138,8 +139,9 @@ async def _store_columns(
 
 
 class _Upserts:
-    """Column upserts with one chunk in flight while the next is packed and sent, so Redis always
-    has the next script call queued; fed piece by piece, the pipeline runs on across pieces."""
+    """Column upserts with :data:`IN_FLIGHT` chunks sent ahead, so Redis always has the next
+    script call queued, even while the thread reading the file holds the GIL for a few ms; fed
+    piece by piece, the pipeline runs on across the pieces of a file."""
 
     def __init__(
         self,
@@ -149,7 +151,7 @@ class _Upserts:
         progress: Progress | None,
     ) -> None:
         self.store, self.series, self.report, self.progress = store, series, report, progress
-        self.pending: asyncio.Task[UpsertResult] | None = None
+        self.pending: deque[asyncio.Task[UpsertResult]] = deque()
 
     async def put(self, cols: CandleColumns) -> None:
         if not len(cols):
@@ -160,17 +162,19 @@ class _Upserts:
         report.last_open_time = max(report.last_open_time or last, last)
         for start in range(0, len(cols), CHUNK):
             chunk = cols.take(slice(start, start + CHUNK))
-            task = asyncio.create_task(self.store.upsert(self.series, chunk))
-            await asyncio.sleep(0)  # let it pack and send before the previous one is awaited
-            await self.drain()
-            self.pending = task
+            self.pending.append(asyncio.create_task(self.store.upsert(self.series, chunk)))
+            await asyncio.sleep(0)  # let it pack and send before an older one is awaited
+            while len(self.pending) > IN_FLIGHT:
+                await self._settle_oldest()
 
     async def drain(self) -> None:
-        """Wait for the chunk in flight and count it."""
-        if self.pending is None:
-            return
-        task, self.pending = self.pending, None
-        res = await task
+        """Wait for every chunk in flight and count them."""
+        while self.pending:
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        res = await self.pending[0]
+        self.pending.popleft()
         report = self.report
         report.stored += res.new
         report.replaced += res.replaced
@@ -181,10 +185,10 @@ class _Upserts:
 
     async def abort(self) -> None:
         """After an error (or cancellation): do not leave a chunk running."""
-        if self.pending is not None:
-            self.pending.cancel()
-            await asyncio.gather(self.pending, return_exceptions=True)
-            self.pending = None
+        for task in self.pending:
+            task.cancel()
+        await asyncio.gather(*self.pending, return_exceptions=True)
+        self.pending.clear()
 
 
 async def finish(

@@ -1,4 +1,4 @@
-"""Readers that turn candle CSV files into :class:`core.schemas.Candle` objects.
+"""Readers that turn candle CSV files into candles (numpy columns, or :class:`Candle` objects).
 
 Three layouts are recognised from the header (or the first row when there is none):
 
@@ -21,7 +21,8 @@ time: a Binance candle whose close time falls before the end of its interval (th
 halted mid-candle) is a real candle and is kept, with its short close time; so is a flat
 zero-volume candle across an outage. Only what is truly invalid is rejected (see
 :func:`core.schemas.candle_problem`). Files are parsed and judged as columns
-(:mod:`ingest.csvread`, :mod:`storage.columns`), about 100 times faster than row by row.
+(:mod:`ingest.csvread`, :mod:`storage.columns`): about 1 µs of CPU a row, gzip included,
+where reading row by row (:mod:`ingest.csvrows`, kept for malformed rows) costs 10 µs.
 """
 
 from __future__ import annotations
@@ -171,6 +172,7 @@ class CsvResult:
 
     @property
     def candles(self) -> list[Candle]:
+        """The accepted candles as objects (built on every call: keep the list)."""
         return self.columns.candles()
 
     @property
