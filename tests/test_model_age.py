@@ -1,0 +1,54 @@
+"""A model's age is the number of candles closed since the last one it was trained on, and every
+reader reports it the same way: ``status --json`` and ``/api/status`` (they once read a key no
+writer stores and always said 0)."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import orjson
+
+from config.settings import load_settings
+from core.clock import WallClock
+from core.series import SeriesId
+from cryptocast.redis_server import RedisServer
+from storage.candles import CandleStore
+from storage.client import Redis
+from storage.health import series_health
+from storage.registry import ModelRegistry
+from tests.e2e_support import status_json
+from tests.forecaster_support import btc_candles
+from tests.web_support import serve
+
+S = SeriesId.parse("binance:BTC/USDT:1h")
+
+
+async def test_an_aged_model_reports_its_true_age(redis: Redis, redis_server: RedisServer) -> None:
+    candles = btc_candles(1000)
+    store, registry = CandleStore(redis), ModelRegistry(redis)
+    await store.upsert(S, candles)
+    trained = candles[100]  # trained on candles up to this one: 899 have closed since
+    meta = {
+        "training_range": {
+            "first_open_time": candles[0].open_time,
+            "last_open_time": trained.open_time,
+        },
+        "trained_at": trained.open_time,
+        "skill": 0.001,
+    }
+    await registry.promote(S, await registry.put(S, b"weights", meta))
+
+    entry = await series_health(redis, store, S, WallClock(), stale_after=3)
+    assert entry["model"]["age_candles"] == 899
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
+    env |= {"CRYPTOCAST_REDIS_URL": redis_server.url, "CRYPTOCAST_SERIES": S.key}
+    r = await status_json(env)
+    (cli,) = orjson.loads(r.stdout)["series"]
+    assert cli["model"]["age_candles"] == 899
+
+    settings = load_settings(redis_url=redis_server.url, series=[S.key])
+    async with serve(settings, redis) as base, httpx.AsyncClient(base_url=base) as client:
+        api = (await client.get("/api/status")).json()
+    assert api["series"][0]["model"]["age_candles"] == 899
