@@ -267,7 +267,7 @@ def run_backtest(
     seed_fit: Any = None
     seed_scaler: Any = None
     if "seed" in names:
-        from forecaster.seed_model import LevelScaler
+        from forecaster.seed_model import LevelScaler  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
 
         seed_scaler = LevelScaler.fit_whole_series(arrays)  # the leak, on purpose
     baselines: dict[str, FittedBaseline] = {}
@@ -337,7 +337,7 @@ def run_backtest(
             info["published"] = {"champion": champ, "holdout_crps": ho_crps}
 
         if "seed" in names:
-            from forecaster.seed_model import fit_seed, predict_seed
+            from forecaster.seed_model import fit_seed, predict_seed  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
 
             seed_fit = fit_seed(train, seed_scaler, settings, seed_fit)
             run = runs["seed"]

@@ -118,8 +118,8 @@ def lstm_fold(
     serving_meta: dict[str, Any] | None,
 ) -> tuple[LoadedModel, dict[str, Any], dict[str, Any]]:
     """One scheduled retrain, as ``forecaster.train_job.train_series`` does it."""
-    from forecaster.promotion import decide_promotion
-    from forecaster.training import train as train_model
+    from forecaster.promotion import decide_promotion  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
+    from forecaster.training import train as train_model  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
 
     t0 = time.perf_counter()
     result = train_model(train, settings, current=serving, warm_start=True)

@@ -38,10 +38,10 @@ def write_plot(doc: dict[str, Any], path: str | Path, *, zoom: int = 120, dpi: i
     Drawn from the report (not the live objects) so the picture shows exactly the reported
     numbers and can be redrawn from a saved JSON.
     """
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (matplotlib loads only for a plot)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (matplotlib loads only for a plot)
 
     pts, models = doc["points"], doc["models"]
     horizon = doc.get("horizon")

@@ -21,11 +21,14 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
+from rich.table import Table
 
 from forecaster.backtest import PUBLISHED, BacktestResult
 from forecaster.backtest_plot import write_plot
 from forecaster.backtest_scores import distribution_scores, volatility_at_as_of
 from forecaster.distribution import PUBLISHED_QUANTILES
+from forecaster.horizon import METHOD
 from forecaster.metrics import mae, price_from_return, score
 
 if TYPE_CHECKING:
@@ -77,7 +80,6 @@ def _sig(x: np.ndarray, digits: int = SIGNIFICANT) -> list[float | None]:
 
 def dumps(doc: dict[str, Any]) -> bytes:
     """The report as JSON: indented, except ``points``, one compact line (it is most of it)."""
-    import orjson
 
     if "points" not in doc:
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
@@ -154,8 +156,6 @@ def to_json(
         },
     }
     if horizon:
-        from forecaster.horizon import METHOD
-
         hist = arr.tail(max(3 * int(horizon[0].step.size), 48))
 
         doc["horizon"] = {
@@ -224,7 +224,6 @@ def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
 
 def print_table(doc: dict[str, Any], console: Console) -> None:
     """The scores as a rich table, best MAE first; look-ahead models flagged."""
-    from rich.table import Table
 
     table = Table(
         title=f"{doc['series']}: walk-forward, {doc['test_points']} test points, "
@@ -263,7 +262,6 @@ def print_table(doc: dict[str, Any], console: Console) -> None:
 
 
 def _print_distribution_table(doc: dict[str, Any], console: Console) -> None:
-    from rich.table import Table
 
     models = {n: m for n, m in doc["models"].items() if m.get("crps") is not None}
     if not models:

@@ -328,7 +328,7 @@ def fit_garch(
     else:
         k = 10.0 / sd
         try:
-            from arch import arch_model
+            from arch import arch_model  # noqa: PLC0415 (arch loads only when GARCH is fitted)
 
             with warnings.catch_warnings():
                 # Convergence is checked below from the result, not from warnings.

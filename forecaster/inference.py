@@ -148,7 +148,7 @@ class LoadedModel:
             if not zipfile.is_zipfile(path):
                 raise ArtifactError("model artifact is not a .keras (zip) file")
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            import keras
+            import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
             try:
                 model = keras.models.load_model(path, safe_mode=True, compile=False)

@@ -41,7 +41,7 @@ def configure_tensorflow(threads: int) -> None:
     if _configured_threads == threads:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow loads only in training processes)
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -59,7 +59,7 @@ def configure_tensorflow(threads: int) -> None:
 def set_seed(seed: int) -> None:
     """Seed Python, numpy and the backend so weight init and shuffling are reproducible."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     keras.utils.set_random_seed(seed)
 
@@ -75,7 +75,7 @@ def build_model(n_features: int, settings: ModelSettings) -> keras.Model:
     """
     if _configured_threads is None:
         configure_tensorflow(settings.threads)
-    import keras
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     set_seed(settings.seed)
     stack: list[Any] = [keras.Input(shape=(settings.window, n_features), name="window")]
@@ -93,8 +93,8 @@ def build_model(n_features: int, settings: ModelSettings) -> keras.Model:
 
 def nll_loss(head: str) -> Any:
     """The mean negative log-likelihood of scaled targets under the head's distribution."""
-    import keras
-    from keras import ops
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
+    from keras import ops  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     half_log_2pi = 0.5 * math.log(2.0 * math.pi)
 
@@ -118,6 +118,6 @@ def nll_loss(head: str) -> Any:
 
 
 def _lgamma(x: Any) -> Any:
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow loads only in training processes)
 
     return tf.math.lgamma(x)

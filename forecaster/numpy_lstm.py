@@ -132,7 +132,7 @@ def wavefront(blocks: np.ndarray, x: np.ndarray, units: int, n_layers: int) -> n
 
 def extract_numpy(model: keras.Model, dtype: type[np.floating[Any]]) -> NumpyLSTM:
     """Weights of a supported model for :class:`NumpyLSTM`; raise if the model is something else."""
-    import keras
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     lstm: list[tuple[np.ndarray, ...]] = []
     dense: tuple[np.ndarray, ...] | None = None

@@ -89,9 +89,9 @@ def fit_seed(
 ) -> SeedFit:
     """Train the level model on ``train_arrays`` (chronological early-stop split at the end)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
-    from forecaster.model import build_model, set_seed
+    from forecaster.model import build_model, set_seed  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
 
     t0 = time.perf_counter()
     w = settings.window

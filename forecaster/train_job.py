@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 import time
@@ -44,11 +45,11 @@ log = structlog.get_logger(__name__)
 
 async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool = False) -> int:
     """Train ``series`` once; returns an exit code (see the module docstring)."""
-    from forecaster.data import CandleArrays
-    from forecaster.inference import ArtifactError, LoadedModel
-    from forecaster.model import configure_tensorflow
-    from forecaster.promotion import decide_promotion
-    from forecaster.training import train
+    from forecaster.data import CandleArrays  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.inference import ArtifactError, LoadedModel  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.model import configure_tensorflow  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.promotion import decide_promotion  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.training import train  # noqa: PLC0415 (TensorFlow loads after the lease is held)
 
     slog = series_logger(series, __name__)
     # Everything this process logs (the training module included) is about this series.
@@ -174,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _main(settings: Settings, series: SeriesId, cold: bool) -> int:
     """Run the training; SIGTERM cancels it so the lease is released on the way out."""
-    import signal
 
     task = asyncio.create_task(train_series(settings, series, force_cold=cold))
     try:

@@ -100,7 +100,7 @@ def train(
     t0 = time.perf_counter()
     configure_tensorflow(settings.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     used = arrays.tail(settings.train_candles)
     offset = len(arrays) - len(used)

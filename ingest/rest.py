@@ -50,7 +50,7 @@ def make_pro_exchange(
 ) -> Any:
     """A ccxt.pro (websocket) exchange instance, or ``None`` when ccxt.pro has no such class;
     Binance's public REST and websocket URLs rebased as in :func:`make_exchange`."""
-    import ccxt.pro as ccxt_pro
+    import ccxt.pro as ccxt_pro  # noqa: PLC0415 (ccxt.pro loads only for watch mode)
 
     cls = getattr(ccxt_pro, exchange_id, None)
     if cls is None:
