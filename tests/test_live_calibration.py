@@ -13,6 +13,8 @@ import time
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from config.settings import load_settings
 from core.schemas import Candle, Prediction
@@ -173,14 +175,14 @@ async def test_econometric_champion_is_filtered_forward_across_a_restart(redis: 
     assert ewma["state_time"] == arrays.open_time[START - 1]
 
 
-async def test_a_champion_without_parameters_falls_back_with_a_log_line(
-    redis: Redis, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_a_champion_without_parameters_falls_back_with_a_log_line(redis: Redis) -> None:
     change = {"champion": {"kind": "garch", "skill": 0.0}, "econometric": {}}
-    msgs, _ = await _run(redis, "fb", split=False, meta_change=change)
+    # captured whatever logging an earlier test configured (stdout, stderr or JSON)
+    with structlog.testing.capture_logs() as logs:
+        msgs, _ = await _run(redis, "fb", split=False, meta_change=change)
     assert len(msgs) == END - START
     assert {p.model.kind for p in msgs} == {"lstm"}  # nothing econometric stored: the LSTM
-    assert "forecast.fallback" in capsys.readouterr().out
+    assert any(e["event"] == "forecast.fallback" for e in logs), logs
 
 
 def _flat_after(n: int) -> list[Candle]:
