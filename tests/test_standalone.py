@@ -10,9 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # What a path outside the checkout looks like in code: the parent of the checkout (a sibling
-# folder such as ../shared), an absolute path of a development machine, or a home directory.
+# folder such as ../shared), an absolute path of a development machine, or a home directory
+# (the image's own user, /home/cryptocast, is a path inside the container, not of a machine).
 OUTSIDE = re.compile(
-    r"""\.\./shared|parents\[\d\]\.parent\b|["'](/work|/home/|/Users/|/root/)|ROOT\.parent"""
+    r"""\.\./shared|parents\[\d\]\.parent\b|["'](/work|/home/(?!cryptocast/)|/Users/|/root/)|ROOT\.parent"""
 )
 
 
