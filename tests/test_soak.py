@@ -39,6 +39,8 @@ from tests.e2e_support import FILES, Service, service_env, start_replay, wait_fo
 
 pytestmark = [
     pytest.mark.slow,
+    # the month takes ~5 minutes at SPEED, plus the first models: past the suite's 300 s default
+    pytest.mark.timeout(600),
 ]
 
 ROWS = 40_320  # the whole month
