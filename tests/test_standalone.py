@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # What a path outside the checkout looks like in code: the parent of the checkout (a sibling
-# folder such as ../shared), an absolute path of a development machine, or a home directory
+# folder beside it), an absolute path of a development machine, or a home directory
 # (the image's own user, /home/cryptocast, is a path inside the container, not of a machine).
 OUTSIDE = re.compile(
     r"""\.\./shared|parents\[\d\]\.parent\b|["'](/work|/home/(?!cryptocast/)|/Users/|/root/)|ROOT\.parent"""
@@ -40,7 +40,8 @@ def test_no_tracked_code_reads_outside_the_checkout() -> None:
 
 
 def test_the_scan_would_catch_one() -> None:
-    assert OUTSIDE.search('DATA = Path("/work/shared/data")')
+    # the offending strings are assembled, so this file does not itself look like one
+    assert OUTSIDE.search('DATA = Path("/' + 'work/shared/data")')
     assert OUTSIDE.search('SHARED = ROOT.parent / "shared" / "data"')
     assert OUTSIDE.search("Path(__file__).resolve().parents[1].parent / 'shared'")
     assert not OUTSIDE.search('ROOT / "data" / "btcusdt_binance_1h.csv.gz"')
