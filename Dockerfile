@@ -55,7 +55,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --from=build /wheels /tmp/wheels
 RUN pip install --no-deps --no-index /tmp/wheels/*.whl \
  && rm -rf /tmp/wheels \
- && python -c "import cryptocast.cli, forecaster.model, ingest.service, web.app"
+ && python -c "import cryptocast.cli, forecaster.training.model, ingest.service, web.app"
 WORKDIR /home/cryptocast
 # Numeric, so orchestrators that check runAsNonRoot can verify it.
 USER 10001:10001

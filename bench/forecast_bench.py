@@ -31,11 +31,11 @@ def _median_us(fn: Callable[[], Any], n: int) -> float:
 def main() -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from config.settings import ModelSettings
-    from forecaster.champion import EconometricServer
     from forecaster.econometric import fit_model
     from forecaster.features import log_returns, prepare
     from forecaster.inference import LoadedModel
-    from forecaster.model import build_model
+    from forecaster.serving.champion import EconometricServer
+    from forecaster.training.model import build_model
     from tests.forecaster_support import btc_arrays, btc_candles
 
     arrays = btc_arrays(3000)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--heads", default="student_t,gaussian,mse")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from forecaster.training import train
+    from forecaster.training.train import train
 
     arrays = _arrays(args.series, args.candles)
     out: dict[str, Any] = {"series": args.series, "candles": len(arrays), "heads": {}}

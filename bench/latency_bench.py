@@ -2,7 +2,7 @@
 
 One ``cryptocast forecast`` process serves N = 1, 10, 100 series (see :mod:`bench.pipeline`);
 each round every series' candle closes at the same instant. Each process is measured idle, then
-during a concurrent retrain (a real ``forecaster.train_job`` process training the default model
+during a concurrent retrain (a real ``forecaster.training.job`` process training the default model
 on a month of 1m candles), once with the fast numpy path and once with the baseline in the same
 run: the same pipeline calling Keras ``model.predict`` per candle (at 1 and 10 series: see
 ``KERAS_COUNTS``). The forecaster's resident memory with its N models loaded is read after the

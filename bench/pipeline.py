@@ -52,7 +52,7 @@ async def prepare(url: str, candles: list[Candle], n: int) -> float:
     one epoch, stored once per series: serving cost does not depend on the weights' values).
     Returns the seconds it took."""
     from forecaster.data import CandleArrays
-    from forecaster.training import train
+    from forecaster.training.train import train
 
     t0 = time.perf_counter()
     redis = await connect(load_settings(redis_url=url))
@@ -212,7 +212,7 @@ class Pipeline:
         self.trainer = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "forecaster.train_job",
+            "forecaster.training.job",
             "--series",
             TRAIN_SERIES.key,
             "--cold",

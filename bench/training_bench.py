@@ -36,8 +36,8 @@ def _run_one(mode: str, out: Path, previous: Path | None) -> dict[str, Any]:
     from core.series import Timeframe
     from forecaster.data import CandleArrays
     from forecaster.inference import LoadedModel
-    from forecaster.model import configure_tensorflow
-    from forecaster.training import train
+    from forecaster.training.model import configure_tensorflow
+    from forecaster.training.train import train
 
     settings = ModelSettings(train_candles=int(os.environ.get("BENCH_TRAIN_CANDLES", "20000")))
     configure_tensorflow(settings.threads)

@@ -1,8 +1,8 @@
 """``cryptocast backtest``: walk-forward evaluation against baselines, with a table, JSON and PNG.
 
 Registers on :data:`cryptocast.app.app` (imported by ``cryptocast/cli.py``). The engine is
-:mod:`forecaster.backtest`; this module only loads candles (a CSV file or the Redis candle store),
-chooses defaults that fit a small machine, shows progress, and writes the outputs.
+:mod:`forecaster.evaluation.backtest`; this module only loads candles (a CSV file or the Redis
+candle store), chooses defaults that fit a small machine, shows progress, and writes the outputs.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def backtest(
 
 
 def _parse_models(text: str) -> tuple[str, ...]:
-    from forecaster.backtest import MODEL_NAMES
+    from forecaster.evaluation.backtest import MODEL_NAMES
 
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if parts == ["all"]:
@@ -169,8 +169,8 @@ def _run(
 ) -> None:
     from rich.console import Console
 
-    from forecaster.backtest import BacktestOptions
-    from forecaster.backtest_report import dumps, print_table, to_json, write_plot
+    from forecaster.evaluation.backtest import BacktestOptions
+    from forecaster.evaluation.report import dumps, print_table, to_json, write_plot
 
     err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
     n = len(arrays)
@@ -209,7 +209,7 @@ def _run(
         f"(patience {s.patience}), batch {s.batch_size}, seed {s.seed}, {s.threads} threads"
     )
     if "lstm" in names or "seed" in names:
-        from forecaster.model import configure_tensorflow
+        from forecaster.training.model import configure_tensorflow
 
         configure_tensorflow(s.threads)
     t0 = time.perf_counter()
@@ -251,7 +251,7 @@ def _with_progress(
         TimeRemainingColumn,
     )
 
-    from forecaster.backtest import run_backtest
+    from forecaster.evaluation.backtest import run_backtest
 
     tty = sys.stderr.isatty()
     progress = Progress(

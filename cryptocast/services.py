@@ -77,7 +77,7 @@ async def serve_ingest(settings: Settings) -> None:
 
 async def serve_forecast(settings: Settings, config_file: str | None) -> None:
     """``cryptocast forecast``."""
-    from forecaster.service import ForecastService
+    from forecaster.serving.service import ForecastService
 
     opened = await wait_for_redis(settings, "forecaster")
     if opened is None:

@@ -111,3 +111,12 @@ class ARBaseline:
             raise ValueError(f"AR({self.lags}) needs {self.lags} past returns, got {got}")
         # Column j of the result is lag j+1 (most recent first), matching coef[1:].
         return np.asarray(history[:, ::-1][:, : self.lags], dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class FittedBaseline:
+    """A baseline fitted on one train window, with its residual quantiles (log return)."""
+
+    model: Baseline
+    q_low: float
+    q_high: float

@@ -1,6 +1,7 @@
 """What a model's raw outputs mean, and the published forecast built from a distribution.
 
-The network's ``Dense(k)`` head (:mod:`forecaster.model`) outputs, in the scaled target space:
+The network's ``Dense(k)`` head (:mod:`forecaster.training.model`) outputs, in the scaled target
+space:
 
 - ``mse``: ``[loc]``; its scale is a constant measured on the early-stop residuals at training
 - ``gaussian``: ``[loc, s]`` with ``scale = softplus(s) + SCALE_FLOOR``
@@ -8,7 +9,7 @@ The network's ``Dense(k)`` head (:mod:`forecaster.model`) outputs, in the scaled
 
 Back in log-return units the location and scale are multiplied by the target scaler's std and
 the window's trailing volatility (``features.window_sigma``). No TensorFlow here: the loss in
-:mod:`forecaster.model` applies the same transforms, and serving applies them in numpy.
+:mod:`forecaster.training.model` applies the same transforms, and serving applies them in numpy.
 
 :class:`Forecast` is the one next-candle forecast every model kind (lstm, garch, ewma, static)
 publishes: built from ``loc``, ``scale``, ``df`` of the next log return with scipy's ufuncs

@@ -34,7 +34,7 @@ from forecaster.features import (
 )
 
 if TYPE_CHECKING:
-    from forecaster.backtest import FittedBaseline
+    from forecaster.baselines import FittedBaseline
     from forecaster.inference import LoadedModel
 
 __all__ = ["HorizonPath", "horizon_paths"]

@@ -2,7 +2,7 @@
 
 A Keras ``model.predict`` call costs milliseconds of framework overhead for a microsecond-sized
 problem, so the weights are extracted once at load and the pass runs here, batched over windows
-(training's holdout) or over models (:mod:`forecaster.batching`).
+(training's holdout) or over models (:mod:`forecaster.serving.batching`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def wavefront(blocks: np.ndarray, x: np.ndarray, units: int, n_layers: int) -> n
     ``blocks`` ``(S, D, 4W)`` are the models' block matrices, ``x`` ``(S, B, T, F)`` their
     scaled windows (``B`` per model); returns the last layer's final ``h``, ``(S, B, units)``.
     One model with a batch of windows (S = 1) and many models with one window each (B = 1, see
-    :mod:`forecaster.batching`) are the same computation.
+    :mod:`forecaster.serving.batching`) are the same computation.
     """
     dtype = blocks.dtype.type
     s, batch, steps, n_feat = x.shape

@@ -53,7 +53,7 @@ class Leases:
 
 class Replicas:
     """Which replicas of a role are alive: each heartbeats into one sorted set, so every replica
-    can compute its fair share of the series (see forecaster.service)."""
+    can compute its fair share of the series (see forecaster.serving.service)."""
 
     def __init__(self, redis: Any, keys: Keys | None = None, role: str = "forecast") -> None:
         self.redis = redis

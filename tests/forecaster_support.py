@@ -73,7 +73,7 @@ def tiny_settings(**overrides: Any) -> ModelSettings:
 @lru_cache(maxsize=1)
 def trained_tiny() -> Any:
     """One tiny model trained cold on the first 2,800 candles (a ``TrainingResult``)."""
-    from forecaster.training import train
+    from forecaster.training.train import train
 
     return train(btc_arrays(3000).slice(0, 2800), tiny_settings())
 

@@ -21,10 +21,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from forecaster.backtest import BacktestOptions, BacktestResult, plan_folds, run_backtest
-from forecaster.backtest_report import to_json
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
+from forecaster.evaluation.backtest import BacktestOptions, BacktestResult, plan_folds, run_backtest
+from forecaster.evaluation.report import to_json
 from forecaster.horizon import horizon_paths
 from tests.forecaster_support import BTC_CSV, HOLE_MS, btc_arrays, tiny_settings
 

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from forecaster.backtest_models import (
+from forecaster.data import CandleArrays
+from forecaster.distribution import ReturnDistribution
+from forecaster.evaluation.models import (
     champion_by_crps,
     fit_baselines,
     gaussian_from_interval,
     holdout_distributions,
     model_distribution,
 )
-from forecaster.data import CandleArrays
-from forecaster.distribution import ReturnDistribution
 from forecaster.features import target_rows
 from tests.forecaster_support import btc_arrays
 

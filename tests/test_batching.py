@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from forecaster.batching import InferenceBatcher, forward_many
 from forecaster.inference import LoadedModel, NumpyLSTM
+from forecaster.serving.batching import InferenceBatcher, forward_many
 from tests.forecaster_support import btc_arrays, tiny_settings, trained_tiny
 
 
@@ -53,7 +53,7 @@ def test_forward_many_equals_each_net_alone(layers: int) -> None:
 async def test_batcher_gives_each_series_its_own_models_forecast() -> None:
     import keras
 
-    from forecaster.model import build_model
+    from forecaster.training.model import build_model
 
     base = trained_tiny()  # real metadata (scaler, interval) for models of this shape
     settings = tiny_settings()

@@ -49,7 +49,8 @@ def test_forecaster_modules_import_without_tensorflow() -> None:
     code = (
         "import sys\n"
         "import forecaster.baselines, forecaster.data, forecaster.features, forecaster.inference\n"
-        "import forecaster.metrics, forecaster.model, forecaster.promotion, forecaster.training\n"
+        "import forecaster.metrics, forecaster.training.model, forecaster.training.promotion\n"
+        "import forecaster.training.train\n"
         "assert not {'tensorflow', 'keras'} & set(sys.modules), 'tensorflow imported'\n"
     )
     root = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from scipy import stats
 
 from forecaster.features import FeatureError, prepare
 from forecaster.inference import ArtifactError, LoadedModel
-from forecaster.model import build_model
-from forecaster.training import TrainingResult
+from forecaster.training.model import build_model
+from forecaster.training.train import TrainingResult
 from tests.forecaster_support import btc_arrays, tiny_settings, trained_tiny
 
 TOL = 1e-5  # on scaled outputs

@@ -22,7 +22,7 @@ from core.series import SeriesId
 from forecaster.calibration import AciState
 from forecaster.econometric import FilterState, VarianceModel
 from forecaster.features import log_returns
-from forecaster.serving import SeriesWorker, ServingContext
+from forecaster.serving.worker import SeriesWorker, ServingContext
 from storage.calibration import CalibrationStore, levels
 from storage.candles import CandleStore
 from storage.client import Redis

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.schemas import Candle, Prediction
-from forecaster.live_score import LiveScorer
+from forecaster.serving.live_score import LiveScorer
 from tests.factories import make_prediction
 
 MIN = 60_000

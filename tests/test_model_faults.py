@@ -7,9 +7,9 @@ import structlog
 
 from config.settings import Settings
 from core.series import SeriesId
-from forecaster.scheduler import TrainingScheduler
-from forecaster.serving import ModelHolder
-from forecaster.train_job import EXIT_FAILED, train_series
+from forecaster.serving.scheduler import TrainingScheduler
+from forecaster.serving.worker import ModelHolder
+from forecaster.training.job import EXIT_FAILED, train_series
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.registry import ModelRegistry, TrainingLog

@@ -6,7 +6,7 @@ import time
 
 from config.settings import load_settings
 from core.series import SeriesId
-from forecaster.serving import SeriesWorker, ServingContext
+from forecaster.serving.worker import SeriesWorker, ServingContext
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.events import CandleEvents

@@ -11,9 +11,9 @@ import pytest
 
 from forecaster.features import FeatureError
 from forecaster.inference import LoadedModel
-from forecaster.model import build_model
-from forecaster.promotion import decide_promotion
-from forecaster.training import TrainingResult, should_promote, train
+from forecaster.training.model import build_model
+from forecaster.training.promotion import decide_promotion
+from forecaster.training.train import TrainingResult, should_promote, train
 from tests.forecaster_support import HOLE_MS, btc_arrays, tiny_settings, trained_tiny, weights_equal
 
 

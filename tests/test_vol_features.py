@@ -113,7 +113,7 @@ def test_head_transforms_and_forecast() -> None:
 def test_student_t_loss_is_the_negative_log_likelihood() -> None:
     import keras
 
-    from forecaster.model import nll_loss
+    from forecaster.training.model import nll_loss
 
     y = np.array([0.3, -1.2, 2.5], dtype=np.float32)
     raw = np.array([[0.1, 0.2, 1.0], [-0.3, -0.5, 0.0], [0.0, 1.0, 3.0]], dtype=np.float32)
@@ -131,7 +131,7 @@ def test_training_on_a_constant_series_gives_a_servable_finite_version() -> None
     import orjson
 
     from forecaster.inference import LoadedModel
-    from forecaster.training import train
+    from forecaster.training.train import train
     from tests.forecaster_support import tiny_settings
 
     flat = _flat(400)

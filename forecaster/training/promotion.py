@@ -1,7 +1,7 @@
 """Whether a freshly trained model replaces the serving one (docs/architecture.md, decision 2).
 
-Pure functions over the metadata dicts :func:`forecaster.training.train` writes, so the serving
-side can decide without importing TensorFlow.
+Pure functions over the metadata dicts :func:`forecaster.training.train.train` writes, so the
+serving side can decide without importing TensorFlow.
 
 Rules, with MAE in price space on the candidate's holdout as the score ("better" is strict; see
 the end for the CRPS of distributions that newer metadata is judged by):
@@ -19,11 +19,11 @@ the end for the CRPS of distributions that newer metadata is judged by):
 Metadata that records ``holdout.metric = "crps"`` (every version trained since the models publish
 distributions) is judged by the same rules with the holdout CRPS of distributions instead of MAE:
 the candidate's score is its *champion*'s (the best of the LSTM, GARCH-t, EWMA and static on that
-holdout, :mod:`forecaster.holdout`), the current one's is the serving version's champion scored on
-the same points, and "beats naive" means beating the static interval around the last close (the
-naive forecast as a distribution). So a new LSTM is promoted only by beating what serves now. The
-published point never loses to naive there: :mod:`forecaster.holdout` falls it back to the last
-close when it would.
+holdout, :mod:`forecaster.training.holdout`), the current one's is the serving version's champion
+scored on the same points, and "beats naive" means beating the static interval around the last close
+(the naive forecast as a distribution). So a new LSTM is promoted only by beating what serves now.
+The published point never loses to naive there: :mod:`forecaster.training.holdout` falls it back to
+the last close when it would.
 """
 
 from __future__ import annotations

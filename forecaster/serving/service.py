@@ -3,10 +3,10 @@
 Replicas split the configured series by lease (docs/architecture.md, decision 4): every
 ``lease_ttl_s / 3`` a replica heartbeats, renews the ``serve`` leases it holds, gives back those
 beyond its fair share (series / live replicas, rounded up) and takes free ones below it; it runs one
-:class:`~forecaster.serving.SeriesWorker` per series held and stops a worker whose lease it lost. A
-replica that dies stops renewing; after the TTL another takes its series and reclaims its pending
-events. Lifecycle: :meth:`start`, :meth:`run` until :meth:`stop` (SIGTERM), then the workers are
-cancelled, leases released and a training in flight stopped: no orphan tasks.
+:class:`~forecaster.serving.worker.SeriesWorker` per series held and stops a worker whose lease it
+lost. A replica that dies stops renewing; after the TTL another takes its series and reclaims its
+pending events. Lifecycle: :meth:`start`, :meth:`run` until :meth:`stop` (SIGTERM), then the workers
+are cancelled, leases released and a training in flight stopped: no orphan tasks.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from config.settings import Settings
 from core.clock import ClockSync, ExchangeClock, WallClock
 from core.lifecycle import cancel_and_wait
 from core.series import SeriesId
-from forecaster.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
-from forecaster.scheduler import TrainingScheduler
-from forecaster.serving import SeriesWorker, ServingContext
+from forecaster.serving.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
+from forecaster.serving.scheduler import TrainingScheduler
+from forecaster.serving.worker import SeriesWorker, ServingContext
 from storage.candles import CandleStore
 from storage.events import CandleEvents
 from storage.leases import Leases, Replicas

@@ -25,13 +25,13 @@ from core.clock import Clock
 from core.lifecycle import cancel_and_wait
 from core.schemas import QUANTILE_LEVELS, Candle, ModelInfo, Prediction, stream_id_for
 from core.series import SeriesId
-from forecaster.batching import InferenceBatcher
-from forecaster.champion import EconometricServer, LiveCalibration, champion_entry
 from forecaster.data import CandleArrays
 from forecaster.heads import Forecast
 from forecaster.inference import LoadedModel
-from forecaster.live_score import LiveScorer
-from forecaster.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
+from forecaster.serving.batching import InferenceBatcher
+from forecaster.serving.champion import EconometricServer, LiveCalibration, champion_entry
+from forecaster.serving.live_score import LiveScorer
+from forecaster.serving.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
 from storage.calibration import CalibrationStore
 from storage.candles import CandleStore
 from storage.events import CandleEvent, CandleEvents

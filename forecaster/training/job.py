@@ -1,4 +1,4 @@
-"""One training run of one series, in its own process: ``python -m forecaster.train_job``.
+"""One training run of one series, in its own process: ``python -m forecaster.training.job``.
 
 Training is CPU-heavy and must never delay serving (docs/architecture.md, decision 3), so the
 service starts this module as a child process with TensorFlow's threads bounded
@@ -47,9 +47,9 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
     """Train ``series`` once; returns an exit code (see the module docstring)."""
     from forecaster.data import CandleArrays  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.inference import ArtifactError, LoadedModel  # noqa: PLC0415 (TensorFlow loads after the lease is held)
-    from forecaster.model import configure_tensorflow  # noqa: PLC0415 (TensorFlow loads after the lease is held)
-    from forecaster.promotion import decide_promotion  # noqa: PLC0415 (TensorFlow loads after the lease is held)
-    from forecaster.training import train  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.training.model import configure_tensorflow  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.training.promotion import decide_promotion  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.training.train import train  # noqa: PLC0415 (TensorFlow loads after the lease is held)
 
     slog = series_logger(series, __name__)
     # Everything this process logs (the training module included) is about this series.
@@ -161,7 +161,7 @@ def _ms() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m forecaster.train_job", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m forecaster.training.job", description=__doc__)
     parser.add_argument("--series", required=True)
     parser.add_argument("--config", default=None)
     parser.add_argument("--cold", action="store_true", help="do not warm-start")

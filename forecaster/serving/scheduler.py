@@ -1,13 +1,13 @@
 """When to retrain: an APScheduler job that starts training processes.
 
 Every ``schedule.check_interval_s`` the job looks at the series this replica serves and starts a
-training process (``python -m forecaster.train_job``) for the most urgent that needs one: no model
-yet (once ``min_train_candles`` exist), then a model past ``max_model_age`` candles (forced at the
-next new candle), then ``retrain_every`` candles since the last attempt, each ordered by how far
-overdue it is, so that when training cannot keep up no series waits behind the others for ever.
-At most one training runs per replica so serving keeps a core; the ``train`` lease inside the job
-keeps two replicas from training one series at once. A failed run is logged with its cause and
-retried ``retrain_every`` candles later.
+training process (``python -m forecaster.training.job``) for the most urgent that needs one: no
+model yet (once ``min_train_candles`` exist), then a model past ``max_model_age`` candles (forced at
+the next new candle), then ``retrain_every`` candles since the last attempt, each ordered by how far
+overdue it is, so that when training cannot keep up no series waits behind the others for ever. At
+most one training runs per replica so serving keeps a core; the ``train`` lease inside the job keeps
+two replicas from training one series at once. A failed run is logged with its cause and retried
+``retrain_every`` candles later.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from config.logging import series_logger
 from config.settings import Settings
 from core.lifecycle import with_timeout
 from core.series import SeriesId
-from forecaster.prom import TRAINING_SECONDS, TRAININGS
+from forecaster.serving.prom import TRAINING_SECONDS, TRAININGS
 from storage.candles import CandleStore
 from storage.leases import Leases
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
@@ -145,7 +145,7 @@ class TrainingScheduler:
         return None
 
     async def launch(self, series: SeriesId, reason: str) -> None:
-        args = [sys.executable, "-m", "forecaster.train_job", "--series", series.key]
+        args = [sys.executable, "-m", "forecaster.training.job", "--series", series.key]
         if self.config_file:
             args += ["--config", self.config_file]
         series_logger(series, __name__).info("training.launch", reason=reason)

@@ -3,9 +3,10 @@
 Runs in the training process, never in the serving path (docs/architecture.md, decision 3). The
 holdout is the most recent slice; the LSTM, the econometric candidates (EWMA, GARCH-t, static), the
 naive forecast, simple point baselines and the current version's champion (when given) are all
-scored on the same holdout target candles (:mod:`forecaster.holdout`): point metrics in price space
-and the CRPS of each distribution. The champion by CRPS is recorded in ``meta["champion"]`` (with
-its fitted parameters and filter state when econometric) and is what the version publishes.
+scored on the same holdout target candles (:mod:`forecaster.training.holdout`): point metrics in
+price space and the CRPS of each distribution. The champion by CRPS is recorded in
+``meta["champion"]`` (with its fitted parameters and filter state when econometric) and is what the
+version publishes.
 
 Interval: the published interval is the champion's distribution's central interval, read at a
 level calibrated on the holdout (``interval.calibrated_level``, split conformal) and adapted live
@@ -35,7 +36,9 @@ from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
 from forecaster.econometric import VarianceModel
 from forecaster.features import PreparedData, WindowSet, prepare
-from forecaster.holdout import (
+from forecaster.inference import META_KIND, META_SCHEMA_VERSION, LoadedModel
+from forecaster.metrics import price_from_return, score
+from forecaster.training.holdout import (
     Candidate,
     calibrated_level,
     choose_champion,
@@ -45,10 +48,8 @@ from forecaster.holdout import (
     published,
     score_candidate,
 )
-from forecaster.inference import META_KIND, META_SCHEMA_VERSION, LoadedModel
-from forecaster.metrics import price_from_return, score
-from forecaster.model import build_model, configure_tensorflow, set_seed
-from forecaster.promotion import decide_promotion, should_promote
+from forecaster.training.model import build_model, configure_tensorflow, set_seed
+from forecaster.training.promotion import decide_promotion, should_promote
 
 __all__ = ["TrainingResult", "decide_promotion", "should_promote", "train"]
 

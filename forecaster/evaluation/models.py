@@ -24,14 +24,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
 
 from config.settings import ModelSettings
-from forecaster.baselines import ARBaseline, Baseline, DriftBaseline, NaiveBaseline, return_history
+from forecaster.baselines import (
+    ARBaseline,
+    Baseline,
+    DriftBaseline,
+    FittedBaseline,
+    NaiveBaseline,
+    return_history,
+)
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
 from forecaster.econometric import SIGMA_FLOOR, VarianceModel, fit_model
@@ -60,15 +66,6 @@ __all__ = [
 VOL_MODELS = ("ewma", "garch", "static")
 # The method a model object may offer to give its own predictive distribution (see above).
 DISTRIBUTION_HOOK = "predict_distribution"
-
-
-@dataclass(frozen=True, slots=True)
-class FittedBaseline:
-    """A baseline fitted on one train window, with its residual quantiles (log return)."""
-
-    model: Baseline
-    q_low: float
-    q_high: float
 
 
 def in_sample_naive_mae(train: CandleArrays) -> float:
@@ -117,9 +114,9 @@ def lstm_fold(
     serving: LoadedModel | None,
     serving_meta: dict[str, Any] | None,
 ) -> tuple[LoadedModel, dict[str, Any], dict[str, Any]]:
-    """One scheduled retrain, as ``forecaster.train_job.train_series`` does it."""
-    from forecaster.promotion import decide_promotion  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
-    from forecaster.training import train as train_model  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
+    """One scheduled retrain, as ``forecaster.training.job.train_series`` does it."""
+    from forecaster.training.promotion import decide_promotion  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
+    from forecaster.training.train import train as train_model  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
 
     t0 = time.perf_counter()
     result = train_model(train, settings, current=serving, warm_start=True)

@@ -35,7 +35,7 @@ from forecaster.metrics import (
 )
 
 if TYPE_CHECKING:
-    from forecaster.backtest import BacktestResult
+    from forecaster.evaluation.backtest import BacktestResult
 
 __all__ = ["VOL_WINDOW", "distribution_scores", "outcomes", "volatility_at_as_of"]
 

@@ -5,21 +5,22 @@ The protocol (like FreqAI's backtesting or Darts' ``historical_forecasts`` with 
 - The test span is the last ``test_candles`` candles (by open time). It is cut into folds of
   ``retrain_every`` candles, counted by open time too, so a hole does not shift the schedule.
 - At the start of each fold, every model is trained on the ``train_window`` candles *before* the
-  fold (rows ``< fold.start``), exactly as ``forecaster.train_job`` does in production: the same
-  :func:`forecaster.training.train` (same slices, scaler fit on its train slice, early stopping),
-  warm-started from the serving model, then :func:`forecaster.promotion.decide_promotion` decides
-  whether the new model or the old one serves the fold.
+  fold (rows ``< fold.start``), exactly as ``forecaster.training.job`` does in production: the same
+  :func:`forecaster.training.train.train` (same slices, scaler fit on its train slice, early
+  stopping), warm-started from the serving model, then
+  :func:`forecaster.training.promotion.decide_promotion` decides whether the new model or the old
+  one serves the fold.
 - Each test point (a target candle with a full window inside its segment; the same points for
   every model) is predicted from the candles before it only. Nothing a model or a scaler sees
   depends on a candle after the prediction's ``as_of`` -- except the ``seed`` model, which is the
-  seeds' recipe kept to show the leak (see :mod:`forecaster.seed_model`); it is marked
+  seeds' recipe kept to show the leak (see :mod:`forecaster.evaluation.seed_model`); it is marked
   ``lookahead``.
 - Baselines (naive, drift, AR(p) on returns) are refit per fold on the same train window; their
   prediction intervals come from the quantiles of their residuals on that window.
 - The econometric models (``ewma``, ``garch``, ``static``; :mod:`forecaster.econometric`) are
   fitted per fold on the same train window and filtered forward with fixed parameters.
 - Every model but ``seed`` yields a predictive distribution of the next log return at every
-  point (:mod:`forecaster.backtest_models`). ``published`` is what the service would publish:
+  point (:mod:`forecaster.evaluation.models`). ``published`` is what the service would publish:
   per fold the champion by CRPS on the train window's holdout, its central interval at the
   level adaptive conformal inference (:mod:`forecaster.calibration`) sets from the misses of
   the points before, one state carried through the whole test span as the live service does.
@@ -38,7 +39,11 @@ import numpy as np
 import structlog
 
 from config.settings import ModelSettings
-from forecaster.backtest_models import (
+from forecaster.baselines import return_history
+from forecaster.calibration import DEFAULT_GAMMA, AciState, run_aci
+from forecaster.data import CandleArrays
+from forecaster.distribution import PUBLISHED_QUANTILES, ReturnDistribution
+from forecaster.evaluation.models import (
     VOL_MODELS,
     FittedBaseline,
     champion_by_crps,
@@ -51,10 +56,6 @@ from forecaster.backtest_models import (
     series_context,
     vol_distributions,
 )
-from forecaster.baselines import return_history
-from forecaster.calibration import DEFAULT_GAMMA, AciState, run_aci
-from forecaster.data import CandleArrays
-from forecaster.distribution import PUBLISHED_QUANTILES, ReturnDistribution
 from forecaster.features import FeatureError, log_returns, target_rows
 from forecaster.metrics import price_from_return
 
@@ -267,7 +268,7 @@ def run_backtest(
     seed_fit: Any = None
     seed_scaler: Any = None
     if "seed" in names:
-        from forecaster.seed_model import LevelScaler  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
+        from forecaster.evaluation.seed_model import LevelScaler  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
 
         seed_scaler = LevelScaler.fit_whole_series(arrays)  # the leak, on purpose
     baselines: dict[str, FittedBaseline] = {}
@@ -337,7 +338,7 @@ def run_backtest(
             info["published"] = {"champion": champ, "holdout_crps": ho_crps}
 
         if "seed" in names:
-            from forecaster.seed_model import fit_seed, predict_seed  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
+            from forecaster.evaluation.seed_model import fit_seed, predict_seed  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
 
             seed_fit = fit_seed(train, seed_scaler, settings, seed_fit)
             run = runs["seed"]

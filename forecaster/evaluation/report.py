@@ -2,7 +2,7 @@
 
 Point scores are in price space on the same test points for every model (see
 :mod:`forecaster.metrics`); distribution scores (CRPS, pinball, Winkler, QLIKE, Brier,
-Christoffersen) are in log-return space, see :mod:`forecaster.backtest_scores`. MASE divides
+Christoffersen) are in log-return space, see :mod:`forecaster.evaluation.scores`. MASE divides
 each point's absolute error by the naive forecast's in-sample MAE on *its fold's* train window,
 then averages: every fold is scaled by what naive achieved on the data that fold's models were
 trained on. Direction accuracy counts only candles
@@ -24,10 +24,10 @@ import numpy as np
 import orjson
 from rich.table import Table
 
-from forecaster.backtest import PUBLISHED, BacktestResult
-from forecaster.backtest_plot import write_plot
-from forecaster.backtest_scores import distribution_scores, volatility_at_as_of
 from forecaster.distribution import PUBLISHED_QUANTILES
+from forecaster.evaluation.backtest import PUBLISHED, BacktestResult
+from forecaster.evaluation.plot import write_plot
+from forecaster.evaluation.scores import distribution_scores, volatility_at_as_of
 from forecaster.horizon import METHOD
 from forecaster.metrics import mae, price_from_return, score
 

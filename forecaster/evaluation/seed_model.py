@@ -9,7 +9,7 @@ Two things make it look better than it is:
 - on levels, the cheapest way to a low MSE is to output (nearly) the last close, so its MAE
   sits next to the naive forecast's while telling nothing about the next move.
 
-Same Keras architecture as the returns model (:func:`forecaster.model.build_model` with one
+Same Keras architecture as the returns model (:func:`forecaster.training.model.build_model` with one
 feature), same train window, early stopping and warm start per fold, so only the recipe differs.
 Never used outside the backtest.
 """
@@ -91,7 +91,7 @@ def fit_seed(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
-    from forecaster.model import build_model, set_seed  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
+    from forecaster.training.model import build_model, set_seed  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
 
     t0 = time.perf_counter()
     w = settings.window

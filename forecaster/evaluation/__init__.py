@@ -1,0 +1,1 @@
+"""Evaluation: walk-forward backtests and research models, run by `cryptocast backtest`."""

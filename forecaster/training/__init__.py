@@ -1,0 +1,1 @@
+"""Training: the processes that fit models (the only code that imports TensorFlow)."""
