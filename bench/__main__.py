@@ -20,6 +20,7 @@ BENCHMARKS = [
     "latency_bench",
     "replicas_bench",
     "training_bench",
+    "global_bench",
 ]
 
 

@@ -1,7 +1,9 @@
 """The end-to-end harness shared by the latency and replica benchmarks.
 
 A :class:`Pipeline` runs real ``cryptocast forecast`` processes (one or more replicas sharing the
-consumer group) serving N series of the seed architecture (LSTM 50 ×2, window 60), a subscriber
+consumer group) serving N series of the seed architecture (LSTM 50 ×2, window 60) with one
+model shared by every series (``scope="global"``) or one model per series (``scope="series"``),
+a subscriber
 in this process that timestamps each prediction's arrival, and the candle writer: every round,
 every series gets its next real candle at the same instant (one pipelined Lua upsert per series,
 as the ingest sink writes it, with its closed-candle event). The figure is the time from that
@@ -47,32 +49,55 @@ def series_names(n: int) -> list[SeriesId]:
     return [SeriesId.parse(f"binance:S{i:04d}/USDT:1m") for i in range(n)]
 
 
-async def prepare(url: str, candles: list[Candle], n: int) -> float:
-    """History and one promoted default-architecture model per series (one model trained for
-    one epoch, stored once per series: serving cost does not depend on the weights' values).
-    Returns the seconds it took."""
-    from forecaster.data import CandleArrays
-    from forecaster.training.train import train
-
+async def prepare(
+    url: str, candles: list[Candle], n: int, scopes: tuple[str, ...] = ("global",)
+) -> float:
+    """History and the promoted models of N series, for each of ``scopes``: ``"global"``, one
+    model under the timeframe's global id (what serving shares); ``"series"``, one per series
+    (the same model stored once per series: serving cost does not depend on the weights'
+    values). Each scope's serving ignores the other's models. The model is the default
+    architecture trained for one epoch, once per process. Returns the seconds it took."""
     t0 = time.perf_counter()
     redis = await connect(load_settings(redis_url=url))
     await redis.flushall()
     store, registry = CandleStore(redis), ModelRegistry(redis)
-    settings = ModelSettings(epochs=1, train_candles=HISTORY)
-    result = train(
-        CandleArrays.from_candles(candles[:HISTORY], series_names(1)[0].timeframe), settings
-    )
-    meta = {**result.meta, "trained_at": int(time.time() * 1000)}
+    tf = series_names(1)[0].timeframe
+    artifact, meta = _seed_model(candles)
     names = series_names(n)
     await store.upsert_many([(s, candles[:HISTORY]) for s in names])
     await store.upsert(TRAIN_SERIES, candles)
-    for s in names:
-        await registry.promote(s, await registry.put(s, result.artifact, meta))
+    subjects = names if "series" in scopes else []
+    if "global" in scopes:
+        from core.series import global_model_id
+
+        subjects = [global_model_id(tf), *subjects]
+    for s in subjects:
+        await registry.promote(s, await registry.put(s, artifact, meta))
     await redis.aclose()
     return time.perf_counter() - t0
 
 
-def forecaster_env(url: str, n: int, inference: str, **extra: str) -> dict[str, str]:
+_SEED: dict[int, tuple[bytes, dict[str, Any]]] = {}
+
+
+def _seed_model(candles: list[Candle]) -> tuple[bytes, dict[str, Any]]:
+    """The default architecture trained for one epoch on the first HISTORY candles (cached:
+    every size and scope serves the same weights)."""
+    from forecaster.data import CandleArrays
+    from forecaster.training.train import train
+
+    key = candles[0].open_time
+    if key not in _SEED:
+        settings = ModelSettings(epochs=1, train_candles=HISTORY)
+        tf = series_names(1)[0].timeframe
+        result = train(CandleArrays.from_candles(candles[:HISTORY], tf), settings)
+        _SEED[key] = result.artifact, {**result.meta, "trained_at": int(time.time() * 1000)}
+    return _SEED[key]
+
+
+def forecaster_env(
+    url: str, n: int, inference: str, scope: str = "global", **extra: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
     env.update(
         {
@@ -82,6 +107,7 @@ def forecaster_env(url: str, n: int, inference: str, **extra: str) -> dict[str, 
             "CRYPTOCAST_SCHEDULE__MAX_MODEL_AGE": "100000000",
             "CRYPTOCAST_SCHEDULE__STALE_AFTER": "100000000",
             "CRYPTOCAST_FORECAST__INFERENCE": inference,
+            "CRYPTOCAST_MODEL__SCOPE": scope,
             "CRYPTOCAST_LOG_FORMAT": "json",
             "CRYPTOCAST_LOG_LEVEL": "WARNING",
             "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -113,9 +139,20 @@ class Pipeline:
     """Forecaster replicas + subscriber + candle writer on one Redis (see the module doc)."""
 
     def __init__(
-        self, url: str, candles: list[Candle], n: int, inference: str, start: int, logs: Path
+        self,
+        url: str,
+        candles: list[Candle],
+        n: int,
+        inference: str,
+        start: int,
+        logs: Path,
+        scope: str = "global",
     ) -> None:
         self.url, self.candles, self.n, self.inference = url, candles, n, inference
+        self.scope = scope
+        self.tag = f"{n}-{scope}-{inference}"
+        self.spawned: dict[str, float] = {}
+        self.startup: dict[str, float] = {}
         self.index = start
         self.logs = logs
         self.series = series_names(n)
@@ -152,10 +189,16 @@ class Pipeline:
                 self.received[(msg["channel"].decode(), as_of)] = t
 
     async def start_replica(self, replica: str, **extra: str) -> None:
-        log = self.logs / f"forecast-{self.n}-{self.inference}-{replica}.log"
+        log = self.logs / f"forecast-{self.tag}-{replica}.log"
         env = forecaster_env(
-            self.url, self.n, self.inference, CRYPTOCAST_FORECAST__REPLICA_ID=replica, **extra
+            self.url,
+            self.n,
+            self.inference,
+            self.scope,
+            CRYPTOCAST_FORECAST__REPLICA_ID=replica,
+            **extra,
         )
+        self.spawned[replica] = time.time()
         self.procs[replica] = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -189,9 +232,22 @@ class Pipeline:
         return [(self.received[k] - sent) * 1000 for k in keys]
 
     async def warm_up(self) -> float:
-        """Two unrecorded rounds (leases taken, every model loaded); returns the seconds."""
+        """Two unrecorded rounds (leases taken, every model loaded); returns the seconds.
+
+        The first round's candle is written as soon as this is called: right after a replica's
+        spawn, its predictions' arrival is that replica's start-up (:attr:`startup`: seconds
+        from the process's spawn to the first prediction, and to the last series' first one).
+        """
         t0 = time.perf_counter()
+        first = self.candles[self.index].open_time
         await self.round_trip(WARMUP_TIMEOUT_S)
+        arrivals = [self.received[(self.keys.predictions(s), first)] for s in self.series]
+        if len(self.spawned) == 1:
+            spawn = next(iter(self.spawned.values()))
+            self.startup = {
+                "first_s": round(min(arrivals) - spawn, 2),
+                "all_s": round(max(arrivals) - spawn, 2),
+            }
         await self.round_trip(WARMUP_TIMEOUT_S)
         return time.perf_counter() - t0
 
@@ -216,15 +272,17 @@ class Pipeline:
             "--series",
             TRAIN_SERIES.key,
             "--cold",
+            # the same competing load in both scopes: one series' model on a month of candles
             env=forecaster_env(
                 self.url,
                 self.n,
                 self.inference,
+                "series",
                 CRYPTOCAST_MODEL__TRAIN_CANDLES="40000",
                 CRYPTOCAST_MODEL__EPOCHS="50",
             ),
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=(self.logs / f"trainer-{self.n}-{self.inference}.log").open("wb"),
+            stderr=(self.logs / f"trainer-{self.tag}.log").open("wb"),
         )
         await asyncio.sleep(8)  # past TensorFlow's import: into the training epochs
         if self.trainer.returncode is not None:
@@ -251,7 +309,7 @@ class Pipeline:
         """Warning and error events the replicas logged (a lost lease, a failed worker...):
         reported beside the figures, since any of them shows in the tail latencies."""
         counts: Counter[str] = Counter()
-        for path in self.logs.glob(f"forecast-{self.n}-{self.inference}-*.log"):
+        for path in self.logs.glob(f"forecast-{self.tag}-*.log"):
             for line in path.read_text(errors="replace").splitlines():
                 with contextlib.suppress(ValueError, AttributeError):
                     counts[orjson.loads(line).get("event", "?")] += 1

@@ -1,11 +1,11 @@
 """Two forecaster replicas sharing the work through the consumer group, 10 and 100 series.
 
-The same pipeline as :mod:`bench.latency_bench` (numpy path), scaled out as an operator does it:
-replica ``a`` serves every series, then ``b`` joins and the two split the serve leases (half
-each); the split is checked before anything is measured. Figures: latency idle and during a
-retrain, each replica's resident memory, and every prediction exactly once. The baseline in the
-same run is one replica serving the same series (``bench.latency_bench``'s figures, or measured
-here when run alone).
+The same pipeline as :mod:`bench.latency_bench` (numpy path, the default global model), scaled
+out as an operator does it: replica ``a`` serves every series, then ``b`` joins and the two split
+the serve leases (half each); the split is checked before anything is measured. Figures: latency
+idle and during a retrain, each replica's resident memory, and every prediction exactly once. The
+baseline in the same run is one replica serving the same series (``bench.latency_bench``'s
+figures, or measured here when run alone).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def one_replica_baseline(n: int) -> dict[str, Any] | None:
     if run_id() is None or not RESULTS.exists():
         return None
     latency = orjson.loads(RESULTS.read_bytes()).get("latency", {})
-    fig = latency.get(f"{n}_series_numpy") if latency.get("run") == run_id() else None
+    fig = latency.get(f"{n}_series_global") if latency.get("run") == run_id() else None
     return None if fig is None else {k: fig[k] for k in ("idle", "retrain", "rss_mb")}
 
 

@@ -37,6 +37,26 @@ def _num(x: Any, unit: str = "") -> str | None:
     return f"{x:,.0f}{unit}" if x >= 100 else f"{x:g}{unit}"
 
 
+SCOPES = (("global", "global model"), ("series", "per-series models"))
+
+
+def _scoped(label: str, cell: Callable[[dict[str, Any], int, str], str | None]) -> list[Row]:
+    """The row ``label`` twice: the global model, then per-series models beside it."""
+
+    def bound(scope: str) -> Callable[[dict[str, Any], int], str | None]:
+        return lambda r, n: cell(r, n, scope)
+
+    return [(f"{label}: {name}", bound(scope)) for scope, name in SCOPES]
+
+
+def _lat_of(state: str) -> Callable[[dict[str, Any], int, str], str | None]:
+    return lambda r, n, scope: _lat(r, "latency", f"{n}_series_{scope}", state)
+
+
+def _startup(fig: dict[str, float] | None) -> str | None:
+    return None if fig is None else f"{fig['first_s']:g} / {fig['all_s']:g}"
+
+
 ROWS: list[Row] = [
     (
         "ingest: websocket msgs/s (symbols)",
@@ -46,25 +66,26 @@ ROWS: list[Row] = [
         "ingest: service RSS, MB (symbols)",
         lambda r, n: _num(_get(r, "memory", f"ingest_{n}_symbols", "rss_mb")),
     ),
-    (
-        "latency p50 / p99 ms, idle",
-        lambda r, n: _lat(r, "latency", f"{n}_series_numpy", "idle"),
+    *(
+        row
+        for state, what in (("idle", "idle"), ("retrain", "during a retrain"))
+        for row in _scoped(f"latency p50 / p99 ms, {what}", _lat_of(state))
     ),
     (
-        "latency p50 / p99 ms, during a retrain",
-        lambda r, n: _lat(r, "latency", f"{n}_series_numpy", "retrain"),
-    ),
-    (
-        "baseline `model.predict`: p50 / p99 ms, idle",
+        "baseline `model.predict` (per-series): p50 / p99 ms, idle",
         lambda r, n: _lat(r, "latency", f"{n}_series_keras", "idle"),
     ),
     (
-        "baseline `model.predict`: p50 / p99 ms, retrain",
+        "baseline `model.predict` (per-series): p50 / p99 ms, retrain",
         lambda r, n: _lat(r, "latency", f"{n}_series_keras", "retrain"),
     ),
-    (
+    *_scoped(
         "forecaster RSS, MB (models loaded)",
-        lambda r, n: _num(_get(r, "latency", f"{n}_series_numpy", "rss_mb")),
+        lambda r, n, scope: _num(_get(r, "latency", f"{n}_series_{scope}", "rss_mb")),
+    ),
+    *_scoped(
+        "forecaster start-up s, spawn → first / last series' first prediction",
+        lambda r, n, scope: _startup(_get(r, "latency", f"{n}_series_{scope}", "startup_s")),
     ),
     (
         "2 replicas: latency p50 / p99 ms, idle",
@@ -93,6 +114,30 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def accuracy_table(results: dict[str, Any]) -> str:
+    """Global vs per-series models on the four 1m files (bench/global_bench.py), one row each."""
+    g = results.get("global_training")
+    if g is None:
+        return ""
+    glob, ser = g["global"], g["series_models"]
+    lines = [
+        f"| {g['train_candles']:,} candles a file, {g['epochs']} epochs | training s "
+        "| MAE (naive) | CRPS ×1e4 |",
+        "|---|---|---|---|",
+    ]
+    for key in g["series"]:
+        gs, ss = glob["series"][key], ser["series"][key]
+        lines.append(
+            f"| {key}: global / per-series | | {gs['mae']:.5g} / {ss['mae']:.5g} "
+            f"({ss['naive_mae']:.5g}) | {gs['crps'] * 1e4:.4f} / {ss['crps'] * 1e4:.4f} |"
+        )
+    lines.append(
+        f"| all {len(g['series'])}: global / per-series | {glob['seconds']:g} / {ser['seconds']:g} "
+        f"| | {g['pooled_crps_global'] * 1e4:.4f} / {g['pooled_crps_series'] * 1e4:.4f} |"
+    )
+    return "\n".join(lines)
+
+
 def load() -> dict[str, Any]:
     if not RESULTS.exists():
         return {}
@@ -104,7 +149,11 @@ def main() -> int:
     if not RESULTS.exists():
         print(f"no {RESULTS}: run `make bench` first", file=sys.stderr)
         return 1
-    print(table(load()))
+    results = load()
+    print(table(results))
+    if acc := accuracy_table(results):
+        print()
+        print(acc)
     return 0
 
 
