@@ -74,6 +74,18 @@ class ModelSettings(BaseModel):
     )
     holdout_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of the holdout slice")
     interval_level: float = Field(0.9, gt=0, lt=1, description="Prediction interval coverage")
+    scope: Literal["global", "series"] = Field(
+        "global",
+        description="'global': one model per timeframe, trained on windows of every configured "
+        "series of that timeframe and serving them all (a new series is served from its first "
+        "full window); 'series': one model per series",
+    )
+    global_sample: int = Field(
+        60_000,
+        ge=1000,
+        description="Most training windows one global-model training draws across its series "
+        "(a random sample: its memory does not grow with the number of series)",
+    )
     seed: int = Field(0, description="Random seed for weight init and shuffling")
     threads: int = Field(
         1, ge=1, le=256, description="TensorFlow intra/inter-op threads for training"
@@ -255,9 +267,12 @@ class Settings(BaseSettings):
         seen: set[str] = set()
         for text in v:
             try:
-                key = SeriesId.parse(text).key
+                sid = SeriesId.parse(text)
             except SeriesError as e:
                 raise ValueError(str(e)) from None
+            if sid.is_global:
+                raise ValueError(f"series {text!r}: exchange id {sid.exchange!r} is reserved")
+            key = sid.key
             if key in seen:
                 raise ValueError(f"series {key!r} is listed twice")
             seen.add(key)

@@ -139,6 +139,28 @@ class SeriesId:
         """The fields every log event about this series carries."""
         return {"exchange": self.exchange, "symbol": self.symbol, "timeframe": self.timeframe.text}
 
+    @property
+    def is_global(self) -> bool:
+        """True for the subject of a global model (:func:`global_model_id`), not a market."""
+        return self.exchange == GLOBAL_EXCHANGE
+
+
+# The global model of a timeframe is registered, leased and logged like a series of this
+# pseudo-exchange (ccxt has no exchange of that id, and settings refuse one): its keys get their
+# own Redis Cluster hash tag and the registry needs no second code path.
+GLOBAL_EXCHANGE = "global"
+GLOBAL_SYMBOL = "ALL"
+
+
+def global_model_id(timeframe: Timeframe) -> SeriesId:
+    """The subject under which the global model of ``timeframe`` is registered and trained."""
+    return SeriesId(GLOBAL_EXCHANGE, GLOBAL_SYMBOL, timeframe)
+
+
+def model_subject(series: SeriesId, scope: str) -> SeriesId:
+    """Whose model serves ``series``: the global model of its timeframe, or its own."""
+    return global_model_id(series.timeframe) if scope == "global" else series
+
     def __str__(self) -> str:
         return self.key
 

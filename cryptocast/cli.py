@@ -40,7 +40,14 @@ def status(
         try:
             clock = await shared_clock(redis, store.keys.clock(), settings.clock)
             return [
-                await series_health(redis, store, s, clock, settings.schedule.stale_after)
+                await series_health(
+                    redis,
+                    store,
+                    s,
+                    clock,
+                    settings.schedule.stale_after,
+                    scope=settings.model.scope,
+                )
                 for s in settings.series_ids
             ]
         finally:

@@ -343,7 +343,11 @@ class Demo:
         store = CandleStore(self.redis, self.keys)
         clock = await shared_clock(self.redis, self.keys.clock(), "exchange")
         stale_after = int(self.opts.profile.get("CRYPTOCAST_SCHEDULE__STALE_AFTER", "3"))
-        return [await series_health(self.redis, store, s, clock, stale_after) for s in self.series]
+        scope = self.opts.profile.get("CRYPTOCAST_MODEL__SCOPE", "global")
+        return [
+            await series_health(self.redis, store, s, clock, stale_after, scope=scope)
+            for s in self.series
+        ]
 
 
 async def run_demo(

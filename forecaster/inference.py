@@ -1,14 +1,16 @@
 """Loading a trained model and predicting with it, fast.
 
-A model travels as two things: the ``.keras`` file's bytes (weights and architecture, loaded with
-Keras's ``safe_mode`` on; nothing is ever unpickled) and a JSON metadata dict (features, window,
-head, normalisation, scaler, interval). Metadata schema 2 adds the head and the per-window
-normalisation; schema-1 models (an MSE point model on raw features) still load, their spread taken
-from their static interval. Serving calls :meth:`LoadedModel.predict_next` on every closed
-candle; it runs the LSTM forward pass in numpy (:mod:`forecaster.numpy_lstm`) from weights
-extracted once at load, because a Keras
-``model.predict`` call costs milliseconds of framework overhead for a microsecond-sized problem.
-:meth:`LoadedModel.predict_keras` keeps the slow path as the benchmark's baseline.
+A model travels as its registry version's artifacts (docs/architecture.md, decision 11) and a
+JSON metadata dict (features, window, head, normalisation, scaler, interval). Serving loads the
+numpy artifact (:meth:`LoadedModel.from_npz`: weights as plain float arrays, nothing unpickled,
+no TensorFlow); training and the ``model.predict`` baseline load the ``.keras`` file
+(:meth:`LoadedModel.from_artifact`, Keras's ``safe_mode`` on). Metadata schema 2 adds the head and
+the per-window normalisation; schema-1 models (an MSE point model on raw features) still load,
+their spread taken from their static interval. Serving calls :meth:`LoadedModel.predict_next` on
+every closed candle; it runs the LSTM forward pass in numpy (:mod:`forecaster.numpy_lstm`),
+because a Keras ``model.predict`` call costs milliseconds of framework overhead for a
+microsecond-sized problem. :meth:`LoadedModel.predict_keras` keeps the slow path as the
+benchmark's baseline.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import structlog
 
 from config.settings import ModelSettings
+from forecaster.artifact import npz_bytes, read_npz
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
 from forecaster.features import (
@@ -40,7 +43,14 @@ from forecaster.features import (
     window_input,
 )
 from forecaster.heads import Forecast, head_outputs, head_params
-from forecaster.numpy_lstm import ArtifactError, NumpyLSTM, extract_numpy, wavefront
+from forecaster.numpy_lstm import (
+    ArtifactError,
+    DenseWeights,
+    LstmWeights,
+    NumpyLSTM,
+    keras_weights,
+    wavefront,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -111,7 +121,7 @@ def check_meta(meta: dict[str, Any]) -> tuple[Scaler, dict[str, Any]]:
 class LoadedModel:
     """A servable model: Keras model, its metadata, scaler and the numpy fast path."""
 
-    model: keras.Model
+    model: keras.Model | None  # None when loaded from the numpy artifact (serving)
     meta: dict[str, Any]
     scaler: Scaler
     window: int
@@ -125,6 +135,7 @@ class LoadedModel:
     mse_scale: float = 1.0  # the mse head's constant scale, in scaled target units
     calibrated_level: float | None = None  # split-conformal level measured on the holdout
     naive_point: bool = False  # the point falls back to the last close (see training)
+    weights: tuple[LstmWeights, DenseWeights] | None = None  # Keras layout, for the .npz
 
     # loading -------------------------------------------------------------------------------
     @classmethod
@@ -162,12 +173,50 @@ class LoadedModel:
         cls, model: keras.Model, meta: dict[str, Any], *, dtype: type[np.floating[Any]] = np.float32
     ) -> LoadedModel:
         """Wrap an in-memory Keras model with its metadata (checked as in :meth:`from_artifact`)."""
-        scaler, arch = check_meta(meta)
+        _, arch = check_meta(meta)
         window, n_feat = arch["window"], len(arch["features"])
         shape = tuple(model.input_shape)
         if shape[1:] != (window, n_feat):
             raise ArtifactError(f"model input shape {shape} != (None, {window}, {n_feat})")
-        net = extract_numpy(model, dtype)
+        lstm, dense = keras_weights(model)
+        return cls._build(model, meta, (lstm, dense), dtype)
+
+    @classmethod
+    def from_npz(
+        cls, data: bytes, meta: dict[str, Any], *, dtype: type[np.floating[Any]] = np.float32
+    ) -> LoadedModel:
+        """Load the numpy artifact (no TensorFlow); raise :class:`ArtifactError` if unfit.
+
+        ``meta`` is the registry version's metadata; the artifact's own copy of what serving
+        needs must agree with it (a version is one model, not two halves of different ones).
+        """
+        check_meta(meta)
+        lstm, dense, own = read_npz(data)
+        for key in ("architecture", "scaler", "interval"):
+            if own.get(key) != meta.get(key):
+                raise ArtifactError(f"numpy artifact's {key} differs from its version's metadata")
+        model = cls._build(None, meta, (lstm, dense), dtype)
+        inputs, feats = model.net.n_features, len(model.features)
+        if inputs != feats:
+            raise ArtifactError(f"numpy artifact has {inputs} inputs for {feats} features")
+        return model
+
+    def to_npz(self) -> bytes:
+        """This model's numpy artifact (see :mod:`forecaster.artifact`)."""
+        assert self.weights is not None, "a model built from weights always keeps them"
+        return npz_bytes(self.weights[0], self.weights[1], self.meta)
+
+    @classmethod
+    def _build(
+        cls,
+        model: keras.Model | None,
+        meta: dict[str, Any],
+        weights: tuple[LstmWeights, DenseWeights],
+        dtype: type[np.floating[Any]],
+    ) -> LoadedModel:
+        scaler, arch = check_meta(meta)
+        window = arch["window"]
+        net = NumpyLSTM(list(weights[0]), weights[1], dtype)
         head = str(arch.get("head", "mse"))
         if net.n_out != head_outputs(head):
             raise ArtifactError(f"output layer of {net.n_out} units does not fit head {head!r}")
@@ -196,6 +245,7 @@ class LoadedModel:
             mse_scale=float(mse_scale),
             calibrated_level=float(cal) if isinstance(cal, int | float) and 0 < cal < 1 else None,
             naive_point=meta.get("point") == "naive",
+            weights=weights,
         )
 
     # identity ------------------------------------------------------------------------------
@@ -226,14 +276,26 @@ class LoadedModel:
         """Fast path: scaled windows ``(B, window, F)`` → raw outputs ``(B,)`` or ``(B, k)``."""
         return self.net(x)
 
+    def keras_model(self) -> keras.Model:
+        """The Keras model; :class:`ArtifactError` for a model loaded from the numpy artifact."""
+        if self.model is None:
+            raise ArtifactError("this model was loaded from its numpy artifact: no Keras model")
+        return self.model
+
+    def keras_weight_list(self) -> list[np.ndarray]:
+        """The weights in ``keras.Model.get_weights()`` order (warm starts need no Keras load)."""
+        assert self.weights is not None
+        lstm, dense = self.weights
+        return [w for layer in lstm for w in layer] + list(dense)
+
     def forward_model(self, x: np.ndarray) -> np.ndarray:
         """Reference: ``model(x)`` in Keras (eager call, no ``predict`` loop)."""
-        out = np.asarray(self.model(np.asarray(x, np.float32), training=False))
+        out = np.asarray(self.keras_model()(np.asarray(x, np.float32), training=False))
         return out[:, 0] if out.shape[1] == 1 else out
 
     def forward_keras(self, x: np.ndarray) -> np.ndarray:
         """Slow path: ``model.predict`` (the latency benchmark's baseline)."""
-        out = np.asarray(self.model.predict(np.asarray(x, np.float32), verbose=0))
+        out = np.asarray(self.keras_model().predict(np.asarray(x, np.float32), verbose=0))
         return out[:, 0] if out.shape[1] == 1 else out
 
     # outputs in return units -------------------------------------------------------------------

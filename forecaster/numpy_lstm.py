@@ -7,6 +7,7 @@ problem, so the weights are extracted once at load and the pass runs here, batch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +15,12 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["ArtifactError", "NumpyLSTM", "extract_numpy", "wavefront"]
+__all__ = ["ArtifactError", "NumpyLSTM", "extract_numpy", "keras_weights", "wavefront"]
+
+
+# Weights in Keras's layout: per LSTM layer (kernel, recurrent kernel, bias); Dense (kernel, bias).
+LstmWeights = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+DenseWeights = tuple[np.ndarray, np.ndarray]
 
 
 class ArtifactError(ValueError):
@@ -46,7 +52,7 @@ class NumpyLSTM:
 
     def __init__(
         self,
-        lstm_weights: list[tuple[np.ndarray, ...]],
+        lstm_weights: Sequence[tuple[np.ndarray, ...]],
         dense: tuple[np.ndarray, ...],
         dtype: type[np.floating[Any]] = np.float32,
     ) -> None:
@@ -56,6 +62,16 @@ class NumpyLSTM:
         u = units.pop()
         n_layers = len(lstm_weights)
         n_feat = int(lstm_weights[0][0].shape[0])
+        for li, (kernel, recurrent, bias) in enumerate(lstm_weights):
+            fan_in = n_feat if li == 0 else u
+            if (kernel.shape, recurrent.shape, bias.shape) != (
+                (fan_in, 4 * u),
+                (u, 4 * u),
+                (4 * u,),
+            ):
+                raise ArtifactError(f"LSTM layer {li} weights have inconsistent shapes")
+        if dense[0].ndim != 2 or dense[0].shape[0] != u or dense[1].shape != dense[0].shape[1:]:
+            raise ArtifactError("output layer weights do not fit the last LSTM")
         width = n_layers * u
         perm = list(self._KERAS_TO_OURS)
         gate_scale = np.array([0.5, 0.5, 0.5, 1.0])[None, :, None]  # i, f, o halved; c not
@@ -132,10 +148,17 @@ def wavefront(blocks: np.ndarray, x: np.ndarray, units: int, n_layers: int) -> n
 
 def extract_numpy(model: keras.Model, dtype: type[np.floating[Any]]) -> NumpyLSTM:
     """Weights of a supported model for :class:`NumpyLSTM`; raise if the model is something else."""
+    lstm, dense = keras_weights(model)
+    return NumpyLSTM(lstm, dense, dtype)
+
+
+def keras_weights(model: keras.Model) -> tuple[LstmWeights, DenseWeights]:
+    """The LSTM layers' ``(kernel, recurrent, bias)`` and the Dense ``(kernel, bias)`` of a
+    supported model, in Keras's layout; raise :class:`ArtifactError` for anything else."""
     import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
-    lstm: list[tuple[np.ndarray, ...]] = []
-    dense: tuple[np.ndarray, ...] | None = None
+    lstm: LstmWeights = []
+    dense: DenseWeights | None = None
     for layer in model.layers:
         if isinstance(layer, keras.layers.LSTM):
             cfg = layer.get_config()
@@ -149,7 +172,8 @@ def extract_numpy(model: keras.Model, dtype: type[np.floating[Any]]) -> NumpyLST
             )
             if not ok:
                 raise ArtifactError(f"unsupported LSTM configuration in layer {layer.name!r}")
-            lstm.append(tuple(np.asarray(w) for w in layer.get_weights()))
+            kernel, recurrent, bias = (np.asarray(w) for w in layer.get_weights())
+            lstm.append((kernel, recurrent, bias))
         elif isinstance(layer, keras.layers.Dropout):
             continue
         elif isinstance(layer, keras.layers.Dense) and dense is None:
@@ -157,9 +181,10 @@ def extract_numpy(model: keras.Model, dtype: type[np.floating[Any]]) -> NumpyLST
             linear = cfg.get("activation") == "linear" and cfg.get("use_bias")
             if not linear:
                 raise ArtifactError(f"unsupported output layer {layer.name!r}")
-            dense = tuple(np.asarray(w) for w in layer.get_weights())
+            d_kernel, d_bias = (np.asarray(w) for w in layer.get_weights())
+            dense = (d_kernel, d_bias)
         else:
             raise ArtifactError(f"unsupported layer {layer.name!r} ({type(layer).__name__})")
     if not lstm or dense is None:
         raise ArtifactError("the model is not a stack of LSTMs ending in Dense(k)")
-    return NumpyLSTM(lstm, dense, dtype)
+    return lstm, dense

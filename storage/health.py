@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from core.clock import Clock
-from core.series import SeriesId
+from core.series import SeriesId, model_subject
 from storage.calibration import CalibrationStore, levels
 from storage.candles import CandleStore
 from storage.predictions import PredictionBus
@@ -27,9 +27,16 @@ DEGRADED_MIN_SCORED = 30
 
 
 async def series_health(
-    redis: Any, store: CandleStore, series: SeriesId, clock: Clock, stale_after: int
+    redis: Any,
+    store: CandleStore,
+    series: SeriesId,
+    clock: Clock,
+    stale_after: int,
+    *,
+    scope: str,
 ) -> dict[str, Any]:
-    """One entry of ``status --json``'s ``series`` list (fields documented in the README)."""
+    """One entry of ``status --json``'s ``series`` list (fields documented in the README);
+    ``scope`` (``model.scope``) says whose model serves the series."""
     tf = series.timeframe
     now = clock.now_ms()
     keys = store.keys
@@ -43,7 +50,7 @@ async def series_health(
     registry = ModelRegistry(redis, keys)
     model: dict[str, Any] | None = None
     try:
-        rec = await registry.current(series, with_artifact=False)
+        rec = await registry.current(model_subject(series, scope), with_artifact=False)
     except ModelIntegrityError as e:
         model = {"error": str(e)}
         rec = None
@@ -53,6 +60,7 @@ async def series_health(
         model = {
             "version": rec.version,
             "kind": (meta.get("champion") or {}).get("kind", "lstm"),
+            "scope": meta.get("scope", "series"),
             "trained_at": meta.get("trained_at", rec.created_at),
             "skill": meta.get("skill"),
             # candles closed since the last one the model was trained on

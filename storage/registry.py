@@ -1,11 +1,16 @@
 """The model registry: immutable, versioned model artifacts kept in Redis.
 
-A version holds the ``.keras`` file's bytes, their sha256 and JSON metadata (features, window,
-scaler parameters, training range, metrics). Every replica on every host sees the same versions;
-a local disk cache is only a cache. Promotion is one atomic SET of the ``current`` pointer to a
-version that is already complete. Reading verifies the sha256 (the stored field, the metadata's
-copy and the bytes must agree) before returning any bytes; the registry never unpickles anything
-and does not load models itself: that is the forecaster's job, with Keras's safe mode.
+A version holds the ``.keras`` file's bytes, their sha256, JSON metadata (features, window,
+scaler parameters, training range, metrics) and the numpy artifact (``.npz``: the weights as
+plain arrays, what serving loads without TensorFlow) whose sha256 the metadata records. Every
+replica on every host sees the same versions; a local disk cache is only a cache. Promotion is
+one atomic SET of the ``current`` pointer to a version that is already complete. Reading verifies
+the sha256 of every part it returns (the stored field, the metadata's copy and the bytes must
+agree) before returning any bytes; the registry never unpickles anything and does not load
+models itself: that is the forecaster's job.
+
+A global model (one per timeframe, serving every series of it) is registered under its subject,
+``core.series.global_model_id(timeframe)``, like a series: its keys carry their own hash tag.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class ModelRecord:
     meta: dict[str, Any]
     created_at: int
     artifact: bytes = b""
+    npz: bytes = b""  # the numpy artifact, when it was asked for
 
 
 def sha256_hex(data: bytes) -> str:
@@ -51,20 +57,25 @@ class ModelRegistry:
         self._put = redis.register_script(load_script("put_model.lua"))
         self._promote = redis.register_script(load_script("promote_model.lua"))
 
-    async def put(self, series: SeriesId, artifact: bytes, meta: dict[str, Any]) -> ModelRecord:
-        """Store a new immutable version; returns its record (not yet current)."""
+    async def put(
+        self, series: SeriesId, artifact: bytes, meta: dict[str, Any], *, npz: bytes = b""
+    ) -> ModelRecord:
+        """Store a new immutable version (``npz``: its numpy artifact); returns its record (not
+        yet current)."""
         if not artifact:
             raise ValueError("empty model artifact")
         sha = sha256_hex(artifact)
         seq = int(await self.redis.incr(self.keys.model_counter(series)))
         version = f"v{seq}-{sha[:8]}"
         meta = {**meta, "sha256": sha, "version": version}
+        if npz:
+            meta["npz_sha256"] = sha256_hex(npz)
         created = int(time.time() * 1000)
         await self._put(
             keys=[self.keys.model_version(series, version), self.keys.model_versions(series)],
-            args=[artifact, sha, orjson.dumps(meta), created, seq, version],
+            args=[artifact, sha, orjson.dumps(meta), created, seq, version, npz],
         )
-        return ModelRecord(series, version, sha, meta, created, artifact)
+        return ModelRecord(series, version, sha, meta, created, artifact, npz)
 
     async def promote(self, series: SeriesId, record: ModelRecord) -> None:
         """Make ``record`` the version served from now on (atomic)."""
@@ -77,21 +88,23 @@ class ModelRegistry:
         raw = await self.redis.get(self.keys.model_current(series))
         return None if raw is None else raw.decode()
 
-    async def current(self, series: SeriesId, *, with_artifact: bool = True) -> ModelRecord | None:
+    async def current(
+        self, series: SeriesId, *, with_artifact: bool = True, with_npz: bool = False
+    ) -> ModelRecord | None:
         """The promoted version, verified; ``None`` when nothing was promoted yet."""
         version = await self.current_version(series)
-        return (
-            None
-            if version is None
-            else await self.get(series, version, with_artifact=with_artifact)
-        )
+        if version is None:
+            return None
+        return await self.get(series, version, with_artifact=with_artifact, with_npz=with_npz)
 
     async def get(
-        self, series: SeriesId, version: str, *, with_artifact: bool = True
+        self, series: SeriesId, version: str, *, with_artifact: bool = True, with_npz: bool = False
     ) -> ModelRecord:
-        """One version; raises :class:`ModelIntegrityError` unless bytes, sha256 and metadata
-        agree, and ``KeyError`` when the version does not exist."""
-        fields = ["sha256", "meta", "created_at"] + (["artifact"] if with_artifact else [])
+        """One version (the ``.keras`` bytes with ``with_artifact``, the numpy artifact with
+        ``with_npz``); raises :class:`ModelIntegrityError` unless the bytes returned, their
+        sha256 and the metadata agree, and ``KeyError`` when the version does not exist."""
+        fields = ["sha256", "meta", "created_at", "artifact" if with_artifact else "created_at"]
+        fields.append("npz" if with_npz else "created_at")
         values = await self.redis.hmget(self.keys.model_version(series, version), fields)
         if values[0] is None:
             raise KeyError(f"no model version {version} for {series}")
@@ -106,12 +119,18 @@ class ModelRegistry:
             or meta.get("version") != version
         ):
             raise ModelIntegrityError(f"model {series} {version}: metadata missing or mismatched")
-        artifact = b""
+        artifact = npz = b""
         if with_artifact:
             artifact = values[3] or b""
             if sha256_hex(artifact) != sha:
                 raise ModelIntegrityError(f"model {series} {version}: artifact sha256 mismatch")
-        return ModelRecord(series, version, sha, meta, int(created or 0), artifact)
+        if with_npz:
+            npz = values[4] or b""
+            if not npz or meta.get("npz_sha256") is None:
+                raise ModelIntegrityError(f"model {series} {version}: no numpy artifact stored")
+            if sha256_hex(npz) != meta["npz_sha256"]:
+                raise ModelIntegrityError(f"model {series} {version}: npz sha256 mismatch")
+        return ModelRecord(series, version, sha, meta, int(created or 0), artifact, npz)
 
     async def versions(self, series: SeriesId) -> list[str]:
         """Stored version ids, oldest first."""

@@ -16,8 +16,9 @@ import pandas as pd
 
 from config.settings import ModelSettings
 from core.schemas import Candle
-from core.series import Timeframe
+from core.series import SeriesId, Timeframe, model_subject
 from forecaster.data import CandleArrays
+from storage.registry import ModelRecord, ModelRegistry
 from tests.market_data import BTC_1H, market_file
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -84,3 +85,14 @@ def weights_equal(a: list[np.ndarray], b: list[np.ndarray], atol: float = 0.0) -
         x.shape == y.shape and np.allclose(x, y, rtol=0.0, atol=atol)
         for x, y in zip(a, b, strict=True)
     )
+
+
+async def promote_trained(
+    registry: ModelRegistry, series: SeriesId, result: Any, scope: str = "global", **meta: Any
+) -> ModelRecord:
+    """Store ``result`` (a ``TrainingResult``, both artifacts) as the promoted model serving
+    ``series`` under ``scope``: the series' own, or its timeframe's global model."""
+    subject = model_subject(series, scope)
+    rec = await registry.put(subject, result.artifact, {**result.meta, **meta}, npz=result.npz)
+    await registry.promote(subject, rec)
+    return rec

@@ -32,7 +32,7 @@ from storage.keys import Keys
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.scores import LiveScores
-from tests.forecaster_support import H1, btc_arrays, btc_candles, trained_tiny
+from tests.forecaster_support import H1, btc_arrays, btc_candles, promote_trained, trained_tiny
 
 SERIES = SeriesId.parse("binance:BTC/USDT:1h")
 GAMMA = 0.05  # large, so every miss visibly moves the level
@@ -52,7 +52,7 @@ async def _setup(redis: Redis, prefix: str, meta_change: dict[str, Any] | None =
     result = trained_tiny()
     registry = ModelRegistry(redis, keys)
     meta = {**result.meta, "trained_at": 1, **(meta_change or {})}
-    await registry.promote(SERIES, await registry.put(SERIES, result.artifact, meta))
+    await promote_trained(registry, SERIES, result, **meta)
     store = CandleStore(redis, keys)
     await store.upsert(SERIES, list(btc_candles(3000)[:START]))
     return keys, registry, store
@@ -145,7 +145,9 @@ async def test_status_shows_nominal_and_effective_level(redis: Redis) -> None:
     keys, registry, store = await _setup(redis, "st")
     ctx, worker = _worker(redis, keys, registry, store, "st")
     await _feed(ctx, worker, list(btc_candles(3000)[START : START + 5]))
-    health = await series_health(redis, store, SERIES, ctx.clock, stale_after=10**6)
+    health = await series_health(
+        redis, store, SERIES, ctx.clock, stale_after=10**6, scope=ctx.settings.model.scope
+    )
     cal = health["calibration"]
     assert cal["nominal"] == 0.9 and cal["scored"] == 4
     latest = await ctx.bus.latest(SERIES)

@@ -11,7 +11,7 @@ import orjson
 
 from config.settings import load_settings
 from core.clock import WallClock
-from core.series import SeriesId
+from core.series import SeriesId, global_model_id
 from cryptocast.redis_server import RedisServer
 from storage.candles import CandleStore
 from storage.client import Redis
@@ -37,9 +37,10 @@ async def test_an_aged_model_reports_its_true_age(redis: Redis, redis_server: Re
         "trained_at": trained.open_time,
         "skill": 0.001,
     }
-    await registry.promote(S, await registry.put(S, b"weights", meta))
+    subject = global_model_id(S.timeframe)  # the default scope: the timeframe's global model
+    await registry.promote(subject, await registry.put(subject, b"weights", meta))
 
-    entry = await series_health(redis, store, S, WallClock(), stale_after=3)
+    entry = await series_health(redis, store, S, WallClock(), stale_after=3, scope="global")
     assert entry["model"]["age_candles"] == 899
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}

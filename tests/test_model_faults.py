@@ -3,12 +3,15 @@ failed training is logged with its cause and retried later."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import structlog
 
 from config.settings import Settings
 from core.series import SeriesId
 from forecaster.serving.scheduler import TrainingScheduler
-from forecaster.serving.worker import ModelHolder
+from forecaster.serving.worker import ModelCache, ModelHolder
 from forecaster.training.job import EXIT_FAILED, train_series
 from storage.candles import CandleStore
 from storage.client import Redis
@@ -23,47 +26,60 @@ async def test_bad_artifacts_are_refused_and_the_last_good_model_keeps_serving(
 ) -> None:
     good = trained_tiny()
     registry = ModelRegistry(redis)
-    holder = ModelHolder(registry, S, structlog.get_logger("test"))
-    v1 = await registry.put(S, good.artifact, good.meta)
-    await registry.promote(S, v1)
+    cache = ModelCache(registry)
+    holder = ModelHolder(cache, S, structlog.get_logger("test"))
+
+    async def put(npz: bytes) -> str:
+        return (await registry.put(S, good.artifact, good.meta, npz=npz)).version
+
+    v1 = await put(good.npz)
+    await redis.set(registry.keys.model_current(S), v1)
     await holder.load_now()
-    assert holder.record is not None and holder.record.version == v1.version
+    assert holder.record is not None and holder.record.version == v1 and holder.model is not None
 
     async def promote_and_reload(version: str) -> None:
         await redis.set(registry.keys.model_current(S), version)  # promotion as another host did
         await holder.load_now()
+        assert holder.record is not None and holder.record.version == v1, version
 
-    # 1. truncated .keras bytes (stored with their own sha: only loading can tell)
-    v2 = await registry.put(S, good.artifact[: len(good.artifact) // 2], good.meta)
-    await promote_and_reload(v2.version)
-    assert holder.record.version == v1.version and holder.model is not None
-    # 2. bytes rotted in Redis after storing: the sha256 no longer matches
-    v3 = await registry.put(S, good.artifact, good.meta)
-    await redis.hset(
-        registry.keys.model_version(S, v3.version),
-        "artifact",
-        good.artifact[:-1] + bytes([good.artifact[-1] ^ 1]),
-    )
-    await promote_and_reload(v3.version)
-    assert holder.record.version == v1.version
-    # 3. metadata swapped for another version's
-    v4 = await registry.put(S, good.artifact, good.meta)
-    other = await redis.hget(registry.keys.model_version(S, v1.version), "meta")
-    await redis.hset(registry.keys.model_version(S, v4.version), "meta", other)
-    await promote_and_reload(v4.version)
-    assert holder.record.version == v1.version
-    # 4. garbage that is not a .keras zip at all
-    v5 = await registry.put(S, b"PK\x03\x04 certainly not a model", good.meta)
-    await promote_and_reload(v5.version)
-    assert holder.record.version == v1.version
+    # 1. a truncated .npz (stored with its own sha: only loading can tell)
+    await promote_and_reload(await put(good.npz[: len(good.npz) // 2]))
+    # 2. bytes rotted in Redis after storing: the sha256 in the metadata no longer matches
+    v3 = await put(good.npz)
+    rotted = good.npz[:-1] + bytes([good.npz[-1] ^ 1])
+    await redis.hset(registry.keys.model_version(S, v3), "npz", rotted)
+    await promote_and_reload(v3)
+    # 3. an object array: np.load(allow_pickle=False) refuses it rather than unpickling
+    await promote_and_reload(await put(_npz_with(good.npz, np.array([{"x": 1}], dtype=object))))
+    # 4. weights that do not fit the architecture in the metadata
+    await promote_and_reload(await put(_npz_with(good.npz, np.zeros((3, 5), np.float32))))
+    # 5. metadata swapped for another version's
+    v5 = await put(good.npz)
+    other = await redis.hget(registry.keys.model_version(S, v1), "meta")
+    await redis.hset(registry.keys.model_version(S, v5), "meta", other)
+    await promote_and_reload(v5)
+    # 6. a version stored without its numpy artifact (serving never falls back to Keras)
+    await promote_and_reload(await put(b""))
     # refused versions are not retried on every event
     await holder.refresh()
     assert holder._loading is None or holder._loading.done()
     # a good new version is picked up
-    v6 = await registry.put(S, good.artifact, good.meta)
-    await promote_and_reload(v6.version)
-    assert holder.record.version == v6.version
+    v7 = await put(good.npz)
+    await redis.set(registry.keys.model_current(S), v7)
+    await holder.load_now()
+    assert holder.record.version == v7
     await holder.close()
+    await cache.close()
+
+
+def _npz_with(npz: bytes, dense_kernel: np.ndarray) -> bytes:
+    """``npz`` with its Dense kernel replaced (pickled when ``dense_kernel`` holds objects)."""
+    with np.load(io.BytesIO(npz)) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["dense_kernel"] = dense_kernel
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=True, **arrays)
+    return buf.getvalue()
 
 
 async def test_failed_training_is_recorded_with_its_cause_and_retried_later(
@@ -75,7 +91,13 @@ async def test_failed_training_is_recorded_with_its_cause_and_retried_later(
     bad = settings.model_copy(
         update={
             "model": settings.model.model_copy(
-                update={"window": 1000, "units": 4, "epochs": 1, "train_candles": 700}
+                update={
+                    "window": 1000,
+                    "units": 4,
+                    "epochs": 1,
+                    "train_candles": 700,
+                    "scope": "series",
+                }
             )
         }
     )
@@ -107,7 +129,8 @@ async def test_scheduler_trains_the_most_overdue_series_first(
     sched = settings.schedule.model_copy(
         update={"min_train_candles": 100, "retrain_every": 50, "max_model_age": 400}
     )
-    cfg = settings.model_copy(update={"schedule": sched})
+    model = settings.model.model_copy(update={"scope": "series"})
+    cfg = settings.model_copy(update={"schedule": sched, "model": model})
     store, registry, tlog = CandleStore(redis), ModelRegistry(redis), TrainingLog(redis)
     candles = btc_candles(1000)
     tf = S.timeframe

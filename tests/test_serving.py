@@ -13,7 +13,7 @@ from storage.events import CandleEvents
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.scores import LiveScores
-from tests.forecaster_support import btc_candles, tiny_settings, trained_tiny
+from tests.forecaster_support import btc_candles, promote_trained, tiny_settings, trained_tiny
 
 SERIES = SeriesId.parse("binance:BTC/USDT:1h")
 
@@ -38,9 +38,7 @@ async def test_events_after_a_hole_are_skipped_until_the_window_is_whole(redis: 
     hole = 2850
     result = trained_tiny()  # trained on the first 2,800: the hole is in its future
     registry = ModelRegistry(redis)
-    await registry.promote(
-        SERIES, await registry.put(SERIES, result.artifact, {**result.meta, "trained_at": 1})
-    )
+    await promote_trained(registry, SERIES, result, trained_at=1)
     store = CandleStore(redis)
     await store.upsert(SERIES, [c for c in candles[:hole]])
     settings = load_settings(schedule={"stale_after": 10**6})

@@ -109,8 +109,9 @@ class WebContext:
 
         async def compute() -> dict[str, Any]:
             clock = await shared_clock(self.redis, self.keys.clock(), self.settings.clock)
+            s = self.settings
             return await series_health(
-                self.redis, self.store, series, clock, self.settings.schedule.stale_after
+                self.redis, self.store, series, clock, s.schedule.stale_after, scope=s.model.scope
             )
 
         return await self.status_cache.get(series.key, compute)

@@ -27,7 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from config.logging import series_logger
 from config.settings import Settings
 from core.lifecycle import with_timeout
-from core.series import SeriesId
+from core.series import SeriesId, global_model_id
 from forecaster.serving.prom import TRAINING_SECONDS, TRAININGS
 from storage.candles import CandleStore
 from storage.leases import Leases
@@ -99,10 +99,24 @@ class TrainingScheduler:
         if picked is not None:
             await self.launch(*picked)
 
+    def subjects(self) -> list[SeriesId]:
+        """The models this replica may train: its held series' own, or with the global scope the
+        global model of each timeframe it serves (the ``train`` lease keeps replicas apart)."""
+        held = self.held()
+        if self.settings.model.scope == "series":
+            return held
+        return list(dict.fromkeys(global_model_id(s.timeframe) for s in held))
+
+    def members(self, subject: SeriesId) -> list[SeriesId]:
+        """The series whose candles train ``subject``."""
+        if not subject.is_global:
+            return [subject]
+        return [s for s in self.settings.series_ids if s.timeframe == subject.timeframe]
+
     async def most_urgent(self) -> tuple[SeriesId, str] | None:
-        """The held series to train next and why, or None when none needs it."""
+        """The model to train next and why, or None when none needs it."""
         best: tuple[tuple[int, float], SeriesId, str] | None = None
-        for series in self.held():
+        for series in self.subjects():
             need = await self._need(series)
             if need is not None and (best is None or need[1] > best[0]):
                 best = (need[1], series, need[0])
@@ -117,7 +131,9 @@ class TrainingScheduler:
         """Why ``series`` should be trained now and how urgently (greater first), or None."""
         sched = self.settings.schedule
         tf = series.timeframe
-        last = await self.store.last_open_time(series)
+        members = self.members(series)
+        lasts = [t for t in [await self.store.last_open_time(s) for s in members] if t is not None]
+        last = max(lasts, default=None)
         if last is None or await self.leases.holder(series, "train") is not None:
             return None
         newest = tf.floor_index(last)
@@ -129,7 +145,8 @@ class TrainingScheduler:
         except ModelIntegrityError:
             rec = None
         if rec is None:
-            if await self.store.count(series) < sched.min_train_candles:
+            counts = [await self.store.count(s) for s in members]
+            if max(counts, default=0) < sched.min_train_candles:
                 return None
             if since_attempt is None or since_attempt >= sched.retrain_every:
                 return "no model", (2, math.inf if since_attempt is None else since_attempt)

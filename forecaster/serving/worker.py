@@ -24,7 +24,7 @@ from config.settings import Settings
 from core.clock import Clock
 from core.lifecycle import cancel_and_wait
 from core.schemas import QUANTILE_LEVELS, Candle, ModelInfo, Prediction, stream_id_for
-from core.series import SeriesId
+from core.series import SeriesId, model_subject
 from forecaster.data import CandleArrays
 from forecaster.heads import Forecast
 from forecaster.inference import LoadedModel
@@ -57,18 +57,83 @@ class ServingContext:
     consumer: str
     batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
     calibration: CalibrationStore | None = None
+    models: ModelCache | None = None
 
     def __post_init__(self) -> None:
         if self.calibration is None:
             self.calibration = CalibrationStore(self.bus.redis, self.bus.keys)
+        if self.models is None:
+            self.models = ModelCache(
+                self.registry, keras=self.settings.forecast.inference == "keras"
+            )
+
+    def subject(self, series: SeriesId) -> SeriesId:
+        """Whose model serves ``series`` (its own, or its timeframe's global model)."""
+        return model_subject(series, self.settings.model.scope)
+
+
+class ModelCache:
+    """Loaded models shared by every worker of the process, one per (subject, version).
+
+    With the global scope one model serves every series of a timeframe: it is read and loaded
+    once, not once per series. Serving loads the numpy artifact (no TensorFlow in the process);
+    only the ``keras`` inference baseline loads the ``.keras`` file.
+    """
+
+    def __init__(self, registry: ModelRegistry, *, keras: bool = False) -> None:
+        self.registry = registry
+        self.keras = keras
+        self._loads: dict[tuple[str, str], asyncio.Task[tuple[LoadedModel, ModelRecord]]] = {}
+
+    async def get(self, subject: SeriesId, version: str) -> tuple[LoadedModel, ModelRecord]:
+        """The loaded model of ``version``; raises what loading raised (refused versions stay
+        refused: a version is immutable)."""
+        key = (subject.key, version)
+        task = self._loads.get(key)
+        if task is None:
+            task = self._loads[key] = asyncio.create_task(self._load(subject, version))
+            task.add_done_callback(lambda t: self._settled(key, t))
+        # Shielded: a worker cancelled while waiting must not cancel the others' load.
+        return await asyncio.shield(task)
+
+    def _settled(self, key: tuple[str, str], task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or isinstance(task.exception(), RedisError | OSError):
+            self._loads.pop(key, None)  # transient: the next refresh tries again
+        elif task.exception() is None:
+            for old in [k for k in self._loads if k[0] == key[0] and k != key]:
+                self._loads.pop(old)  # holders keep what they serve until they swap
+
+    async def _load(self, subject: SeriesId, version: str) -> tuple[LoadedModel, ModelRecord]:
+        if self.keras:
+            rec = await self.registry.get(subject, version)
+            # Keras deserialisation is CPU work: keep the event loop serving meanwhile.
+            model = await asyncio.to_thread(LoadedModel.from_artifact, rec.artifact, rec.meta)
+        else:
+            rec = await self.registry.get(subject, version, with_artifact=False, with_npz=True)
+            model = await asyncio.to_thread(LoadedModel.from_npz, rec.npz, rec.meta)
+        return model, rec
+
+    async def close(self) -> None:
+        for task in list(self._loads.values()):
+            await cancel_and_wait(task)
+        self._loads.clear()
 
 
 class ModelHolder:
-    """The model serving one series, swapped for each newly promoted version."""
+    """The model serving one series, swapped for each newly promoted version of its subject
+    (the series itself, or its timeframe's global model)."""
 
-    def __init__(self, registry: ModelRegistry, series: SeriesId, log: Any) -> None:
-        self.registry = registry
-        self.series = series
+    def __init__(
+        self,
+        cache: ModelCache,
+        subject: SeriesId,
+        log: Any,
+        *,
+        registry: ModelRegistry | None = None,
+    ) -> None:
+        self.cache = cache
+        self.registry = registry or cache.registry
+        self.series = subject
         self.log = log
         self.model: LoadedModel | None = None
         self.record: ModelRecord | None = None
@@ -95,9 +160,7 @@ class ModelHolder:
 
     async def _load(self, version: str) -> None:
         try:
-            rec = await self.registry.get(self.series, version)
-            # Keras deserialisation is CPU work: keep the event loop serving meanwhile.
-            model = await asyncio.to_thread(LoadedModel.from_artifact, rec.artifact, rec.meta)
+            model, rec = await self.cache.get(self.series, version)
         except (ModelIntegrityError, KeyError, ValueError, OSError) as e:
             self._refused.add(version)
             self.log.error(
@@ -129,7 +192,8 @@ class SeriesWorker:
         self.ctx = ctx
         self.series = series
         self.log = series_logger(series, __name__)
-        self.holder = ModelHolder(ctx.registry, series, self.log)
+        assert ctx.models is not None
+        self.holder = ModelHolder(ctx.models, ctx.subject(series), self.log)
         self.scorer = LiveScorer(ctx.settings.forecast.score_window)
         self.stats = WorkerStats()
         # The last window+1 candles, kept from the events themselves so the hot path needs no

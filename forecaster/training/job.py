@@ -1,4 +1,8 @@
-"""One training run of one series, in its own process: ``python -m forecaster.training.job``.
+"""One training run of one model, in its own process: ``python -m forecaster.training.job``.
+
+The model is a series' own (``--series binance:BTC/USDT:1m``) or the global model of a timeframe
+(``--series global:ALL:1m``, :func:`core.series.global_model_id`), trained on every configured
+series of that timeframe (:mod:`forecaster.training.pooled`).
 
 Training is CPU-heavy and must never delay serving (docs/architecture.md, decision 3), so the
 service starts this module as a child process with TensorFlow's threads bounded
@@ -30,6 +34,7 @@ from config.logging import configure_logging, series_logger
 from config.settings import Settings, load_settings
 from core.clock import shared_clock
 from core.lifecycle import cancel_and_wait, on_signals
+from core.schemas import Candle
 from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
@@ -48,6 +53,7 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
     from forecaster.data import CandleArrays  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.inference import ArtifactError, LoadedModel  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.training.model import configure_tensorflow  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.training.pooled import train_global  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.training.promotion import decide_promotion  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.training.train import train  # noqa: PLC0415 (TensorFlow loads after the lease is held)
 
@@ -72,13 +78,17 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
     renew = asyncio.create_task(_renew(leases, series, owner))
     started = time.time()
     try:
-        candles = await store.last(series, settings.model.train_candles)
-        newest = series.timeframe.floor_index(candles[-1].open_time) if candles else None
+        by_series = await training_candles(store, settings, series)
+        last_open = max((c[-1].open_time for c in by_series.values() if c), default=None)
+        newest = None if last_open is None else series.timeframe.floor_index(last_open)
         await tlog.record(
             series, started_at=int(started * 1000), index=newest, outcome="running", owner=owner
         )
-        if len(candles) < settings.schedule.min_train_candles:
-            slog.info("training.skipped", reason="not enough candles", candles=len(candles))
+        by_series = {
+            k: c for k, c in by_series.items() if len(c) >= settings.schedule.min_train_candles
+        }
+        if not by_series:
+            slog.info("training.skipped", reason="not enough candles")
             await tlog.record(series, outcome="not_enough_data", finished_at=_ms())
             return EXIT_SKIPPED
         current: LoadedModel | None = None
@@ -90,19 +100,31 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
                 current = await asyncio.to_thread(LoadedModel.from_artifact, rec.artifact, rec.meta)
         except (ModelIntegrityError, ArtifactError) as e:
             slog.error("training.current_model_refused", error=str(e)[:300])
-        arrays = CandleArrays.from_candles(candles, series.timeframe)
-        slog.info("training.started", candles=len(candles), warm=current is not None)
-        result = await asyncio.to_thread(
-            train,
-            arrays,
-            settings.model,
-            current=current,
-            warm_start=not force_cold,
-            series_context=series.log_fields(),
-        )
         tf = series.timeframe
+        arrays = {k: CandleArrays.from_candles(c, tf) for k, c in by_series.items()}
+        n_candles = sum(len(c) for c in by_series.values())
+        slog.info(
+            "training.started",
+            candles=n_candles,
+            series_count=len(arrays),
+            warm=current is not None,
+        )
+        if series.is_global:
+            result = await asyncio.to_thread(
+                train_global, arrays, settings.model, current=current, warm_start=not force_cold
+            )
+        else:
+            result = await asyncio.to_thread(
+                train,
+                arrays[series.key],
+                settings.model,
+                current=current,
+                warm_start=not force_cold,
+                series_context=series.log_fields(),
+            )
+        assert last_open is not None
         expired = current_meta is not None and (
-            tf.floor_index(candles[-1].open_time)
+            tf.floor_index(last_open)
             - tf.floor_index(int(current_meta["training_range"]["last_open_time"]))
             > settings.schedule.max_model_age
         )
@@ -116,7 +138,7 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
                 "current_expired": expired,
             },
         }
-        record = await registry.put(series, result.artifact, meta)
+        record = await registry.put(series, result.artifact, meta, npz=result.npz)
         if decision.promote:
             await registry.promote(series, record)
         await registry.prune(series, keep=settings.schedule.keep_versions)
@@ -148,6 +170,21 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
         with contextlib.suppress(Exception):
             await leases.release(series, "train", owner)
         await redis.aclose()
+
+
+async def training_candles(
+    store: CandleStore, settings: Settings, subject: SeriesId
+) -> dict[str, list[Candle]]:
+    """The candles one training of ``subject`` reads, per series: the series' newest
+    ``train_candles``, or for a global model each configured series of its timeframe's share
+    (:func:`forecaster.training.pooled.candles_per_series`)."""
+    from forecaster.training.pooled import candles_per_series  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+
+    if not subject.is_global:
+        return {subject.key: await store.last(subject, settings.model.train_candles)}
+    members = [s for s in settings.series_ids if s.timeframe == subject.timeframe]
+    n = candles_per_series(settings.model, len(members), settings.schedule.min_train_candles)
+    return {s.key: await store.last(s, n) for s in members}
 
 
 async def _renew(leases: Leases, series: SeriesId, owner: str) -> None:

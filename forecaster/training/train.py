@@ -66,6 +66,7 @@ class TrainingResult:
     meta: dict[str, Any]  # JSON-serialisable (orjson) metadata; see train()
     model: LoadedModel  # the candidate, ready to predict
     history: dict[str, list[float]] = field(default_factory=dict)
+    npz: bytes = b""  # the numpy artifact serving loads (forecaster.artifact)
 
     @property
     def skill(self) -> float:
@@ -113,38 +114,15 @@ def train(
         settings.holdout_fraction,
         settings.normalisation,
     )
-    model = build_model(len(settings.features), settings)
-    warm = bool(warm_start and current is not None and current.matches(settings))
-    if warm:
-        assert current is not None
-        model.set_weights(current.model.get_weights())
-
     es_x, es_y = data.early_stop.x, data.early_stop.y
-    initial_weights = model.get_weights()
-    initial_val = float(model.evaluate(es_x, es_y, batch_size=settings.batch_size, verbose=0))
-    set_seed(settings.seed)  # the shuffling order, independent of what ran before
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=settings.patience, restore_best_weights=True
+    fitted = fit_keras(settings, data.train.x, data.train.y, es_x, es_y, current, warm_start)
+    model, history, warm = fitted.model, fitted.history, fitted.warm
+    val, best_epoch, best_val, initial_val = (
+        fitted.val,
+        fitted.best_epoch,
+        fitted.best_val,
+        fitted.initial_val,
     )
-    fit = model.fit(
-        data.train.x,
-        data.train.y,
-        validation_data=(es_x, es_y),
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        shuffle=True,
-        callbacks=[stopper],
-        verbose=0,
-    )
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    val = history.get("val_loss", [])
-    best_epoch = int(np.argmin(val)) + 1 if val else 0
-    best_val = float(min(val)) if val else initial_val
-    if initial_val <= best_val:
-        # No epoch improved on the starting point (common when warm-starting a good model):
-        # keep the starting weights rather than a worse epoch.
-        model.set_weights(initial_weights)
-        best_epoch, best_val = 0, initial_val
 
     meta = _base_meta(arrays, data, settings)
     es, ho = data.early_stop, data.holdout
@@ -214,7 +192,68 @@ def train(
         current_mae=(meta["holdout"]["current"] or {}).get("mae"),
         duration_s=round(duration, 3),
     )
-    return TrainingResult(artifact=artifact, meta=meta, model=candidate, history=history)
+    return TrainingResult(
+        artifact=artifact, meta=meta, model=candidate, history=history, npz=candidate.to_npz()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FitResult:
+    """A fitted Keras model and how the fit went."""
+
+    model: Any
+    history: dict[str, list[float]]
+    warm: bool
+    val: list[float]
+    best_epoch: int
+    best_val: float
+    initial_val: float
+
+
+def fit_keras(
+    settings: ModelSettings,
+    x: np.ndarray,
+    y: np.ndarray,
+    es_x: np.ndarray,
+    es_y: np.ndarray,
+    current: LoadedModel | None,
+    warm_start: bool,
+) -> FitResult:
+    """Build the model, warm-start it from ``current`` when the architectures match, and fit it
+    with early stopping on ``(es_x, es_y)``; the starting weights win when no epoch beats them."""
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
+
+    model = build_model(len(settings.features), settings)
+    warm = bool(warm_start and current is not None and current.matches(settings))
+    if warm:
+        assert current is not None
+        model.set_weights(current.keras_weight_list())
+    initial_weights = model.get_weights()
+    initial_val = float(model.evaluate(es_x, es_y, batch_size=settings.batch_size, verbose=0))
+    set_seed(settings.seed)  # the shuffling order, independent of what ran before
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=settings.patience, restore_best_weights=True
+    )
+    fit = model.fit(
+        x,
+        y,
+        validation_data=(es_x, es_y),
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        callbacks=[stopper],
+        verbose=0,
+    )
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    val = history.get("val_loss", [])
+    best_epoch = int(np.argmin(val)) + 1 if val else 0
+    best_val = float(min(val)) if val else initial_val
+    if initial_val <= best_val:
+        # No epoch improved on the starting point (common when warm-starting a good model):
+        # keep the starting weights rather than a worse epoch.
+        model.set_weights(initial_weights)
+        best_epoch, best_val = 0, initial_val
+    return FitResult(model, history, warm, val, best_epoch, best_val, initial_val)
 
 
 def _base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
