@@ -94,8 +94,9 @@ def holdout_scores(model: Any, arrays: Any, s: Any) -> dict[str, Any]:
 
 def _run(scope: str) -> dict[str, Any]:
     """Child process: train (one global model, or one per series) and score on the holdouts."""
-    from forecaster.training import train as training
     from forecaster.training.model import configure_tensorflow
+    from forecaster.training.pooled import train_global
+    from forecaster.training.train import train
 
     s = settings()
     configure_tensorflow(s.threads)
@@ -103,7 +104,7 @@ def _run(scope: str) -> dict[str, Any]:
     out: dict[str, Any] = {"scope": scope, "series": {}}
     if scope == "global":
         t0 = time.perf_counter()
-        result = training.train_global(arrays, s)
+        result = train_global(arrays, s)
         out["seconds"] = round(time.perf_counter() - t0, 1)
         out["epochs"] = result.meta.get("epochs_run")
         for key, a in arrays.items():
@@ -116,7 +117,7 @@ def _run(scope: str) -> dict[str, Any]:
         total = 0.0
         for key, a in arrays.items():
             t0 = time.perf_counter()
-            result = training.train(a, s)
+            result = train(a, s)
             seconds = time.perf_counter() - t0
             total += seconds
             out["series"][key] = {
