@@ -36,10 +36,10 @@ TARGETS_MS = {(100, "retrain"): 10.0, (1000, "retrain"): 100.0}  # p99, scope=gl
 
 
 def rounds(n: int, inference: str) -> int:
-    """Rounds per scenario: at least ~100 samples for each p99 (a round gives one per series);
-    ``model.predict`` costs ~0.1 s a series per round, so it gets fewer."""
+    """Rounds per scenario: at least ~100 samples for each p99 (a round gives one per series;
+    ``model.predict`` costs ~0.1 s a series per round, so it gets no more)."""
     if inference == "keras":
-        return 5
+        return {1: 100}.get(n, 10)
     return {1: 100, 10: 30, 100: 10}.get(n, 2)
 
 

@@ -38,6 +38,8 @@ HISTORY = 3000
 # Loading a Keras model costs a fraction of a second; 100 series load 100 of them.
 WARMUP_TIMEOUT_S = 300.0
 ROUND_TIMEOUT_S = 120.0
+RETRAIN_START_TIMEOUT_S = 60.0
+RETRAIN_WINDOWS_S = 2.0  # from the train lease to the first epoch (40,000 candles' windows)
 
 
 # The retrain that competes with serving trains this series (not served): the whole month is
@@ -310,7 +312,15 @@ class Pipeline:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(self.logs / f"trainer-{self.tag}.log").open("wb"),
         )
-        await asyncio.sleep(8)  # past TensorFlow's import: into the training epochs
+        # The job imports TensorFlow, then takes the train lease, reads the candles and fits:
+        # the lease held, it is a second or two (the windows built) from its epochs.
+        lease = self.keys.lease(TRAIN_SERIES, "train")
+        deadline = time.monotonic() + RETRAIN_START_TIMEOUT_S
+        while not await self.redis.exists(lease):
+            if self.trainer.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the concurrent training failed:\n{self._tails()}")
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(RETRAIN_WINDOWS_S)
         if self.trainer.returncode is not None:
             raise RuntimeError(f"the concurrent training failed:\n{self._tails()}")
 

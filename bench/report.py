@@ -128,7 +128,8 @@ def accuracy_table(results: dict[str, Any]) -> str:
     for key in g["series"]:
         gs, ss = glob["series"][key], ser["series"][key]
         lines.append(
-            f"| {key}: global / per-series | | {gs['mae']:.5g} / {ss['mae']:.5g} "
+            f"| {key}: global / per-series | — / {ss['seconds']:g} "
+            f"| {gs['mae']:.5g} / {ss['mae']:.5g} "
             f"({ss['naive_mae']:.5g}) | {gs['crps'] * 1e4:.4f} / {ss['crps'] * 1e4:.4f} |"
         )
     lines.append(
