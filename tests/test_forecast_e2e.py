@@ -15,7 +15,7 @@ import pytest
 
 from core.lifecycle import with_timeout
 from core.schemas import Prediction
-from core.series import SeriesId
+from core.series import SeriesId, global_model_id
 from cryptocast.redis_server import RedisServer
 from forecaster.data import CandleArrays
 from forecaster.inference import LoadedModel
@@ -31,6 +31,14 @@ pytestmark = pytest.mark.slow
 
 SYMBOLS = ["LINK/USDT", "LTC/USDT"]
 SERIES = [SeriesId.parse(f"binance:{s}:1m") for s in SYMBOLS]
+MODEL = global_model_id(SERIES[0].timeframe)  # the default scope: one model serves both
+
+
+def tensorflow_mapped(pid: int) -> list[str]:
+    """TensorFlow's shared objects mapped into process ``pid`` (importing tensorflow, or Keras
+    on its TensorFlow backend, maps them)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return sorted({line.split()[-1] for line in maps.splitlines() if "tensorflow" in line})
 
 
 async def subscribe(
@@ -49,7 +57,7 @@ async def subscribe(
             if msg["type"] != "message":
                 continue
             p = Prediction.from_json(msg["data"])
-            training = any([await leases.holder(s, "train") is not None for s in SERIES])
+            training = await leases.holder(MODEL, "train") is not None
             out.append((p, training))
     finally:
         await pubsub.aclose()
@@ -87,6 +95,9 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
             "40 predictions per series, some during a retrain",
             on_fail=lambda: forecast.tail() + ingest.tail(),
         )
+        # Serving loaded only numpy artifacts: TensorFlow runs in the training children alone.
+        assert forecast.proc is not None
+        assert tensorflow_mapped(forecast.proc.pid) == []
     finally:
         sub.cancel()
         await asyncio.gather(sub, return_exceptions=True)
@@ -97,12 +108,13 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
     assert any(t for _, t in received), "no prediction arrived while a retrain was running"
     models: dict[str, LoadedModel] = {}
     promoted = set()
-    for s in SERIES:
-        for v in await registry.versions(s):
-            rec = await registry.get(s, v)
-            if rec.meta["promotion"]["promote"]:
-                promoted.add(v)
-            models[v] = LoadedModel.from_artifact(rec.artifact, rec.meta)
+    assert all([await registry.versions(s) == [] for s in SERIES])  # no model of their own
+    for v in await registry.versions(MODEL):
+        rec = await registry.get(MODEL, v)
+        assert rec.meta["scope"] == "global" and rec.meta["members"] == [s.key for s in SERIES]
+        if rec.meta["promotion"]["promote"]:
+            promoted.add(v)
+        models[v] = LoadedModel.from_artifact(rec.artifact, rec.meta)
     for s in SERIES:
         mine = [p for p, _ in received if p.series == s]
         as_ofs = [p.as_of for p in mine]
@@ -145,7 +157,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
     try:
 
         async def serving_and_training() -> bool:
-            return await bus.count(series) >= 5 and await leases.holder(series, "train") is not None
+            return await bus.count(series) >= 5 and await leases.holder(MODEL, "train") is not None
 
         await wait_for(
             serving_and_training,
@@ -153,7 +165,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
             "predictions flowing while a retrain runs",
             on_fail=forecast.tail,
         )
-        good = await registry.current_version(series)
+        good = await registry.current_version(MODEL)
         killed_at = time.monotonic()
         forecast.kill()  # mid-stream and mid-training: the training child dies with it
         published_before = await bus.count(series)
@@ -205,15 +217,16 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
     # the restarted process served a promoted, intact model: the last good one or a newer one
     after = predictions[published_before:]
     assert after
-    versions = await registry.versions(series)
+    versions = await registry.versions(MODEL)
     for v in versions:  # every stored version is complete and verifies: nothing partial
-        rec = await registry.get(series, v)
-        assert rec.artifact and LoadedModel.from_artifact(rec.artifact, rec.meta)
+        rec = await registry.get(MODEL, v, with_npz=True)
+        assert LoadedModel.from_artifact(rec.artifact, rec.meta)
+        assert LoadedModel.from_npz(rec.npz, rec.meta)
     served = {p.model.version for p in after}
     promoted = {
         v
         for v in versions
-        if (await registry.get(series, v, with_artifact=False)).meta["promotion"]["promote"]
+        if (await registry.get(MODEL, v, with_artifact=False)).meta["promotion"]["promote"]
     }
     assert served <= promoted | {good}
     assert "model.refused" not in "\n".join(restarted.log_lines())
