@@ -24,13 +24,14 @@ from storage.client import Redis
 from storage.events import CandleEvents
 from storage.leases import Leases
 from storage.predictions import PredictionBus
-from storage.registry import ModelRegistry
+from storage.registry import ModelRegistry, TrainingLog
 from tests.e2e_support import Service, service_env, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
 
 SYMBOLS = ["LINK/USDT", "LTC/USDT"]
 SERIES = [SeriesId.parse(f"binance:{s}:1m") for s in SYMBOLS]
+SERIES_KEYS = [s.key for s in SERIES]
 MODEL = global_model_id(SERIES[0].timeframe)  # the default scope: one model serves both
 
 
@@ -140,8 +141,8 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
 async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
     redis: Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    exchange = await start_replay(SYMBOLS[:1], 1600, tmp_path, speed=60)
-    series = SERIES[0]
+    exchange = await start_replay(SYMBOLS, 1600, tmp_path, speed=60)
+    series, added = SERIES
     env = service_env(
         redis_server.url,
         exchange,
@@ -150,7 +151,10 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
         CRYPTOCAST_SCHEDULE__STALE_AFTER="200",
         CRYPTOCAST_FORECAST__LEASE_TTL_S="2",
     )
-    ingest = Service("ingest", env, tmp_path).start()
+    # Ingest stores both series from the start; the forecaster serves the second only once
+    # restarted with it in its configuration (a series added to a running deployment).
+    ingest = Service("ingest", {**env, "CRYPTOCAST_SERIES": ",".join(SERIES_KEYS)}, tmp_path)
+    ingest.start()
     forecast = Service("forecast", env, tmp_path).start()
     bus, registry, leases = PredictionBus(redis), ModelRegistry(redis), Leases(redis)
     events = CandleEvents(redis)
@@ -181,7 +185,8 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
         await wait_for(backlog, 30, "candles to close while the forecaster is down")
         backlog_end = await store.last_open_time(series)
         assert backlog_end is not None
-        restarted = Service("forecast", env, tmp_path).start()
+        restarted_env = {**env, "CRYPTOCAST_SERIES": ",".join(SERIES_KEYS)}
+        restarted = Service("forecast", restarted_env, tmp_path).start()
         try:
 
             async def caught_up() -> bool:
@@ -193,6 +198,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
                     and latest.as_of == last
                     and latest.as_of > backlog_end  # the restarted process did the work
                     and await events.pending_count(series) == 0
+                    and await bus.count(added) >= 5
                 )
 
             await wait_for(
@@ -230,3 +236,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
     }
     assert served <= promoted | {good}
     assert "model.refused" not in "\n".join(restarted.log_lines())
+    # the added series was served by the global model at once, with no training of its own
+    for_added = await bus.since(added)
+    assert for_added and {p.model.version for p in for_added} <= set(versions)
+    assert await registry.versions(added) == [] and await TrainingLog(redis).state(added) == {}

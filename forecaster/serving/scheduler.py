@@ -8,6 +8,10 @@ overdue it is, so that when training cannot keep up no series waits behind the o
 most one training runs per replica so serving keeps a core; the ``train`` lease inside the job keeps
 two replicas from training one series at once. A failed run is logged with its cause and retried
 ``retrain_every`` candles later.
+
+With the global scope (``model.scope``, the default) what is trained is the global model of each
+timeframe this replica serves, judged on the newest candle of any of its series
+(docs/architecture.md, decision 12); the ``train`` lease on it keeps replicas apart.
 """
 
 from __future__ import annotations
