@@ -1,7 +1,9 @@
 """The model registry: immutable, versioned model artifacts kept in Redis.
 
 A version holds the ``.keras`` file's bytes, their sha256 and JSON metadata (features, window,
-scaler parameters, training range, metrics). Every replica on every host sees the same versions;
+scaler parameters, training range, metrics) in the typed schema of :mod:`core.model_meta`: it is
+validated when stored and parsed on every read, and a record carries the parsed
+:class:`~core.model_meta.ModelMeta`. Every replica on every host sees the same versions;
 a local disk cache is only a cache. Promotion is one atomic SET of the ``current`` pointer to a
 version that is already complete. Reading verifies the sha256 (the stored field, the metadata's
 copy and the bytes must agree) before returning any bytes; the registry never unpickles anything
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from core.model_meta import ModelMeta, ModelMetaError
 from core.series import SeriesId
 from storage.candles import load_script
 from storage.keys import Keys
@@ -33,9 +37,14 @@ class ModelRecord:
     series: SeriesId
     version: str
     sha256: str
-    meta: dict[str, Any]
+    meta: ModelMeta
     created_at: int
     artifact: bytes = b""
+
+    @property
+    def trained_at(self) -> int:
+        """When training finished (UTC ms): the metadata's, else when the version was stored."""
+        return self.meta.trained_at if self.meta.trained_at is not None else self.created_at
 
 
 def sha256_hex(data: bytes) -> str:
@@ -51,20 +60,30 @@ class ModelRegistry:
         self._put = redis.register_script(load_script("put_model.lua"))
         self._promote = redis.register_script(load_script("promote_model.lua"))
 
-    async def put(self, series: SeriesId, artifact: bytes, meta: dict[str, Any]) -> ModelRecord:
-        """Store a new immutable version; returns its record (not yet current)."""
+    async def put(
+        self, series: SeriesId, artifact: bytes, meta: ModelMeta | Mapping[str, Any]
+    ) -> ModelRecord:
+        """Store a new immutable version; returns its record (not yet current).
+
+        A dict is stored as given (plus ``sha256`` and ``version``) once its JSON validates as a
+        :class:`ModelMeta`; else :class:`~core.model_meta.ModelMetaError` (a ``ValueError``) and
+        nothing is stored.
+        """
         if not artifact:
             raise ValueError("empty model artifact")
+        raw = meta.to_json() if isinstance(meta, ModelMeta) else dict(meta)
         sha = sha256_hex(artifact)
         seq = int(await self.redis.incr(self.keys.model_counter(series)))
         version = f"v{seq}-{sha[:8]}"
-        meta = {**meta, "sha256": sha, "version": version}
+        body = orjson.dumps({**raw, "sha256": sha, "version": version})
+        # The bytes as stored must parse (orjson writes NaN as null, which a float field refuses).
+        typed = ModelMeta.parse(body)
         created = int(time.time() * 1000)
         await self._put(
             keys=[self.keys.model_version(series, version), self.keys.model_versions(series)],
-            args=[artifact, sha, orjson.dumps(meta), created, seq, version],
+            args=[artifact, sha, body, created, seq, version],
         )
-        return ModelRecord(series, version, sha, meta, created, artifact)
+        return ModelRecord(series, version, sha, typed, created, artifact)
 
     async def promote(self, series: SeriesId, record: ModelRecord) -> None:
         """Make ``record`` the version served from now on (atomic)."""
@@ -90,21 +109,17 @@ class ModelRegistry:
         self, series: SeriesId, version: str, *, with_artifact: bool = True
     ) -> ModelRecord:
         """One version; raises :class:`ModelIntegrityError` unless bytes, sha256 and metadata
-        agree, and ``KeyError`` when the version does not exist."""
+        agree and the metadata parses, and ``KeyError`` when the version does not exist."""
         fields = ["sha256", "meta", "created_at"] + (["artifact"] if with_artifact else [])
         values = await self.redis.hmget(self.keys.model_version(series, version), fields)
         if values[0] is None:
             raise KeyError(f"no model version {version} for {series}")
         sha, raw_meta, created = values[0].decode(), values[1], values[2]
         try:
-            meta = orjson.loads(raw_meta) if raw_meta else None
-        except orjson.JSONDecodeError:
-            meta = None
-        if (
-            not isinstance(meta, dict)
-            or meta.get("sha256") != sha
-            or meta.get("version") != version
-        ):
+            meta = ModelMeta.parse(raw_meta) if raw_meta else None
+        except ModelMetaError as e:
+            raise ModelIntegrityError(f"model {series} {version}: {e}") from None
+        if meta is None or meta.sha256 != sha or meta.version != version:
             raise ModelIntegrityError(f"model {series} {version}: metadata missing or mismatched")
         artifact = b""
         if with_artifact:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.lifecycle import with_timeout
+from core.model_meta import ModelMeta
 from core.schemas import Prediction
 from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
@@ -31,6 +32,11 @@ pytestmark = pytest.mark.slow
 
 SYMBOLS = ["LINK/USDT", "LTC/USDT"]
 SERIES = [SeriesId.parse(f"binance:{s}:1m") for s in SYMBOLS]
+
+
+def _promoted(meta: ModelMeta) -> bool:
+    """Whether the training run that stored this version promoted it."""
+    return meta.promotion is not None and meta.promotion.promote
 
 
 async def subscribe(
@@ -100,7 +106,7 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
     for s in SERIES:
         for v in await registry.versions(s):
             rec = await registry.get(s, v)
-            if rec.meta["promotion"]["promote"]:
+            if _promoted(rec.meta):
                 promoted.add(v)
             models[v] = LoadedModel.from_artifact(rec.artifact, rec.meta)
     for s in SERIES:
@@ -211,9 +217,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
         assert rec.artifact and LoadedModel.from_artifact(rec.artifact, rec.meta)
     served = {p.model.version for p in after}
     promoted = {
-        v
-        for v in versions
-        if (await registry.get(series, v, with_artifact=False)).meta["promotion"]["promote"]
+        v for v in versions if _promoted((await registry.get(series, v, with_artifact=False)).meta)
     }
     assert served <= promoted | {good}
     assert "model.refused" not in "\n".join(restarted.log_lines())

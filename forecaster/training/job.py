@@ -22,7 +22,6 @@ import socket
 import sys
 import time
 import uuid
-from typing import Any
 
 import structlog
 
@@ -30,6 +29,7 @@ from config.logging import configure_logging, series_logger
 from config.settings import Settings, load_settings
 from core.clock import shared_clock
 from core.lifecycle import cancel_and_wait, on_signals
+from core.model_meta import ModelMeta
 from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
@@ -82,7 +82,7 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
             await tlog.record(series, outcome="not_enough_data", finished_at=_ms())
             return EXIT_SKIPPED
         current: LoadedModel | None = None
-        current_meta: dict[str, Any] | None = None
+        current_meta: ModelMeta | None = None
         try:
             rec = await registry.current(series)
             if rec is not None:
@@ -101,12 +101,10 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
             series_context=series.log_fields(),
         )
         tf = series.timeframe
-        expired = current_meta is not None and (
-            tf.floor_index(candles[-1].open_time)
-            - tf.floor_index(int(current_meta["training_range"]["last_open_time"]))
-            > settings.schedule.max_model_age
+        expired = current_meta is not None and current_meta.expired(
+            candles[-1].open_time, tf, settings.schedule.max_model_age
         )
-        decision = decide_promotion(result.meta, current_meta, expired)
+        decision = decide_promotion(result.typed_meta, current_meta, expired)
         meta = {
             **result.meta,
             "trained_at": clock.now_ms(),
@@ -127,14 +125,14 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
             reason=decision.reason,
             finished_at=_ms(),
             duration_s=round(time.time() - started, 2),
-            skill=result.meta["skill"],
+            skill=result.typed_meta.skill,
         )
         slog.info(
             "training.finished",
             version=record.version,
             promoted=decision.promote,
             reason=decision.reason,
-            skill=result.meta["skill"],
+            skill=result.typed_meta.skill,
             duration_s=round(time.time() - started, 2),
         )
         return EXIT_OK
