@@ -31,6 +31,7 @@ def _median_us(fn: Callable[[], Any], n: int) -> float:
 def main() -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from config.settings import ModelSettings
+    from core.model_meta import EconometricEntry
     from forecaster.econometric import fit_model
     from forecaster.features import log_returns, prepare
     from forecaster.inference import LoadedModel
@@ -58,6 +59,7 @@ def main() -> dict[str, Any]:
             "scaler": data.scaler.to_json(),
             "interval": {"level": 0.9, "q_low": -0.01, "q_high": 0.01},
             "head_params": {"mse_scale": 1.0},
+            "training_range": {"last_open_time": int(arrays.open_time[-1])},
         }
         model = LoadedModel.from_keras(build_model(len(s.features), s), meta)
         recent = arrays.tail(s.window + 1)
@@ -68,11 +70,9 @@ def main() -> dict[str, Any]:
     rets = log_returns(arrays)
     garch = fit_model("garch", rets[:2000])
     _var, state = garch.filter(rets[:2000])
-    entry = {
-        "params": garch.to_dict(),
-        "state": state.to_dict(),
-        "state_time": int(arrays.open_time[1999]),
-    }
+    entry = EconometricEntry(
+        params=garch.to_dict(), state=state.to_dict(), state_time=int(arrays.open_time[1999])
+    )
     candles = btc_candles(3000)
     server = EconometricServer(entry, arrays.timeframe)
     server.advance(candles[1999:2001])

@@ -56,17 +56,13 @@ async def series_health(
         rec = None
     if rec is not None:
         meta = rec.meta
-        trained_last = (meta.get("training_range") or {}).get("last_open_time")
         model = {
             "version": rec.version,
-            "kind": (meta.get("champion") or {}).get("kind", "lstm"),
-            "scope": meta.get("scope", "series"),
-            "trained_at": meta.get("trained_at", rec.created_at),
-            "skill": meta.get("skill"),
-            # candles closed since the last one the model was trained on
-            "age_candles": None
-            if last is None or trained_last is None
-            else max(0, tf.floor_index(last) - tf.floor_index(int(trained_last))),
+            "kind": meta.champion_kind,
+            "scope": meta.scope,
+            "trained_at": rec.trained_at,
+            "skill": meta.skill,
+            "age_candles": None if last is None else meta.age_at(last, tf),
         }
     training = await TrainingLog(redis, keys).state(series)
     raw_score = await redis.hgetall(keys.live_score(series))

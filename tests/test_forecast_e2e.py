@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.lifecycle import with_timeout
+from core.model_meta import ModelMeta
 from core.schemas import Prediction
 from core.series import SeriesId, global_model_id
 from cryptocast.redis_server import RedisServer
@@ -40,6 +41,11 @@ def tensorflow_mapped(pid: int) -> list[str]:
     on its TensorFlow backend, maps them)."""
     maps = Path(f"/proc/{pid}/maps").read_text()
     return sorted({line.split()[-1] for line in maps.splitlines() if "tensorflow" in line})
+
+
+def _promoted(meta: ModelMeta) -> bool:
+    """Whether the training run that stored this version promoted it."""
+    return meta.promotion is not None and meta.promotion.promote
 
 
 async def subscribe(
@@ -112,8 +118,8 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
     assert all([await registry.versions(s) == [] for s in SERIES])  # no model of their own
     for v in await registry.versions(MODEL):
         rec = await registry.get(MODEL, v)
-        assert rec.meta["scope"] == "global" and rec.meta["members"] == [s.key for s in SERIES]
-        if rec.meta["promotion"]["promote"]:
+        assert rec.meta.scope == "global" and rec.meta.members == [s.key for s in SERIES]
+        if _promoted(rec.meta):
             promoted.add(v)
         models[v] = LoadedModel.from_artifact(rec.artifact, rec.meta)
     for s in SERIES:
@@ -230,9 +236,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
         assert LoadedModel.from_npz(rec.npz, rec.meta)
     served = {p.model.version for p in after}
     promoted = {
-        v
-        for v in versions
-        if (await registry.get(MODEL, v, with_artifact=False)).meta["promotion"]["promote"]
+        v for v in versions if _promoted((await registry.get(MODEL, v, with_artifact=False)).meta)
     }
     assert served <= promoted | {good}
     assert "model.refused" not in "\n".join(restarted.log_lines())

@@ -97,7 +97,7 @@ def test_training_draws_a_bounded_sample_and_scores_every_series() -> None:
     pooled_crps = sum(s["crps"] * s["n"] for s in meta["per_series"].values()) / n
     assert pooled["candidate"]["crps"] == pytest.approx(pooled_crps, rel=1e-9)
     # the first global model is served whatever its skill; promotion reads the pooled scores
-    assert decide_promotion(meta, None, False).promote
+    assert decide_promotion(trained_global().typed_meta, None, False).promote
 
 
 def test_a_warm_retrain_is_scored_against_the_serving_model_on_the_same_points() -> None:

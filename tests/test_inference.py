@@ -55,6 +55,7 @@ def _untrained(**overrides: Any) -> tuple[LoadedModel, np.ndarray]:
         },
         "scaler": data.scaler.to_json(),
         "interval": {"level": 0.9, "q_low": -0.01, "q_high": 0.01},
+        "training_range": {"last_open_time": int(data.arrays.open_time[-1])},
     }
     return LoadedModel.from_keras(build_model(len(s.features), s), meta), data.holdout.x[:64]
 

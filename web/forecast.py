@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
+from core.model_meta import ModelMeta
 from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.registry import ModelRegistry
@@ -68,8 +69,8 @@ def multi_step(model: LoadedModel, recent: CandleArrays, steps: int) -> list[dic
 class _Cached:
     version: str
     model: LoadedModel
-    meta: dict[str, Any]
-    created_at: int
+    meta: ModelMeta
+    trained_at: int
 
 
 class Forecaster:
@@ -79,7 +80,7 @@ class Forecaster:
         self,
         registry: ModelRegistry,
         store: CandleStore,
-        loader: Callable[[bytes, dict[str, Any]], LoadedModel] | None = None,
+        loader: Callable[[bytes, ModelMeta], LoadedModel] | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -103,12 +104,12 @@ class Forecaster:
                 return cached
             rec = await self.registry.get(series, version)  # verifies the sha256
             loaded = await asyncio.to_thread(self._load, rec.artifact, rec.meta)
-            cached = _Cached(version, loaded, rec.meta, rec.created_at)
+            cached = _Cached(version, loaded, rec.meta, rec.trained_at)
             self._models[series.key] = cached
             log.info("web.model_loaded", series=series.key, version=version)
             return cached
 
-    def _load(self, artifact: bytes, meta: dict[str, Any]) -> LoadedModel:
+    def _load(self, artifact: bytes, meta: ModelMeta) -> LoadedModel:
         if self._loader is not None:
             return self._loader(artifact, meta)
         from forecaster.inference import LoadedModel  # noqa: PLC0415 (the forecaster code the dashboard still borrows: see pyproject)
@@ -142,8 +143,8 @@ class Forecaster:
             "series": series.key,
             "model": {
                 "version": cached.version,
-                "trained_at": cached.meta.get("trained_at", cached.created_at),
-                "skill": cached.meta.get("skill"),
+                "trained_at": cached.trained_at,
+                "skill": cached.meta.skill,
             },
             "as_of": as_of,
             "last_close": candles[-1].close,

@@ -39,6 +39,7 @@ import numpy as np
 import structlog
 
 from config.settings import ModelSettings
+from core.model_meta import ModelMeta
 from forecaster.baselines import return_history
 from forecaster.calibration import DEFAULT_GAMMA, AciState, run_aci
 from forecaster.data import CandleArrays
@@ -264,7 +265,7 @@ def run_backtest(
     vol_names = [m for m in names if m in VOL_MODELS]
 
     serving: LoadedModel | None = None
-    serving_meta: dict[str, Any] | None = None
+    serving_meta: ModelMeta | None = None
     seed_fit: Any = None
     seed_scaler: Any = None
     if "seed" in names:

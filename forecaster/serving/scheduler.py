@@ -155,11 +155,10 @@ class TrainingScheduler:
             if since_attempt is None or since_attempt >= sched.retrain_every:
                 return "no model", (2, math.inf if since_attempt is None else since_attempt)
             return None
-        trained_last = int(rec.meta["training_range"]["last_open_time"])
-        age = newest - tf.floor_index(trained_last)
+        age = rec.meta.age_at(last, tf)
         if since_attempt is None:  # a model promoted by hand or restored: count from its data
             since_attempt = age
-        if age > sched.max_model_age and since_attempt >= 1:
+        if rec.meta.expired(last, tf, sched.max_model_age) and since_attempt >= 1:
             return f"model expired ({age} candles old)", (1, age)
         if since_attempt >= sched.retrain_every:
             return f"{since_attempt} candles since last training", (0, since_attempt)

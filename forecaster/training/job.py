@@ -26,7 +26,6 @@ import socket
 import sys
 import time
 import uuid
-from typing import Any
 
 import structlog
 
@@ -34,6 +33,7 @@ from config.logging import configure_logging, series_logger
 from config.settings import Settings, load_settings
 from core.clock import shared_clock
 from core.lifecycle import cancel_and_wait, on_signals
+from core.model_meta import ModelMeta
 from core.schemas import Candle
 from core.series import SeriesId
 from storage.candles import CandleStore
@@ -92,7 +92,7 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
             await tlog.record(series, outcome="not_enough_data", finished_at=_ms())
             return EXIT_SKIPPED
         current: LoadedModel | None = None
-        current_meta: dict[str, Any] | None = None
+        current_meta: ModelMeta | None = None
         try:
             rec = await registry.current(series)
             if rec is not None:
@@ -123,12 +123,10 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
                 series_context=series.log_fields(),
             )
         assert last_open is not None
-        expired = current_meta is not None and (
-            tf.floor_index(last_open)
-            - tf.floor_index(int(current_meta["training_range"]["last_open_time"]))
-            > settings.schedule.max_model_age
+        expired = current_meta is not None and current_meta.expired(
+            last_open, tf, settings.schedule.max_model_age
         )
-        decision = decide_promotion(result.meta, current_meta, expired)
+        decision = decide_promotion(result.typed_meta, current_meta, expired)
         meta = {
             **result.meta,
             "trained_at": clock.now_ms(),
@@ -149,14 +147,14 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
             reason=decision.reason,
             finished_at=_ms(),
             duration_s=round(time.time() - started, 2),
-            skill=result.meta["skill"],
+            skill=result.typed_meta.skill,
         )
         slog.info(
             "training.finished",
             version=record.version,
             promoted=decision.promote,
             reason=decision.reason,
-            skill=result.meta["skill"],
+            skill=result.typed_meta.skill,
             duration_s=round(time.time() - started, 2),
         )
         return EXIT_OK

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import structlog
 
 from config.settings import ModelSettings
+from core.model_meta import ModelMeta
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
 from forecaster.econometric import fit_model
@@ -194,6 +196,7 @@ def train_global(
         current_crps=(pooled["current"] or {}).get("crps"),
         duration_s=round(duration, 3),
     )
+    candidate.meta = ModelMeta.parse(orjson.dumps(meta))  # what the registry will hand out
     return TrainingResult(
         artifact=artifact,
         meta=meta,
@@ -374,6 +377,6 @@ def _score(
         "ewma": {"crps": mean("ewma")},
         "champion": "lstm",
         "current": {"crps": mean("current")} if current is not None and current_ok else None,
-        "current_sha256": current.meta.get("artifact_sha256") if current is not None else None,
+        "current_sha256": current.meta.artifact_sha256 if current is not None else None,
     }
     return per, holdout

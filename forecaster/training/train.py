@@ -28,15 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import structlog
 
 from config.settings import ModelSettings
+from core.model_meta import META_KIND, META_SCHEMA_VERSION, ModelMeta
 from forecaster.baselines import ARBaseline, DriftBaseline, return_history
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
 from forecaster.econometric import VarianceModel
 from forecaster.features import PreparedData, WindowSet, prepare
-from forecaster.inference import META_KIND, META_SCHEMA_VERSION, LoadedModel
+from forecaster.inference import LoadedModel
 from forecaster.metrics import price_from_return, score
 from forecaster.training.holdout import (
     Candidate,
@@ -49,7 +51,7 @@ from forecaster.training.holdout import (
     score_candidate,
 )
 from forecaster.training.model import build_model, configure_tensorflow, set_seed
-from forecaster.training.promotion import decide_promotion, should_promote
+from forecaster.training.promotion import decide_promotion, judge, should_promote
 
 __all__ = ["TrainingResult", "decide_promotion", "should_promote", "train"]
 
@@ -63,25 +65,31 @@ class TrainingResult:
     """What a training run hands to the registry (``artifact`` + ``meta``) and to callers."""
 
     artifact: bytes  # the .keras file
-    meta: dict[str, Any]  # JSON-serialisable (orjson) metadata; see train()
-    model: LoadedModel  # the candidate, ready to predict
+    meta: dict[str, Any]  # the JSON the registry stores (it parses as a ModelMeta); see train()
+    model: LoadedModel  # the candidate, ready to predict; ``model.meta`` is ``meta`` parsed
     history: dict[str, list[float]] = field(default_factory=dict)
     npz: bytes = b""  # the numpy artifact serving loads (forecaster.artifact)
 
     @property
+    def typed_meta(self) -> ModelMeta:
+        """``meta`` parsed, as the registry will hand it out."""
+        return self.model.meta
+
+    @property
     def skill(self) -> float:
         """1 − MAE/MAE_naive on the holdout (> 0 beats naive)."""
-        s = self.meta.get("skill")
+        s = self.typed_meta.skill
         return float(s) if s is not None else math.nan
 
-    def promote(self, current_expired: bool, current_meta: dict[str, Any] | None = None) -> bool:
+    def promote(self, current_expired: bool, current_meta: ModelMeta | None = None) -> bool:
         """Decision 2 against ``current_meta`` (default: the ``current`` given to :func:`train`).
 
         Pass ``current_meta`` explicitly when the serving model may have changed since training.
         """
-        if current_meta is None and self.meta["holdout"].get("current") is not None:
-            current_meta = {"artifact_sha256": self.meta["holdout"]["current_sha256"]}
-        return should_promote(self.meta, current_meta, current_expired)
+        holdout = self.typed_meta.holdout
+        if current_meta is None and holdout is not None and holdout.current is not None:
+            return judge(holdout, True, holdout.current_sha256, current_expired).promote
+        return should_promote(self, current_meta, current_expired)
 
 
 def train(
@@ -192,6 +200,8 @@ def train(
         current_mae=(meta["holdout"]["current"] or {}).get("mae"),
         duration_s=round(duration, 3),
     )
+    # The candidate carries the finished metadata, parsed from the bytes the registry will store.
+    candidate.meta = ModelMeta.parse(orjson.dumps(meta))
     return TrainingResult(
         artifact=artifact, meta=meta, model=candidate, history=history, npz=candidate.to_npz()
     )
@@ -298,14 +308,16 @@ def _current_dist(
 ) -> tuple[str, ReturnDistribution | None, np.ndarray]:
     """The serving version's published distribution on ``rows`` of ``arrays`` and where it has
     one: its champion (the LSTM for versions that predate champions)."""
-    champ = current.meta.get("champion") or {}
-    kind = str(champ.get("kind", "lstm"))
+    kind = current.meta.champion_kind
     if kind == "lstm":
         # Rows it cannot forecast get a stand-in; they are dropped from every score.
         dist, ok = current.predict_distribution(arrays, rows)
         return kind, (dist if ok.any() else None), ok
-    model = VarianceModel.from_dict(champ["params"])
-    dist = published(filtered_on(model, arrays, rows), champ.get("point") == "naive")
+    entry = current.meta.econometric_entry(kind)
+    if entry is None:
+        raise ValueError(f"the current version's champion {kind!r} has no stored parameters")
+    model = VarianceModel.from_dict(entry.params)
+    dist = published(filtered_on(model, arrays, rows), entry.point == "naive")
     return kind, dist, np.ones(rows.size, dtype=bool)
 
 
@@ -368,11 +380,11 @@ def _score_holdout(
         out[kind]["fitted"] = cand.model.kind if cand.model is not None else kind
     if current is not None and cur_dist is not None:
         out["current"] = score_candidate(cur_dist.take(keep), ws, level, scale)
-        out["current_sha256"] = current.meta.get("artifact_sha256")
+        out["current_sha256"] = current.meta.artifact_sha256
         # A current model whose own training targets reach into this holdout has seen it; its
         # score is then optimistic. Flagged, not corrected: it only happens when settings change.
-        cur_train = (current.meta.get("slices") or {}).get("train") or {}
-        last_train = cur_train.get("last_target_time")
+        slices = current.meta.slices
+        last_train = slices.train.last_target_time if slices and slices.train else None
         out["current_overlaps_holdout"] = bool(
             last_train is not None and len(ws) and last_train >= int(ws.target_time[0])
         )
