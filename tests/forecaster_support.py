@@ -84,3 +84,13 @@ def weights_equal(a: list[np.ndarray], b: list[np.ndarray], atol: float = 0.0) -
         x.shape == y.shape and np.allclose(x, y, rtol=0.0, atol=atol)
         for x, y in zip(a, b, strict=True)
     )
+
+
+class FixedClock:
+    """A serving clock stopped at ``now_ms`` (e.g. just after the last candle: nothing stale)."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now

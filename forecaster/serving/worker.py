@@ -31,6 +31,7 @@ from forecaster.inference import LoadedModel
 from forecaster.serving.batching import InferenceBatcher
 from forecaster.serving.champion import EconometricServer, LiveCalibration, champion_entry
 from forecaster.serving.live_score import LiveScorer
+from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
 from storage.calibration import CalibrationStore
 from storage.candles import CandleStore
@@ -57,6 +58,7 @@ class ServingContext:
     consumer: str
     batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
     calibration: CalibrationStore | None = None
+    paths: PathRefresher | None = None  # the dashboard's multi-step paths; None: not kept
 
     def __post_init__(self) -> None:
         if self.calibration is None:
@@ -286,6 +288,8 @@ class SeriesWorker:
             LATENCY.labels(self.series.key).observe(prediction.latency_ms / 1000)
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
             self.scorer.predicted(prediction, (forecast.loc, forecast.scale, forecast.df))
+            if self.ctx.paths is not None:  # off the hot path: returns at once
+                self.ctx.paths.submit(self.series, model, record, arrays)
         else:
             # A redelivered event (already published once), or a gap-filled candle older than
             # one already predicted: the stream only moves forward.
