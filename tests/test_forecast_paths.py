@@ -4,6 +4,7 @@ tiny model, the real web app on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 
@@ -153,3 +154,31 @@ async def test_refresher_coalesces_logs_a_failure_and_stops_clean(redis: Redis) 
     assert paths._task is not None and paths._task.done()
     paths.submit(SERIES, model, record, arrays.slice(START - 98, START + 2))
     assert not paths._pending  # refused after close: no task is started again
+
+
+async def test_paths_wait_for_a_quiet_moment_but_not_forever(redis: Redis) -> None:
+    """While predictions keep coming (requests less than ``settle_s`` apart) no path starts, so
+    none competes with them; after the last, the newest is computed once. A never-ending stream
+    of requests delays a path by ``max_wait_s`` at most."""
+    keys = Keys()
+    record = await _promoted(redis, keys)
+    model = trained_tiny().model
+    arrays = btc_arrays(3000)
+    store = PathStore(redis, keys)
+    paths = PathRefresher(store, 12, settle_s=1.0, max_wait_s=60)
+    try:
+        for end in range(START - 9, START + 1):
+            paths.submit(SERIES, model, record, arrays.slice(end - 100, end))
+            await asyncio.sleep(0.05)
+            assert paths.refreshed == 0 and await store.read(SERIES) is None
+        newest = int(arrays.open_time[START - 1])
+        await wait_for(lambda: _stored_at(store, SERIES, newest), 30, "the path after the burst")
+        assert paths.refreshed == 1
+    finally:
+        await paths.close()
+    patient = PathRefresher(store, 12, settle_s=3600, max_wait_s=0.2)
+    try:
+        patient.submit(OTHER, model, record, arrays.slice(START - 100, START))
+        await wait_for(lambda: _stored_at(store, OTHER, newest), 30, "the path after max_wait_s")
+    finally:
+        await patient.close()
