@@ -96,3 +96,13 @@ async def promote_trained(
     rec = await registry.put(subject, result.artifact, {**result.meta, **meta}, npz=result.npz)
     await registry.promote(subject, rec)
     return rec
+
+
+class FixedClock:
+    """A serving clock stopped at ``now_ms`` (e.g. just after the last candle: nothing stale)."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now

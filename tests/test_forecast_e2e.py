@@ -23,7 +23,9 @@ from forecaster.inference import LoadedModel
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.events import CandleEvents
+from storage.keys import Keys
 from storage.leases import Leases
+from storage.paths import PathStore
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry, TrainingLog
 from tests.e2e_support import Service, service_env, start_replay, wait_for
@@ -142,6 +144,12 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
             assert p.last_close == window[-1].close
             assert p.predicted_close == pytest.approx(ref.pred_close, rel=1e-6, abs=0)
             assert p.latency_ms >= 0
+        # the dashboard's path, stored by the forecaster after a prediction of this run
+        stored = await PathStore(redis, Keys()).read(s)
+        assert stored is not None, f"no forecast path stored for {s}"
+        assert as_ofs[0] <= stored.as_of <= as_ofs[-1] and stored.steps == 240
+        assert stored.model.version in promoted and stored.points[0].time == stored.as_of + step
+    assert not [line for line in forecast.log_lines() if "path.failed" in line]
 
 
 async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(

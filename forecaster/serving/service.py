@@ -25,12 +25,14 @@ from config.settings import Settings
 from core.clock import ClockSync, ExchangeClock, WallClock
 from core.lifecycle import cancel_and_wait
 from core.series import SeriesId
+from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
 from forecaster.serving.scheduler import TrainingScheduler
 from forecaster.serving.worker import SeriesWorker, ServingContext
 from storage.candles import CandleStore
 from storage.events import CandleEvents
 from storage.leases import Leases, Replicas
+from storage.paths import PathStore
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.scores import LiveScores
@@ -65,6 +67,7 @@ class ForecastService:
             scores=LiveScores(redis, keys),
             clock=self.clock,
             consumer=self.replica,
+            paths=PathRefresher(PathStore(redis, keys), settings.forecast.path_steps),
         )
         self.leases = Leases(redis, keys)
         self.replicas = Replicas(redis, keys)
@@ -113,6 +116,8 @@ class ForecastService:
                 await self.leases.release(series, "serve", self.replica)
         if self.ctx.models is not None:
             await self.ctx.models.close()
+        if self.ctx.paths is not None:
+            await self.ctx.paths.close()
         with contextlib.suppress(RedisError, OSError):
             await self.replicas.leave(self.replica)
         log.info("forecast.stopped", replica=self.replica)

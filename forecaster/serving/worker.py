@@ -32,6 +32,7 @@ from forecaster.inference import LoadedModel
 from forecaster.serving.batching import InferenceBatcher
 from forecaster.serving.champion import EconometricServer, LiveCalibration
 from forecaster.serving.live_score import LiveScorer
+from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
 from storage.calibration import CalibrationStore
 from storage.candles import CandleStore
@@ -59,6 +60,7 @@ class ServingContext:
     batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
     calibration: CalibrationStore | None = None
     models: ModelCache | None = None
+    paths: PathRefresher | None = None  # the dashboard's multi-step paths; None: not kept
 
     def __post_init__(self) -> None:
         if self.calibration is None:
@@ -350,6 +352,8 @@ class SeriesWorker:
             LATENCY.labels(self.series.key).observe(prediction.latency_ms / 1000)
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
             self.scorer.predicted(prediction, (forecast.loc, forecast.scale, forecast.df))
+            if self.ctx.paths is not None:  # off the hot path: returns at once
+                self.ctx.paths.submit(self.series, model, record, arrays)
         else:
             # A redelivered event (already published once), or a gap-filled candle older than
             # one already predicted: the stream only moves forward.

@@ -230,22 +230,32 @@ async function loadStatus() {
   }
 }
 
+// The forecaster stores a candle's multi-step path a moment after its prediction: while the
+// stored one is older than the newest prediction (or none is stored yet), ask again, a few times.
+const FORECAST_RETRIES = 5;
 let forecastTimer = null;
-function scheduleForecast() {
+let forecastRetries = 0;
+function scheduleForecast(retry = false) {
   clearTimeout(forecastTimer);
-  forecastTimer = setTimeout(loadForecast, 250);
+  forecastRetries = retry ? forecastRetries + 1 : 0;
+  forecastTimer = setTimeout(loadForecast, retry ? 1000 : 250);
 }
 async function loadForecast() {
   const until = $("until").value;
   const q = until ? `?until=${Date.parse(until + "Z")}` : `?steps=${$("horizon").value}`;
+  const newest = state.predictions[state.predictions.length - 1];
+  let behind = false;
   try {
     const fc = await api(seriesPath(state.series) + "/forecast" + q);
     state.forecast = fc;
     drawForecast(fc);
+    behind = newest != null && fc.as_of < newest.as_of;
   } catch (e) {
     state.forecast = null;
     drawForecast(null);
+    behind = newest != null && e.status === 409;
   }
+  if (behind && forecastRetries < FORECAST_RETRIES) scheduleForecast(true);
 }
 
 function addPrediction(p, live) {
