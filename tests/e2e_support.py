@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from tests.market_data import market_file
@@ -136,6 +136,23 @@ class Service:
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """``proc``, killed on the way out if it still runs (a failing test leaves no child behind)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def interrupt(proc: subprocess.Popen[Any], within_s: float) -> int:
+    """Ctrl-C to ``proc``; its exit code, which it must give within ``within_s`` seconds."""
+    proc.send_signal(signal.SIGINT)
+    return await asyncio.to_thread(proc.wait, within_s)
 
 
 async def wait_for(

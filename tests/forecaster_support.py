@@ -70,6 +70,18 @@ def tiny_settings(**overrides: Any) -> ModelSettings:
     return ModelSettings(**base)
 
 
+def untrained_model(s: ModelSettings, data: Any, **meta: Any) -> Any:
+    """A seeded, untrained model of ``s``'s shape behind the real scaler of ``data`` (a
+    ``PreparedData``), as a ``LoadedModel``; ``meta`` adds or replaces metadata entries."""
+    from forecaster.inference import LoadedModel
+    from forecaster.training.model import build_model
+    from forecaster.training.train import base_meta
+
+    interval = {"level": 0.9, "q_low": -0.01, "q_high": 0.01}
+    full = {**base_meta(data.arrays, data, s), "interval": interval, **meta}
+    return LoadedModel.from_keras(build_model(len(s.features), s), full)
+
+
 @lru_cache(maxsize=1)
 def trained_tiny() -> Any:
     """One tiny model trained cold on the first 2,800 candles (a ``TrainingResult``)."""

@@ -51,7 +51,14 @@ from forecaster.training.holdout import (
 from forecaster.training.model import build_model, configure_tensorflow, set_seed
 from forecaster.training.promotion import decide_promotion, should_promote
 
-__all__ = ["TrainingResult", "decide_promotion", "should_promote", "train"]
+__all__ = [
+    "TrainingResult",
+    "base_meta",
+    "decide_promotion",
+    "prepare_for",
+    "should_promote",
+    "train",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -105,14 +112,7 @@ def train(
 
     used = arrays.tail(settings.train_candles)
     offset = len(arrays) - len(used)
-    data = prepare(
-        used,
-        settings.features,
-        settings.window,
-        settings.early_stop_fraction,
-        settings.holdout_fraction,
-        settings.normalisation,
-    )
+    data = prepare_for(used, settings)
     model = build_model(len(settings.features), settings)
     warm = bool(warm_start and current is not None and current.matches(settings))
     if warm:
@@ -146,7 +146,7 @@ def train(
         model.set_weights(initial_weights)
         best_epoch, best_val = 0, initial_val
 
-    meta = _base_meta(arrays, data, settings)
+    meta = base_meta(arrays, data, settings)
     es, ho = data.early_stop, data.holdout
     if settings.head == "mse":
         resid = es.y.astype(np.float64) - np.asarray(model_forward(model, es.x), np.float64)
@@ -217,7 +217,16 @@ def train(
     return TrainingResult(artifact=artifact, meta=meta, model=candidate, history=history)
 
 
-def _base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
+def prepare_for(arrays: CandleArrays, s: ModelSettings) -> PreparedData:
+    """``arrays`` cut into windows and slices as a training run with settings ``s`` cuts them."""
+    return prepare(
+        arrays, s.features, s.window, s.early_stop_fraction, s.holdout_fraction, s.normalisation
+    )
+
+
+def base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
+    """The metadata a model of ``s`` trained on ``data`` carries before it is scored: what it
+    reads (architecture, scaler, features), and on what it was trained."""
     used = data.arrays
     return {
         "schema": META_SCHEMA_VERSION,
