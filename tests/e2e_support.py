@@ -70,9 +70,21 @@ async def start_replay(
 
 
 def service_env(
-    redis_url: str, exchange: ReplayExchange, series: list[str], **extra: str
+    redis_url: str,
+    exchange: ReplayExchange,
+    series: list[str],
+    *,
+    retrain_every: int | None = None,
+    stale_after: int | None = None,
+    **extra: str,
 ) -> dict[str, str]:
+    """The environment of a service over ``exchange`` with a tiny model; ``retrain_every`` and
+    ``stale_after`` (candles) set the schedule, ``extra`` any other variable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
+    if retrain_every is not None:
+        extra["CRYPTOCAST_SCHEDULE__RETRAIN_EVERY"] = str(retrain_every)
+    if stale_after is not None:
+        extra["CRYPTOCAST_SCHEDULE__STALE_AFTER"] = str(stale_after)
     env.update(
         {
             "CRYPTOCAST_REDIS_URL": redis_url,
@@ -153,6 +165,11 @@ async def interrupt(proc: subprocess.Popen[Any], within_s: float) -> int:
     """Ctrl-C to ``proc``; its exit code, which it must give within ``within_s`` seconds."""
     proc.send_signal(signal.SIGINT)
     return await asyncio.to_thread(proc.wait, within_s)
+
+
+def start_pipeline(env: dict[str, str], log_dir: Path) -> tuple[Service, Service]:
+    """The ingest and the forecast service, both started with ``env``."""
+    return Service("ingest", env, log_dir).start(), Service("forecast", env, log_dir).start()
 
 
 async def wait_for(

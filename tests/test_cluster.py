@@ -96,8 +96,8 @@ async def test_two_replicas_on_a_three_master_cluster(tmp_path: Path) -> None:
             exchange,
             [s.key for s in SERIES],
             CRYPTOCAST_REDIS_CLUSTER="true",
-            CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="100000",
-            CRYPTOCAST_SCHEDULE__STALE_AFTER="500",
+            retrain_every=100000,
+            stale_after=500,
             CRYPTOCAST_FORECAST__LEASE_TTL_S="3",
         )
         # Both replicas start together: each first sees itself alone and takes every series,

@@ -10,6 +10,7 @@ Everything runs over loopback: real websockets, real REST through ccxt, the real
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import signal
@@ -92,6 +93,14 @@ def _settings(base: Settings, ex: ReplayExchange, series: list[str], **ingest: A
     )
 
 
+def _ingest(
+    redis: Redis, cfg: Settings, expected_interval_s: float
+) -> tuple[CandleStore, IngestService]:
+    """A candle store under ``cfg``'s key prefix and an ingest service writing to it."""
+    store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
+    return store, IngestService(cfg, store, expected_interval_s=expected_interval_s)
+
+
 @asynccontextmanager
 async def _running(service: IngestService) -> AsyncIterator[asyncio.Task[None]]:
     """Start the service (as ``serve_ingest`` does) and stop it cleanly, whatever happens."""
@@ -124,16 +133,14 @@ def _record_offers(service: IngestService) -> dict[tuple[str, str], set[int]]:
     """Spy on the sink: open times offered per (series, via), accepted or not."""
     offered: dict[tuple[str, str], set[int]] = defaultdict(set)
     real = service.sink.offer
+    signature = inspect.signature(real)
 
-    def offer(
-        series: SeriesId,
-        candle: Candle,
-        arrived_ms: int,
-        via: str = "ws",
-        close_time: int | None = None,
-    ) -> bool:
-        offered[series.key, via].add(candle.open_time)
-        return real(series, candle, arrived_ms, via, close_time)
+    def offer(*args: Any, **kwargs: Any) -> bool:
+        call = signature.bind(*args, **kwargs)
+        call.apply_defaults()
+        a = call.arguments
+        offered[a["series"].key, a["via"]].add(a["candle"].open_time)
+        return real(*args, **kwargs)
 
     service.sink.offer = offer  # type: ignore[method-assign]
     return offered
@@ -192,9 +199,8 @@ async def test_faulty_feed_every_candle_exactly_once(
         list(csvs.values()), speed=2000.0, updates_per_candle=1, faults=faults
     ) as ex:
         cfg = _settings(settings, ex, [s.key for s in series], stale_factor=3.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
         # Four streams at 2000x send a message every ~4 ms: 0.15 s of silence is a stall.
-        service = IngestService(cfg, store, expected_interval_s=0.05)
+        store, service = _ingest(redis, cfg, expected_interval_s=0.05)
         async with _running(service):
             src = service.sources[0]
             replay_s = live * 60 / 2000.0
@@ -246,8 +252,7 @@ async def test_fifty_disconnects_and_server_closes_lose_nothing(
         connection_clock="wall",
     ) as ex:
         cfg = _settings(settings, ex, [s.key for s in series], stale_factor=3.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.05)
+        store, service = _ingest(redis, cfg, expected_interval_s=0.05)
         async with _running(service):
             src = service.sources[0]
             await _until(
@@ -280,9 +285,8 @@ async def test_healthy_feed_every_live_candle_over_websocket(
     # history fill and the first connect's fill could each need a page).
     async with _replay(list(csvs.values()), speed=600.0, updates_per_candle=1) as ex:
         cfg = _settings(settings, ex, [s.key for s in series])
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
         # Generous stale limit: a healthy feed must not be mistaken for a stalled one.
-        service = IngestService(cfg, store, expected_interval_s=0.5)
+        store, service = _ingest(redis, cfg, expected_interval_s=0.5)
         offered = _record_offers(service)
         async with _running(service):
             await _until(
@@ -334,8 +338,7 @@ async def test_candles_closed_early_and_flat_outage_candles_are_stored(
     rows = _rows(path)
     async with _replay([path], speed=600.0, updates_per_candle=1) as ex:
         cfg = _settings(settings, ex, [series.key])
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.5)
+        store, service = _ingest(redis, cfg, expected_interval_s=0.5)
         offered = _record_offers(service)
         async with _running(service):
             await _until(
@@ -366,8 +369,7 @@ async def test_ccxt_sources_store_closed_candles_only(
         csvs, speed=1000.0, updates_per_candle=3, faults=faults or FaultConfig()
     ) as ex:
         cfg = _settings(settings, ex, keys, mode=mode, poll_interval_s=0.05, stale_factor=4.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.1)
+        store, service = _ingest(redis, cfg, expected_interval_s=0.1)
         offered = _record_offers(service)
         async with _running(service):
             src = service.sources[0]
