@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptocast.redis_server import free_port
 from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from tests.market_data import market_file
 
@@ -35,6 +37,21 @@ TINY_MODEL = {
     "CRYPTOCAST_SCHEDULE__MIN_TRAIN_CANDLES": "300",
     "CRYPTOCAST_SCHEDULE__CHECK_INTERVAL_S": "0.5",
 }
+
+
+def free_port_pair(offset: int) -> int:
+    """A free port N with N + ``offset`` free too, for a second listener derived from N."""
+    for _ in range(200):
+        port = free_port()
+        if port + offset > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port N with N + {offset} free too")
 
 
 def slice_csv(symbol: str, rows: int, dest: Path) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -27,25 +26,17 @@ from core.schemas import Prediction
 from cryptocast.demo import Demo, DemoOptions, run_demo
 from cryptocast.demo_report import summarise
 from replay import FaultConfig
-from tests.e2e_support import TINY_MODEL, interrupt, reaped, status_json, wait_for
+from tests.e2e_support import (
+    TINY_MODEL,
+    free_port_pair,
+    interrupt,
+    reaped,
+    status_json,
+    wait_for,
+)
 from tests.factories import make_prediction
 
 pytestmark = pytest.mark.slow
-
-
-def two_free_ports() -> int:
-    """A port N with N+1 free too (ingest serves metrics on N, the forecaster on N+1)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise AssertionError("no two consecutive free ports")
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -64,7 +55,7 @@ def total(metrics: dict[str, dict[tuple[tuple[str, str], ...], float]], name: st
 
 
 async def test_demo_reports_predictions_metrics_and_status(tmp_path: Path) -> None:
-    port = two_free_ports()
+    port = free_port_pair(1)  # ingest serves metrics on port, the forecaster on port + 1
     opts = DemoOptions(
         out_dir=tmp_path / "demo",
         speed=180,
