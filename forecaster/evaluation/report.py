@@ -2,9 +2,10 @@
 
 Point scores are in price space on the same test points for every model (see
 :mod:`forecaster.metrics`); distribution scores (CRPS, pinball, Winkler, QLIKE, Brier,
-Christoffersen) are in log-return space, see :mod:`forecaster.evaluation.scores`. MASE divides
-each point's absolute error by the naive forecast's in-sample MAE on *its fold's* train window,
-then averages: every fold is scaled by what naive achieved on the data that fold's models were
+Christoffersen) are in log-return space, see :mod:`forecaster.evaluation.scores`. MASE (in
+Hyndman's sense; the live score's ``relative_mae`` is another figure) divides each point's
+absolute error by the naive forecast's in-sample MAE on *its fold's* train window, then
+averages: every fold is scaled by what naive achieved on the data that fold's models were
 trained on. Direction accuracy counts only candles
 that moved; the naive forecast calls no direction, so it scores 0 there by definition.
 
