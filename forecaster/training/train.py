@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,18 +42,21 @@ from forecaster.metrics import price_from_return, score
 from forecaster.training.holdout import (
     Candidate,
     calibrated_level,
+    champion_meta,
     choose_champion,
+    econ_entry,
     econometric_candidates,
     filtered_on,
     point_is_naive,
     published,
     score_candidate,
 )
-from forecaster.training.model import build_model, configure_tensorflow, set_seed
+from forecaster.training.model import build_model, configure_tensorflow, set_seed, stop_callback
 from forecaster.training.promotion import decide_promotion, should_promote
 
 __all__ = [
     "TrainingResult",
+    "TrainingStopped",
     "base_meta",
     "decide_promotion",
     "prepare_for",
@@ -63,6 +67,10 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 AR_LAGS = 5
+
+
+class TrainingStopped(RuntimeError):
+    """A run ended early by its ``stop`` flag (see :func:`train`): it stores no model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +105,16 @@ def train(
     current: LoadedModel | None = None,
     warm_start: bool = True,
     series_context: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train a candidate on the last ``settings.train_candles`` candles of ``arrays``.
 
     ``current`` (the serving model, if any) is scored on the candidate's holdout and, when
     ``warm_start`` is true and its architecture, window and features match ``settings``, seeds
     the candidate's weights. Raises :class:`~forecaster.features.FeatureError` when the candles
-    leave a slice without windows.
+    leave a slice without windows. Once ``stop`` is set (from another thread: the training
+    job's lease was lost, or it was told to end), the fit ends after its current batch and
+    :class:`TrainingStopped` is raised: a stopped run yields no model.
     """
     t0 = time.perf_counter()
     configure_tensorflow(settings.threads)
@@ -133,9 +144,10 @@ def train(
         epochs=settings.epochs,
         batch_size=settings.batch_size,
         shuffle=True,
-        callbacks=[stopper],
+        callbacks=[stopper] if stop is None else [stopper, stop_callback(stop)],
         verbose=0,
     )
+    _raise_if_stopped(stop)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     val = history.get("val_loss", [])
     best_epoch = int(np.argmin(val)) + 1 if val else 0
@@ -176,14 +188,15 @@ def train(
     context = {"timeframe": arrays.timeframe.text, **(series_context or {})}
     econ = econometric_candidates(data.arrays, data.bounds[0], ho, context)
     meta["holdout"] = _score_holdout(arrays, offset, data, pub_ho, econ, current, settings)
-    meta["champion"] = _champion_meta(meta["holdout"], econ)
+    meta["champion"] = champion_meta(meta["holdout"], econ)
     # Every econometric candidate, so serving can fall back to one when the champion cannot
     # forecast (a non-finite output): a few numbers each.
-    meta["econometric"] = {k: _econ_entry(meta["holdout"], c) for k, c in econ.items()}
+    meta["econometric"] = {k: econ_entry(meta["holdout"], c) for k, c in econ.items()}
     cand_mae = meta["holdout"]["candidate"]["mae"]
     naive_mae = meta["holdout"]["naive"]["mae"]
     meta["skill"] = _num(1.0 - cand_mae / naive_mae) if cand_mae is not None and naive_mae else None
 
+    _raise_if_stopped(stop)  # the scoring takes seconds too
     artifact = _save(model)
     duration = time.perf_counter() - t0
     meta.update(
@@ -251,6 +264,11 @@ def base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dic
         "slices": data.slices_json(),
         "seed": s.seed,
     }
+
+
+def _raise_if_stopped(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise TrainingStopped("the training was told to stop")
 
 
 def _interval_quantiles(residuals: np.ndarray, level: float) -> tuple[float, float]:
@@ -349,34 +367,6 @@ def _score_holdout(
     scores = {"lstm": out["candidate"], **{k: out[k] for k in econ}}
     out["champion"] = choose_champion(scores)
     return out
-
-
-def _champion_meta(holdout: dict[str, Any], econ: dict[str, Candidate]) -> dict[str, Any]:
-    """What serving needs to publish the champion (params and filter state for econometric)."""
-    kind = holdout["champion"]
-    scores = holdout["candidate"] if kind == "lstm" else holdout[kind]
-    naive_mae = holdout["naive"]["mae"]
-    champ: dict[str, Any] = {
-        "kind": kind,
-        "crps": scores["crps"],
-        "calibrated_level": scores["calibrated_level"],
-        "skill": _num(1.0 - scores["mae"] / naive_mae) if naive_mae else None,
-    }
-    if kind != "lstm":
-        champ.update(_econ_entry(holdout, econ[kind]))
-    return champ
-
-
-def _econ_entry(holdout: dict[str, Any], cand: Candidate) -> dict[str, Any]:
-    """Parameters and end-of-training filter state of an econometric candidate (for serving)."""
-    assert cand.model is not None and cand.state is not None
-    return {
-        "point": holdout[cand.kind].get("point", "model"),
-        "calibrated_level": holdout[cand.kind]["calibrated_level"],
-        "params": cand.model.to_dict(),
-        "state": cand.state.to_dict(),
-        "state_time": cand.state_time,
-    }
 
 
 def model_forward(model: Any, x: np.ndarray) -> np.ndarray:
