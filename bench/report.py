@@ -37,6 +37,18 @@ def _num(x: Any, unit: str = "") -> str | None:
     return f"{x:,.0f}{unit}" if x >= 100 else f"{x:g}{unit}"
 
 
+def _latency(prefix: str, bench: str, key: str, retrain: str = "retrain") -> list[Row]:
+    """p50 / p99 rows of ``bench``'s figures under ``key`` (``{n}``: the size), idle and during
+    a retrain."""
+    return [
+        (
+            f"{prefix} p50 / p99 ms, {label}",
+            lambda r, n, state=state: _lat(r, bench, key.format(n=n), state),
+        )
+        for state, label in (("idle", "idle"), ("retrain", retrain))
+    ]
+
+
 ROWS: list[Row] = [
     (
         "ingest: websocket msgs/s (symbols)",
@@ -46,34 +58,13 @@ ROWS: list[Row] = [
         "ingest: service RSS, MB (symbols)",
         lambda r, n: _num(_get(r, "memory", f"ingest_{n}_symbols", "rss_mb")),
     ),
-    (
-        "latency p50 / p99 ms, idle",
-        lambda r, n: _lat(r, "latency", f"{n}_series_numpy", "idle"),
-    ),
-    (
-        "latency p50 / p99 ms, during a retrain",
-        lambda r, n: _lat(r, "latency", f"{n}_series_numpy", "retrain"),
-    ),
-    (
-        "baseline `model.predict`: p50 / p99 ms, idle",
-        lambda r, n: _lat(r, "latency", f"{n}_series_keras", "idle"),
-    ),
-    (
-        "baseline `model.predict`: p50 / p99 ms, retrain",
-        lambda r, n: _lat(r, "latency", f"{n}_series_keras", "retrain"),
-    ),
+    *_latency("latency", "latency", "{n}_series_numpy", retrain="during a retrain"),
+    *_latency("baseline `model.predict`:", "latency", "{n}_series_keras"),
     (
         "forecaster RSS, MB (models loaded)",
         lambda r, n: _num(_get(r, "latency", f"{n}_series_numpy", "rss_mb")),
     ),
-    (
-        "2 replicas: latency p50 / p99 ms, idle",
-        lambda r, n: _lat(r, "replicas", f"{n}_series_2_replicas", "idle"),
-    ),
-    (
-        "2 replicas: latency p50 / p99 ms, retrain",
-        lambda r, n: _lat(r, "replicas", f"{n}_series_2_replicas", "retrain"),
-    ),
+    *_latency("2 replicas: latency", "replicas", "{n}_series_2_replicas"),
     (
         "2 replicas: RSS of each, MB",
         lambda r, n: (

@@ -4,7 +4,8 @@ Read-only: candles stored, newest candle and its age, holes, the current model, 
 prediction (and how far it lags the candles, in candles and in time), the live score and the
 last training attempt. A series is *stale* when its newest candle closed more than
 ``stale_after`` timeframes ago by the service clock, or when its last prediction is older than
-its newest candle by as much. It is *degraded* (reported, not a failure) when its live MASE over
+its newest candle by as much. It is *degraded* (reported, not a failure) when its live relative
+MAE (MAE / naive MAE, :mod:`storage.scores`) over
 at least ``DEGRADED_MIN_SCORED`` scored predictions is above 1: the model does worse than the
 naive "next close = last close" forecast on the candles it actually predicted.
 """
@@ -21,8 +22,9 @@ from storage.calibration import CalibrationStore, levels
 from storage.candles import CandleStore
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
+from storage.scores import relative_mae
 
-# A live MASE over fewer scored predictions than this says nothing either way.
+# A live relative MAE over fewer scored predictions than this says nothing either way.
 DEGRADED_MIN_SCORED = 30
 
 
@@ -80,9 +82,9 @@ async def series_health(
     ):
         reasons.append("predictions lag the candles")
     degraded: list[str] = []
-    mase = (live_score or {}).get("mase")
-    if mase is not None and (live_score or {}).get("n", 0) >= DEGRADED_MIN_SCORED and mase > 1:
-        degraded.append(f"live MASE {mase:.3f} > 1 (worse than naive)")
+    rel = relative_mae(live_score)
+    if rel is not None and (live_score or {}).get("n", 0) >= DEGRADED_MIN_SCORED and rel > 1:
+        degraded.append(f"live MAE / naive MAE {rel:.3f} > 1 (worse than naive)")
     return {
         "series": series.key,
         "candles": count,

@@ -28,7 +28,7 @@ from storage.leases import Leases
 from storage.paths import PathStore
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry, TrainingLog
-from tests.e2e_support import Service, service_env, start_replay, wait_for
+from tests.e2e_support import Service, service_env, start_pipeline, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,14 +77,9 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
 ) -> None:
     exchange = await start_replay(SYMBOLS, 1400, tmp_path, speed=90)
     env = service_env(
-        redis_server.url,
-        exchange,
-        [s.key for s in SERIES],
-        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="25",
-        CRYPTOCAST_SCHEDULE__STALE_AFTER="30",
+        redis_server.url, exchange, [s.key for s in SERIES], retrain_every=25, stale_after=30
     )
-    ingest = Service("ingest", env, tmp_path).start()
-    forecast = Service("forecast", env, tmp_path).start()
+    ingest, forecast = start_pipeline(env, tmp_path)
     bus, registry, leases = PredictionBus(redis), ModelRegistry(redis), Leases(redis)
     store = CandleStore(redis)
     received: list[tuple[Prediction, bool]] = []
@@ -161,8 +156,8 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
         redis_server.url,
         exchange,
         [series.key],
-        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="15",
-        CRYPTOCAST_SCHEDULE__STALE_AFTER="200",
+        retrain_every=15,
+        stale_after=200,
         CRYPTOCAST_FORECAST__LEASE_TTL_S="2",
     )
     # Ingest stores both series from the start; the forecaster serves the second only once

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from forecaster.features import (
 )
 from forecaster.inference import META_KIND, META_SCHEMA_VERSION, LoadedModel
 from forecaster.metrics import score
+from forecaster.training.fit import fit_keras, raise_if_stopped
 from forecaster.training.holdout import calibrated_level, point_is_naive, published, score_candidate
 from forecaster.training.model import configure_tensorflow
 from forecaster.training.train import (
@@ -57,7 +59,6 @@ from forecaster.training.train import (
     _lstm_dist,
     _num,
     _save,
-    fit_keras,
     model_forward,
 )
 
@@ -94,12 +95,14 @@ def train_global(
     *,
     current: LoadedModel | None = None,
     warm_start: bool = True,
+    stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train one model on windows of every series in ``arrays_by_series`` (see the module doc).
 
     ``current`` (the serving global model, if any) is scored on the same holdout points and,
     when its architecture matches, seeds the weights. Series too short for three slices are left
     out (logged); :class:`FeatureError` when none is left or the normalisation is ``none``.
+    Once ``stop`` is set the run ends with ``TrainingStopped`` and stores nothing.
     """
     t0 = time.perf_counter()
     if settings.normalisation == "none":
@@ -130,7 +133,9 @@ def train_global(
     es_set = _concat([m.sets[1] for m in members.values() if m.sets])
     ho_set = _concat([m.sets[2] for m in members.values() if m.sets])
 
-    fitted = fit_keras(settings, train_set.x, train_set.y, es_set.x, es_set.y, current, warm_start)
+    fitted = fit_keras(
+        settings, train_set.x, train_set.y, es_set.x, es_set.y, current, warm_start, stop=stop
+    )
     model = fitted.model
     meta = _base_meta(members, scaler, settings, (len(train_set), len(es_set), len(ho_set)))
     if settings.head == "mse":
@@ -153,6 +158,7 @@ def train_global(
     }
     candidate = LoadedModel.from_keras(model, meta)
     per_series, pooled = _score(members, candidate, current, naive_point, settings)
+    raise_if_stopped(stop)  # scoring every series takes a while too
     meta["per_series"] = per_series
     meta["holdout"] = pooled
     skills = [s["skill"] for s in per_series.values() if s["skill"] is not None]

@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,20 +41,31 @@ from forecaster.econometric import VarianceModel
 from forecaster.features import PreparedData, WindowSet, prepare
 from forecaster.inference import LoadedModel
 from forecaster.metrics import price_from_return, score
+from forecaster.training.fit import TrainingStopped, fit_keras, raise_if_stopped
 from forecaster.training.holdout import (
     Candidate,
     calibrated_level,
+    champion_meta,
     choose_champion,
+    econ_entry,
     econometric_candidates,
     filtered_on,
     point_is_naive,
     published,
     score_candidate,
 )
-from forecaster.training.model import build_model, configure_tensorflow, set_seed
+from forecaster.training.model import configure_tensorflow
 from forecaster.training.promotion import decide_promotion, judge, should_promote
 
-__all__ = ["TrainingResult", "decide_promotion", "should_promote", "train"]
+__all__ = [
+    "TrainingResult",
+    "TrainingStopped",
+    "base_meta",
+    "decide_promotion",
+    "prepare_for",
+    "should_promote",
+    "train",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -99,13 +111,16 @@ def train(
     current: LoadedModel | None = None,
     warm_start: bool = True,
     series_context: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train a candidate on the last ``settings.train_candles`` candles of ``arrays``.
 
     ``current`` (the serving model, if any) is scored on the candidate's holdout and, when
     ``warm_start`` is true and its architecture, window and features match ``settings``, seeds
     the candidate's weights. Raises :class:`~forecaster.features.FeatureError` when the candles
-    leave a slice without windows.
+    leave a slice without windows. Once ``stop`` is set (from another thread: the training
+    job's lease was lost, or it was told to end), the fit ends after its current batch and
+    :class:`TrainingStopped` is raised: a stopped run yields no model.
     """
     t0 = time.perf_counter()
     configure_tensorflow(settings.threads)
@@ -114,16 +129,11 @@ def train(
 
     used = arrays.tail(settings.train_candles)
     offset = len(arrays) - len(used)
-    data = prepare(
-        used,
-        settings.features,
-        settings.window,
-        settings.early_stop_fraction,
-        settings.holdout_fraction,
-        settings.normalisation,
-    )
+    data = prepare_for(used, settings)
     es_x, es_y = data.early_stop.x, data.early_stop.y
-    fitted = fit_keras(settings, data.train.x, data.train.y, es_x, es_y, current, warm_start)
+    fitted = fit_keras(
+        settings, data.train.x, data.train.y, es_x, es_y, current, warm_start, stop=stop
+    )
     model, history, warm = fitted.model, fitted.history, fitted.warm
     val, best_epoch, best_val, initial_val = (
         fitted.val,
@@ -132,7 +142,7 @@ def train(
         fitted.initial_val,
     )
 
-    meta = _base_meta(arrays, data, settings)
+    meta = base_meta(arrays, data, settings)
     es, ho = data.early_stop, data.holdout
     if settings.head == "mse":
         resid = es.y.astype(np.float64) - np.asarray(model_forward(model, es.x), np.float64)
@@ -162,14 +172,15 @@ def train(
     context = {"timeframe": arrays.timeframe.text, **(series_context or {})}
     econ = econometric_candidates(data.arrays, data.bounds[0], ho, context)
     meta["holdout"] = _score_holdout(arrays, offset, data, pub_ho, econ, current, settings)
-    meta["champion"] = _champion_meta(meta["holdout"], econ)
+    meta["champion"] = champion_meta(meta["holdout"], econ)
     # Every econometric candidate, so serving can fall back to one when the champion cannot
     # forecast (a non-finite output): a few numbers each.
-    meta["econometric"] = {k: _econ_entry(meta["holdout"], c) for k, c in econ.items()}
+    meta["econometric"] = {k: econ_entry(meta["holdout"], c) for k, c in econ.items()}
     cand_mae = meta["holdout"]["candidate"]["mae"]
     naive_mae = meta["holdout"]["naive"]["mae"]
     meta["skill"] = _num(1.0 - cand_mae / naive_mae) if cand_mae is not None and naive_mae else None
 
+    raise_if_stopped(stop)  # the scoring takes seconds too
     artifact = _save(model)
     duration = time.perf_counter() - t0
     meta.update(
@@ -207,66 +218,16 @@ def train(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class FitResult:
-    """A fitted Keras model and how the fit went."""
-
-    model: Any
-    history: dict[str, list[float]]
-    warm: bool
-    val: list[float]
-    best_epoch: int
-    best_val: float
-    initial_val: float
-
-
-def fit_keras(
-    settings: ModelSettings,
-    x: np.ndarray,
-    y: np.ndarray,
-    es_x: np.ndarray,
-    es_y: np.ndarray,
-    current: LoadedModel | None,
-    warm_start: bool,
-) -> FitResult:
-    """Build the model, warm-start it from ``current`` when the architectures match, and fit it
-    with early stopping on ``(es_x, es_y)``; the starting weights win when no epoch beats them."""
-    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
-
-    model = build_model(len(settings.features), settings)
-    warm = bool(warm_start and current is not None and current.matches(settings))
-    if warm:
-        assert current is not None
-        model.set_weights(current.keras_weight_list())
-    initial_weights = model.get_weights()
-    initial_val = float(model.evaluate(es_x, es_y, batch_size=settings.batch_size, verbose=0))
-    set_seed(settings.seed)  # the shuffling order, independent of what ran before
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=settings.patience, restore_best_weights=True
+def prepare_for(arrays: CandleArrays, s: ModelSettings) -> PreparedData:
+    """``arrays`` cut into windows and slices as a training run with settings ``s`` cuts them."""
+    return prepare(
+        arrays, s.features, s.window, s.early_stop_fraction, s.holdout_fraction, s.normalisation
     )
-    fit = model.fit(
-        x,
-        y,
-        validation_data=(es_x, es_y),
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        shuffle=True,
-        callbacks=[stopper],
-        verbose=0,
-    )
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    val = history.get("val_loss", [])
-    best_epoch = int(np.argmin(val)) + 1 if val else 0
-    best_val = float(min(val)) if val else initial_val
-    if initial_val <= best_val:
-        # No epoch improved on the starting point (common when warm-starting a good model):
-        # keep the starting weights rather than a worse epoch.
-        model.set_weights(initial_weights)
-        best_epoch, best_val = 0, initial_val
-    return FitResult(model, history, warm, val, best_epoch, best_val, initial_val)
 
 
-def _base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
+def base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
+    """The metadata a model of ``s`` trained on ``data`` carries before it is scored: what it
+    reads (architecture, scaler, features), and on what it was trained."""
     used = data.arrays
     return {
         "schema": META_SCHEMA_VERSION,
@@ -391,34 +352,6 @@ def _score_holdout(
     scores = {"lstm": out["candidate"], **{k: out[k] for k in econ}}
     out["champion"] = choose_champion(scores)
     return out
-
-
-def _champion_meta(holdout: dict[str, Any], econ: dict[str, Candidate]) -> dict[str, Any]:
-    """What serving needs to publish the champion (params and filter state for econometric)."""
-    kind = holdout["champion"]
-    scores = holdout["candidate"] if kind == "lstm" else holdout[kind]
-    naive_mae = holdout["naive"]["mae"]
-    champ: dict[str, Any] = {
-        "kind": kind,
-        "crps": scores["crps"],
-        "calibrated_level": scores["calibrated_level"],
-        "skill": _num(1.0 - scores["mae"] / naive_mae) if naive_mae else None,
-    }
-    if kind != "lstm":
-        champ.update(_econ_entry(holdout, econ[kind]))
-    return champ
-
-
-def _econ_entry(holdout: dict[str, Any], cand: Candidate) -> dict[str, Any]:
-    """Parameters and end-of-training filter state of an econometric candidate (for serving)."""
-    assert cand.model is not None and cand.state is not None
-    return {
-        "point": holdout[cand.kind].get("point", "model"),
-        "calibrated_level": holdout[cand.kind]["calibrated_level"],
-        "params": cand.model.to_dict(),
-        "state": cand.state.to_dict(),
-        "state_time": cand.state_time,
-    }
 
 
 def model_forward(model: Any, x: np.ndarray) -> np.ndarray:

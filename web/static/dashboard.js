@@ -188,7 +188,9 @@ function renderStatus(h) {
   const s = h.live_score;
   if (s) {
     setText("s-mae", `${fmtNum(s.mae)} / ${fmtNum(s.naive_mae)}`);
-    setText("s-mase", fmtNum(s.mase), s.mase != null ? (s.mase < 1 ? "good" : "poor") : "");
+    // MAE / naive MAE on the same targets; `mase` is its first name (older forecasters).
+    const rel = s.relative_mae ?? s.mase;
+    setText("s-rel", fmtNum(rel), rel != null ? (rel < 1 ? "good" : "poor") : "");
     setText("s-dir", fmtPct(s.direction), s.direction != null ? (s.direction > 0.5 ? "good" : "poor") : "");
     setText("s-cov", fmtPct(s.coverage));
     setText("s-n", `${s.n} of ${s.window}`);
