@@ -77,6 +77,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+MetaIn = ModelMeta | Mapping[str, Any]  # a version's metadata, parsed or as stored
+Float = type[np.floating[Any]]
+
 _Z90 = 1.6448536269514722  # the standard normal's 0.95 quantile
 
 
@@ -147,11 +150,7 @@ class LoadedModel:
     # loading -------------------------------------------------------------------------------
     @classmethod
     def from_artifact(
-        cls,
-        artifact: bytes,
-        meta: ModelMeta | Mapping[str, Any],
-        *,
-        dtype: type[np.floating[Any]] = np.float32,
+        cls, artifact: bytes, meta: MetaIn, *, dtype: Float = np.float32
     ) -> LoadedModel:
         """Load ``.keras`` bytes with ``safe_mode=True``; raise :class:`ArtifactError` if unfit.
 
@@ -181,11 +180,7 @@ class LoadedModel:
 
     @classmethod
     def from_keras(
-        cls,
-        model: keras.Model,
-        meta: ModelMeta | Mapping[str, Any],
-        *,
-        dtype: type[np.floating[Any]] = np.float32,
+        cls, model: keras.Model, meta: MetaIn, *, dtype: Float = np.float32
     ) -> LoadedModel:
         """Wrap an in-memory Keras model with its metadata (checked as in :meth:`from_artifact`)."""
         _, _, arch, _ = check_meta(meta)
@@ -197,13 +192,7 @@ class LoadedModel:
         return cls._build(model, meta, (lstm, dense), dtype)
 
     @classmethod
-    def from_npz(
-        cls,
-        data: bytes,
-        meta: ModelMeta | Mapping[str, Any],
-        *,
-        dtype: type[np.floating[Any]] = np.float32,
-    ) -> LoadedModel:
+    def from_npz(cls, data: bytes, meta: MetaIn, *, dtype: Float = np.float32) -> LoadedModel:
         """Load the numpy artifact (no TensorFlow); raise :class:`ArtifactError` if unfit.
 
         ``meta`` is the registry version's metadata; the artifact's own copy of what serving
@@ -230,9 +219,9 @@ class LoadedModel:
     def _build(
         cls,
         model: keras.Model | None,
-        meta: ModelMeta | Mapping[str, Any],
+        meta: MetaIn,
         weights: tuple[LstmWeights, DenseWeights],
-        dtype: type[np.floating[Any]],
+        dtype: Float,
     ) -> LoadedModel:
         meta, scaler, arch, iv = check_meta(meta)
         window = arch.window

@@ -18,7 +18,6 @@ worse than naive is listed in ``meta["worse_than_naive"]`` and logged, not hidde
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -28,11 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import structlog
 
 from config.settings import ModelSettings
-from core.model_meta import ModelMeta
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
 from forecaster.econometric import fit_model
@@ -48,18 +45,18 @@ from forecaster.features import (
     slice_bounds,
     target_rows,
 )
-from forecaster.inference import META_KIND, META_SCHEMA_VERSION, LoadedModel
+from forecaster.inference import LoadedModel
 from forecaster.metrics import score
 from forecaster.training.fit import fit_keras, raise_if_stopped
-from forecaster.training.holdout import calibrated_level, point_is_naive, published, score_candidate
+from forecaster.training.holdout import calibrated_level, published, score_candidate
 from forecaster.training.model import configure_tensorflow
 from forecaster.training.train import (
     TrainingResult,
-    _interval_quantiles,
     _lstm_dist,
     _num,
-    _save,
-    model_forward,
+    calibrate_candidate,
+    finish_meta,
+    model_identity,
 )
 
 __all__ = ["candles_per_series", "train_global"]
@@ -109,7 +106,6 @@ def train_global(
         raise FeatureError("a global model needs per-window normalisation (trailing_rms)")
     configure_tensorflow(settings.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     names: list[str] = [str(f) for f in settings.features]
     window, norm = settings.window, settings.normalisation
@@ -138,25 +134,7 @@ def train_global(
     )
     model = fitted.model
     meta = _base_meta(members, scaler, settings, (len(train_set), len(es_set), len(ho_set)))
-    if settings.head == "mse":
-        resid = es_set.y.astype(np.float64) - np.asarray(model_forward(model, es_set.x))
-        meta["head_params"] = {"mse_scale": max(float(np.std(resid)), 1e-6)}
-    meta["interval"] = {"level": settings.interval_level, "q_low": 0.0, "q_high": 0.0}
-    candidate = LoadedModel.from_keras(model, meta)
-    dist_ho = _lstm_dist(candidate, ho_set)
-    naive_point = point_is_naive(dist_ho, ho_set)
-    meta["point"] = "naive" if naive_point else "model"
-    pub_ho = published(dist_ho, naive_point)
-    q_low, q_high = _interval_quantiles(ho_set.target_ret - pub_ho.loc, settings.interval_level)
-    cal = calibrated_level(pub_ho, ho_set.target_ret, settings.interval_level)
-    meta["interval"] = {
-        "level": settings.interval_level,
-        "q_low": q_low,
-        "q_high": q_high,
-        "calibrated_level": cal,
-        "calibrated_on": "holdout",
-    }
-    candidate = LoadedModel.from_keras(model, meta)
+    candidate, naive_point, _ = calibrate_candidate(model, meta, settings, es_set, ho_set)
     per_series, pooled = _score(members, candidate, current, naive_point, settings)
     raise_if_stopped(stop)  # scoring every series takes a while too
     meta["per_series"] = per_series
@@ -173,24 +151,7 @@ def train_global(
     if meta["worse_than_naive"]:
         log.warning("global_model.worse_than_naive", series=meta["worse_than_naive"])
 
-    artifact = _save(model)
-    duration = time.perf_counter() - t0
-    meta.update(
-        epochs_run=len(fitted.val),
-        best_epoch=fitted.best_epoch,
-        duration_s=round(duration, 3),
-        warm_started=fitted.warm,
-        keras_version=keras.__version__,
-        artifact_sha256=hashlib.sha256(artifact).hexdigest(),
-    )
-    meta["training"] = {
-        "initial_val_loss": fitted.initial_val,
-        "best_val_loss": fitted.best_val,
-        "loss": fitted.history.get("loss", []),
-        "val_loss": fitted.val,
-        "warm_start_requested": warm_start,
-        "settings": settings.model_dump(mode="json"),
-    }
+    artifact = finish_meta(meta, fitted, settings, warm_start, t0)
     log.info(
         "global_model_trained",
         series=len(members),
@@ -200,16 +161,9 @@ def train_global(
         crps=pooled["candidate"]["crps"],
         static_crps=pooled["static"]["crps"],
         current_crps=(pooled["current"] or {}).get("crps"),
-        duration_s=round(duration, 3),
+        duration_s=meta["duration_s"],
     )
-    candidate.meta = ModelMeta.parse(orjson.dumps(meta))  # what the registry will hand out
-    return TrainingResult(
-        artifact=artifact,
-        meta=meta,
-        model=candidate,
-        history=fitted.history,
-        npz=candidate.to_npz(),
-    )
+    return TrainingResult.of(artifact, meta, candidate, fitted)
 
 
 def _slice_members(
@@ -275,20 +229,9 @@ def _base_meta(
     lasts = [int(m.arrays.open_time[-1]) for m in members.values()]
     tf = next(iter(members.values())).arrays.timeframe
     return {
-        "schema": META_SCHEMA_VERSION,
-        "kind": META_KIND,
+        **model_identity(s, tf.text),
         "scope": "global",
-        "timeframe": tf.text,
         "members": list(members),
-        "architecture": {
-            "units": s.units,
-            "layers": s.layers,
-            "dropout": s.dropout,
-            "window": s.window,
-            "features": list(s.features),
-            "head": s.head,
-            "normalisation": s.normalisation,
-        },
         "scaler": scaler.to_json(),
         # Age is counted from the newest candle any member was trained on.
         "training_range": {

@@ -41,7 +41,7 @@ from forecaster.econometric import VarianceModel
 from forecaster.features import PreparedData, WindowSet, prepare
 from forecaster.inference import LoadedModel
 from forecaster.metrics import price_from_return, score
-from forecaster.training.fit import TrainingStopped, fit_keras, raise_if_stopped
+from forecaster.training.fit import FitResult, TrainingStopped, fit_keras, raise_if_stopped
 from forecaster.training.holdout import (
     Candidate,
     calibrated_level,
@@ -87,6 +87,21 @@ class TrainingResult:
         """``meta`` parsed, as the registry will hand it out."""
         return self.model.meta
 
+    @classmethod
+    def of(
+        cls, artifact: bytes, meta: dict[str, Any], candidate: LoadedModel, fitted: FitResult
+    ) -> TrainingResult:
+        """A finished run's result: the candidate carries the finished metadata, parsed from
+        the bytes the registry will store, and its numpy artifact is written from it."""
+        candidate.meta = ModelMeta.parse(orjson.dumps(meta))
+        return cls(
+            artifact=artifact,
+            meta=meta,
+            model=candidate,
+            history=fitted.history,
+            npz=candidate.to_npz(),
+        )
+
     @property
     def skill(self) -> float:
         """1 − MAE/MAE_naive on the holdout (> 0 beats naive)."""
@@ -125,7 +140,6 @@ def train(
     t0 = time.perf_counter()
     configure_tensorflow(settings.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     used = arrays.tail(settings.train_candles)
     offset = len(arrays) - len(used)
@@ -134,40 +148,11 @@ def train(
     fitted = fit_keras(
         settings, data.train.x, data.train.y, es_x, es_y, current, warm_start, stop=stop
     )
-    model, history, warm = fitted.model, fitted.history, fitted.warm
-    val, best_epoch, best_val, initial_val = (
-        fitted.val,
-        fitted.best_epoch,
-        fitted.best_val,
-        fitted.initial_val,
-    )
+    model = fitted.model
 
     meta = base_meta(arrays, data, settings)
     es, ho = data.early_stop, data.holdout
-    if settings.head == "mse":
-        resid = es.y.astype(np.float64) - np.asarray(model_forward(model, es.x), np.float64)
-        meta["head_params"] = {"mse_scale": max(float(np.std(resid)), 1e-6)}
-    meta["interval"] = {"level": settings.interval_level, "q_low": 0.0, "q_high": 0.0}
-    candidate = LoadedModel.from_keras(model, meta)
-
-    dist_ho = _lstm_dist(candidate, ho)
-    naive_point = point_is_naive(dist_ho, ho)
-    meta["point"] = "naive" if naive_point else "model"
-    pub_ho = published(dist_ho, naive_point)
-    q_low, q_high = _interval_quantiles(ho.target_ret - pub_ho.loc, settings.interval_level)
-    cal = calibrated_level(pub_ho, ho.target_ret, settings.interval_level)
-    pub_es = published(_lstm_dist(candidate, es), naive_point)
-    lo_es, hi_es = pub_es.interval(cal)
-    es_cov = float(np.mean((es.target_ret >= lo_es) & (es.target_ret <= hi_es)))
-    meta["interval"] = {
-        "level": settings.interval_level,
-        "q_low": q_low,
-        "q_high": q_high,
-        "calibrated_level": cal,
-        "calibrated_on": "holdout",
-        "coverage_early_stop": _num(es_cov),
-    }
-    candidate = LoadedModel.from_keras(model, meta)
+    candidate, _, pub_ho = calibrate_candidate(model, meta, settings, es, ho)
 
     context = {"timeframe": arrays.timeframe.text, **(series_context or {})}
     econ = econometric_candidates(data.arrays, data.bounds[0], ho, context)
@@ -181,41 +166,83 @@ def train(
     meta["skill"] = _num(1.0 - cand_mae / naive_mae) if cand_mae is not None and naive_mae else None
 
     raise_if_stopped(stop)  # the scoring takes seconds too
-    artifact = _save(model)
-    duration = time.perf_counter() - t0
-    meta.update(
-        epochs_run=len(val),
-        best_epoch=best_epoch,
-        duration_s=round(duration, 3),
-        warm_started=warm,
-        keras_version=keras.__version__,
-        artifact_sha256=hashlib.sha256(artifact).hexdigest(),
-    )
-    meta["training"] = {
-        "initial_val_loss": initial_val,
-        "best_val_loss": best_val,
-        "loss": history.get("loss", []),
-        "val_loss": val,
-        "warm_start_requested": warm_start,
-        "settings": settings.model_dump(mode="json"),
-    }
+    artifact = finish_meta(meta, fitted, settings, warm_start, t0)
+    duration = meta["duration_s"]
     log.info(
         "model_trained",
         candles=len(used),
-        epochs=len(val),
-        best_epoch=best_epoch,
-        warm_started=warm,
+        epochs=len(fitted.val),
+        best_epoch=fitted.best_epoch,
+        warm_started=fitted.warm,
         skill=meta["skill"],
         mae=cand_mae,
         naive_mae=naive_mae,
         current_mae=(meta["holdout"]["current"] or {}).get("mae"),
-        duration_s=round(duration, 3),
+        duration_s=duration,
     )
-    # The candidate carries the finished metadata, parsed from the bytes the registry will store.
-    candidate.meta = ModelMeta.parse(orjson.dumps(meta))
-    return TrainingResult(
-        artifact=artifact, meta=meta, model=candidate, history=history, npz=candidate.to_npz()
+    return TrainingResult.of(artifact, meta, candidate, fitted)
+
+
+def calibrate_candidate(
+    model: Any, meta: dict[str, Any], settings: ModelSettings, es: WindowSet, ho: WindowSet
+) -> tuple[LoadedModel, bool, ReturnDistribution]:
+    """Fill ``meta``'s head parameters, point rule and interval from the early-stop and holdout
+    windows; returns the candidate, whether its point falls back to naive, and its published
+    distribution on the holdout."""
+    level = settings.interval_level
+    if settings.head == "mse":
+        resid = es.y.astype(np.float64) - np.asarray(model_forward(model, es.x), np.float64)
+        meta["head_params"] = {"mse_scale": max(float(np.std(resid)), 1e-6)}
+    meta["interval"] = {"level": level, "q_low": 0.0, "q_high": 0.0}
+    candidate = LoadedModel.from_keras(model, meta)
+    dist_ho = _lstm_dist(candidate, ho)
+    naive_point = point_is_naive(dist_ho, ho)
+    meta["point"] = "naive" if naive_point else "model"
+    pub_ho = published(dist_ho, naive_point)
+    q_low, q_high = _interval_quantiles(ho.target_ret - pub_ho.loc, level)
+    cal = calibrated_level(pub_ho, ho.target_ret, level)
+    lo_es, hi_es = published(_lstm_dist(candidate, es), naive_point).interval(cal)
+    es_cov = float(np.mean((es.target_ret >= lo_es) & (es.target_ret <= hi_es)))
+    meta["interval"] = {
+        "level": level,
+        "q_low": q_low,
+        "q_high": q_high,
+        "calibrated_level": cal,
+        "calibrated_on": "holdout",
+        "coverage_early_stop": _num(es_cov),
+    }
+    return LoadedModel.from_keras(model, meta), naive_point, pub_ho
+
+
+def finish_meta(
+    meta: dict[str, Any],
+    fitted: FitResult,
+    settings: ModelSettings,
+    warm_start: bool,
+    started: float,
+) -> bytes:
+    """The ``.keras`` bytes of the fitted model, with how the fit went recorded in ``meta``
+    (``started``: the run's ``time.perf_counter()`` at its start)."""
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
+
+    artifact = _save(fitted.model)
+    meta.update(
+        epochs_run=len(fitted.val),
+        best_epoch=fitted.best_epoch,
+        duration_s=round(time.perf_counter() - started, 3),
+        warm_started=fitted.warm,
+        keras_version=keras.__version__,
+        artifact_sha256=hashlib.sha256(artifact).hexdigest(),
     )
+    meta["training"] = {
+        "initial_val_loss": fitted.initial_val,
+        "best_val_loss": fitted.best_val,
+        "loss": fitted.history.get("loss", []),
+        "val_loss": fitted.val,
+        "warm_start_requested": warm_start,
+        "settings": settings.model_dump(mode="json"),
+    }
+    return artifact
 
 
 def prepare_for(arrays: CandleArrays, s: ModelSettings) -> PreparedData:
@@ -225,14 +252,12 @@ def prepare_for(arrays: CandleArrays, s: ModelSettings) -> PreparedData:
     )
 
 
-def base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
-    """The metadata a model of ``s`` trained on ``data`` carries before it is scored: what it
-    reads (architecture, scaler, features), and on what it was trained."""
-    used = data.arrays
+def model_identity(s: ModelSettings, timeframe: str) -> dict[str, Any]:
+    """The metadata naming what a model of ``s`` is: schema, kind, timeframe, architecture."""
     return {
         "schema": META_SCHEMA_VERSION,
         "kind": META_KIND,
-        "timeframe": arrays.timeframe.text,
+        "timeframe": timeframe,
         "architecture": {
             "units": s.units,
             "layers": s.layers,
@@ -242,6 +267,15 @@ def base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dic
             "head": s.head,
             "normalisation": s.normalisation,
         },
+    }
+
+
+def base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
+    """The metadata a model of ``s`` trained on ``data`` carries before it is scored: what it
+    reads (architecture, scaler, features), and on what it was trained."""
+    used = data.arrays
+    return {
+        **model_identity(s, arrays.timeframe.text),
         "scaler": data.scaler.to_json(),
         "training_range": {
             "first_open_time": int(used.open_time[0]),
