@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from core.clock import ClockSync, ExchangeClock, WallClock
-from core.lifecycle import cancel_and_wait
+from core.lifecycle import Service, cancel_and_wait
 from core.series import SeriesId
 from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
@@ -40,7 +40,7 @@ from storage.scores import LiveScores
 log = structlog.get_logger(__name__)
 
 
-class ForecastService:
+class ForecastService(Service):
     """One forecaster replica."""
 
     def __init__(
@@ -78,6 +78,7 @@ class ForecastService:
             else None
         )
         self._stopped = asyncio.Event()
+        self._closed = False
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -102,12 +103,16 @@ class ForecastService:
                 for t in loops:
                     await cancel_and_wait(t)
         finally:
-            await self._shutdown()
+            await self.close()
 
     def stop(self) -> None:
         self._stopped.set()
 
-    async def _shutdown(self) -> None:
+    async def close(self) -> None:
+        """Stop the scheduler and every worker, give the leases back (once)."""
+        if self._closed:
+            return
+        self._closed = True
         if self.scheduler is not None:
             await self.scheduler.stop()
         for series in list(self.workers):
