@@ -93,6 +93,11 @@ class DemoOptions:
     def series(self) -> list[SeriesId]:
         return [SeriesId.parse(f"binance:{m}:1m") for m in DEMO_MARKETS]
 
+    @property
+    def scope(self) -> str:
+        """Whose models the demo's forecaster trains (``model.scope``, default global)."""
+        return self.profile.get("CRYPTOCAST_MODEL__SCOPE", "global")
+
 
 @dataclass
 class DemoResult:
@@ -234,7 +239,12 @@ class Demo:
             asyncio.create_task(listen(), name="demo-listen"),
             asyncio.create_task(
                 self.narrator.follow(
-                    self.redis, self.keys, self.series, self.opts.history, self.opts.speed
+                    self.redis,
+                    self.keys,
+                    self.series,
+                    self.opts.history,
+                    self.opts.speed,
+                    self.opts.scope,
                 ),
                 name="demo-narrate",
             ),
@@ -273,9 +283,8 @@ class Demo:
         store = CandleStore(self.redis, self.keys)
         clock = await shared_clock(self.redis, self.keys.clock(), "exchange")
         stale_after = int(self.opts.profile.get("CRYPTOCAST_SCHEDULE__STALE_AFTER", "3"))
-        scope = self.opts.profile.get("CRYPTOCAST_MODEL__SCOPE", "global")
         return [
-            await series_health(self.redis, store, s, clock, stale_after, scope=scope)
+            await series_health(self.redis, store, s, clock, stale_after, scope=self.opts.scope)
             for s in self.series
         ]
 

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from core.schemas import Prediction
-from core.series import SeriesId
+from core.series import SeriesId, model_subject
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.keys import Keys
@@ -30,31 +30,39 @@ class Narrator:
         self._header_shown = False
 
     async def follow(
-        self, redis: Redis, keys: Keys, series: list[SeriesId], history: int, speed: float
+        self,
+        redis: Redis,
+        keys: Keys,
+        series: list[SeriesId],
+        history: int,
+        speed: float,
+        scope: str = "global",
     ) -> None:
         """Say what ingest and training do, as a user would want to know, once each (until
-        cancelled); ``history`` candles are expected before live ones, at ``speed`` x."""
+        cancelled); ``history`` candles are expected before live ones, at ``speed`` x; the
+        models trained are those of ``scope`` (one per timeframe, or one per series)."""
         store = CandleStore(redis, keys)
         tlog, leases = TrainingLog(redis, keys), Leases(redis, keys)
         history_told: set[str] = set()
         training: set[str] = set()
         finished: dict[str, Any] = {}
+        subjects = list(dict.fromkeys(model_subject(s, scope) for s in series))
         while True:
             for s in series:
-                key, name = s.key, s.symbol
                 count = await store.count(s)
-                if key not in history_told and count >= history - 1:
-                    history_told.add(key)
+                if s.key not in history_told and count >= history - 1:
+                    history_told.add(s.key)
                     self.say(
-                        f"[cyan]ingest[/cyan]   {name}: {count:,} candles of history stored; "
+                        f"[cyan]ingest[/cyan]   {s.symbol}: {count:,} candles of history stored; "
                         f"a live candle closes every {60 / speed:.1f}s"
                     )
+            for s in subjects:
+                key = s.key
+                name = f"the {s.timeframe} model of every series" if s.is_global else s.symbol
                 if await leases.holder(s, "train") is not None:
                     if key not in training:
                         training.add(key)
-                        self.say(
-                            f"[magenta]training[/magenta] {name}: started on {count:,} candles"
-                        )
+                        self.say(f"[magenta]training[/magenta] {name}: started")
                 else:
                     training.discard(key)
                 state = await tlog.state(s)

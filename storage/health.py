@@ -50,9 +50,10 @@ async def series_health(
     holes = await store.holes(series) if count else []
     unfillable = set(await store.unfillable(series))
     registry = ModelRegistry(redis, keys)
+    subject = model_subject(series, scope)
     model: dict[str, Any] | None = None
     try:
-        rec = await registry.current(model_subject(series, scope), with_artifact=False)
+        rec = await registry.current(subject, with_artifact=False)
     except ModelIntegrityError as e:
         model = {"error": str(e)}
         rec = None
@@ -66,7 +67,7 @@ async def series_health(
             "skill": meta.skill,
             "age_candles": None if last is None else meta.age_at(last, tf),
         }
-    training = await TrainingLog(redis, keys).state(series)
+    training = await TrainingLog(redis, keys).state(subject)  # its model's last training
     raw_score = await redis.hgetall(keys.live_score(series))
     live_score = {k.decode(): orjson.loads(v) for k, v in raw_score.items()} if raw_score else None
     reasons: list[str] = []
