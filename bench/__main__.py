@@ -42,7 +42,9 @@ def main() -> int:
         if not result.get("ok", True):
             failed.append(name)
     print(f"# all: {time.perf_counter() - t_all:.1f}s", file=sys.stderr)
-    print(report.table(report.load()), file=sys.stderr)
+    results = report.load()
+    print(report.table(results), file=sys.stderr)
+    print(report.accuracy_table(results), file=sys.stderr)
     if failed:
         print(f"# targets missed: {', '.join(failed)} (see bench/results.json)", file=sys.stderr)
     return 0

@@ -31,35 +31,19 @@ def _median_us(fn: Callable[[], Any], n: int) -> float:
 def main() -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from config.settings import ModelSettings
+    from core.model_meta import EconometricEntry
     from forecaster.econometric import fit_model
-    from forecaster.features import log_returns, prepare
-    from forecaster.inference import LoadedModel
+    from forecaster.features import log_returns
     from forecaster.serving.champion import EconometricServer
-    from forecaster.training.model import build_model
-    from tests.forecaster_support import btc_arrays, btc_candles
+    from forecaster.training.train import prepare_for
+    from tests.forecaster_support import btc_arrays, btc_candles, untrained_model
 
     arrays = btc_arrays(3000)
     out: dict[str, Any] = {"heads": {}}
     for head in ("student_t", "gaussian", "mse"):
         s = ModelSettings(head=head)
-        data = prepare(arrays, s.features, s.window, 0.15, 0.15, s.normalisation)
-        meta = {
-            "schema": 2,
-            "kind": "lstm-returns",
-            "architecture": {
-                "units": s.units,
-                "layers": s.layers,
-                "dropout": s.dropout,
-                "window": s.window,
-                "features": list(s.features),
-                "head": head,
-                "normalisation": s.normalisation,
-            },
-            "scaler": data.scaler.to_json(),
-            "interval": {"level": 0.9, "q_low": -0.01, "q_high": 0.01},
-            "head_params": {"mse_scale": 1.0},
-        }
-        model = LoadedModel.from_keras(build_model(len(s.features), s), meta)
+        data = prepare_for(arrays, s)
+        model = untrained_model(s, data, head_params={"mse_scale": 1.0})
         recent = arrays.tail(s.window + 1)
         out["heads"][head] = {
             "numpy_us": _median_us(lambda m=model, w=recent: m.predict_next(w), 300),
@@ -68,11 +52,9 @@ def main() -> dict[str, Any]:
     rets = log_returns(arrays)
     garch = fit_model("garch", rets[:2000])
     _var, state = garch.filter(rets[:2000])
-    entry = {
-        "params": garch.to_dict(),
-        "state": state.to_dict(),
-        "state_time": int(arrays.open_time[1999]),
-    }
+    entry = EconometricEntry(
+        params=garch.to_dict(), state=state.to_dict(), state_time=int(arrays.open_time[1999])
+    )
     candles = btc_candles(3000)
     server = EconometricServer(entry, arrays.timeframe)
     server.advance(candles[1999:2001])

@@ -37,6 +37,20 @@ def _num(x: Any, unit: str = "") -> str | None:
     return f"{x:,.0f}{unit}" if x >= 100 else f"{x:g}{unit}"
 
 
+def _latency(
+    prefix: str, bench: str, key: str, retrain: str = "retrain", suffix: str = ""
+) -> list[Row]:
+    """p50 / p99 rows of ``bench``'s figures under ``key`` (``{n}``: the size), idle and during
+    a retrain."""
+    return [
+        (
+            f"{prefix} p50 / p99 ms, {label}{suffix}",
+            lambda r, n, state=state: _lat(r, bench, key.format(n=n), state),
+        )
+        for state, label in (("idle", "idle"), ("retrain", retrain))
+    ]
+
+
 SCOPES = (("global", "global model"), ("series", "per-series models"))
 
 
@@ -47,10 +61,6 @@ def _scoped(label: str, cell: Callable[[dict[str, Any], int, str], str | None]) 
         return lambda r, n: cell(r, n, scope)
 
     return [(f"{label}: {name}", bound(scope)) for scope, name in SCOPES]
-
-
-def _lat_of(state: str) -> Callable[[dict[str, Any], int, str], str | None]:
-    return lambda r, n, scope: _lat(r, "latency", f"{n}_series_{scope}", state)
 
 
 def _startup(fig: dict[str, float] | None) -> str | None:
@@ -68,17 +78,12 @@ ROWS: list[Row] = [
     ),
     *(
         row
-        for state, what in (("idle", "idle"), ("retrain", "during a retrain"))
-        for row in _scoped(f"latency p50 / p99 ms, {what}", _lat_of(state))
+        for scope, name in SCOPES
+        for row in _latency(
+            "latency", "latency", f"{{n}}_series_{scope}", "during a retrain", f": {name}"
+        )
     ),
-    (
-        "baseline `model.predict` (per-series): p50 / p99 ms, idle",
-        lambda r, n: _lat(r, "latency", f"{n}_series_keras", "idle"),
-    ),
-    (
-        "baseline `model.predict` (per-series): p50 / p99 ms, retrain",
-        lambda r, n: _lat(r, "latency", f"{n}_series_keras", "retrain"),
-    ),
+    *_latency("baseline `model.predict` (per-series):", "latency", "{n}_series_keras"),
     *_scoped(
         "forecaster RSS, MB (models loaded)",
         lambda r, n, scope: _num(_get(r, "latency", f"{n}_series_{scope}", "rss_mb")),
@@ -87,14 +92,7 @@ ROWS: list[Row] = [
         "forecaster start-up s, spawn → first / last series' first prediction",
         lambda r, n, scope: _startup(_get(r, "latency", f"{n}_series_{scope}", "startup_s")),
     ),
-    (
-        "2 replicas: latency p50 / p99 ms, idle",
-        lambda r, n: _lat(r, "replicas", f"{n}_series_2_replicas", "idle"),
-    ),
-    (
-        "2 replicas: latency p50 / p99 ms, retrain",
-        lambda r, n: _lat(r, "replicas", f"{n}_series_2_replicas", "retrain"),
-    ),
+    *_latency("2 replicas: latency", "replicas", "{n}_series_2_replicas"),
     (
         "2 replicas: RSS of each, MB",
         lambda r, n: (

@@ -151,6 +151,10 @@ class IngestSettings(BaseModel):
         return self.exchange_modes.get(exchange, self.mode)
 
 
+# The longest multi-step path the forecaster may be asked to store (forecast.path_steps).
+MAX_PATH_STEPS = 1000
+
+
 class ForecastSettings(BaseModel):
     """The serving side of the forecaster."""
 
@@ -167,6 +171,13 @@ class ForecastSettings(BaseModel):
         description="Step of the live interval calibration (adaptive conformal inference): "
         "after each candle the level moves by gamma x (miss - (1 - interval_level)); 0 turns it "
         "off (the interval stays at the holdout-calibrated level)",
+    )
+    path_steps: int = Field(
+        240,
+        ge=1,
+        le=MAX_PATH_STEPS,
+        description="Candles ahead in the multi-step forecast path the forecaster stores after "
+        "each prediction (the dashboard's forecast line; the web serves at most this many)",
     )
     inference: Literal["numpy", "keras"] = Field(
         "numpy",

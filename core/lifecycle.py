@@ -67,3 +67,42 @@ def on_signals(
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+class Service:
+    """A long-running service as an async context manager.
+
+    ``async with service:`` starts it and, however the block ends (a clean stop, an error, a
+    cancellation), stops it and releases what it holds, so a crashed task never skips the
+    clean-up. Subclasses implement :meth:`start`, :meth:`run`, :meth:`stop` and an idempotent
+    :meth:`close`.
+    """
+
+    async def start(self) -> None:
+        """Connect and prepare; a failure here is cleaned up by :meth:`close` too."""
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (callable from a signal handler)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections and tasks; safe to call more than once."""
+
+    async def __aenter__(self: S) -> S:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+        await self.close()
+
+
+S = TypeVar("S", bound=Service)

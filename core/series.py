@@ -144,6 +144,9 @@ class SeriesId:
         """True for the subject of a global model (:func:`global_model_id`), not a market."""
         return self.exchange == GLOBAL_EXCHANGE
 
+    def __str__(self) -> str:
+        return self.key
+
 
 # The global model of a timeframe is registered, leased and logged like a series of this
 # pseudo-exchange (ccxt has no exchange of that id, and settings refuse one): its keys get their
@@ -160,9 +163,6 @@ def global_model_id(timeframe: Timeframe) -> SeriesId:
 def model_subject(series: SeriesId, scope: str) -> SeriesId:
     """Whose model serves ``series``: the global model of its timeframe, or its own."""
     return global_model_id(series.timeframe) if scope == "global" else series
-
-    def __str__(self) -> str:
-        return self.key
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:

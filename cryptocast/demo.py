@@ -22,7 +22,6 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from core.clock import shared_clock
 from core.lifecycle import cancel_all, on_signals
 from core.schemas import Prediction
 from core.series import SeriesId
+from cryptocast.demo_narration import Narrator
 from cryptocast.demo_report import SeriesSummary, plot_predictions, print_summary, summarise
 from cryptocast.instance import Instance, announced
 from cryptocast.procs import ChildService, stop_all
@@ -44,9 +44,7 @@ from storage.candles import CandleStore
 from storage.client import Redis, connect
 from storage.health import series_health
 from storage.keys import Keys
-from storage.leases import Leases
 from storage.predictions import PredictionBus
-from storage.registry import TrainingLog
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +93,11 @@ class DemoOptions:
     def series(self) -> list[SeriesId]:
         return [SeriesId.parse(f"binance:{m}:1m") for m in DEMO_MARKETS]
 
+    @property
+    def scope(self) -> str:
+        """Whose models the demo's forecaster trains (``model.scope``, default global)."""
+        return self.profile.get("CRYPTOCAST_MODEL__SCOPE", "global")
+
 
 @dataclass
 class DemoResult:
@@ -120,8 +123,7 @@ class Demo:
         self.services: list[ChildService] = []
         self.env: dict[str, str] = {}
         self.received: dict[str, list[Prediction]] = {s.key: [] for s in self.series}
-        self.started_at = time.monotonic()
-        self._header_shown = False
+        self.narrator = Narrator(console)
 
     @property
     def redis_url(self) -> str:
@@ -235,7 +237,17 @@ class Demo:
 
         tasks = [
             asyncio.create_task(listen(), name="demo-listen"),
-            asyncio.create_task(self._narrate(), name="demo-narrate"),
+            asyncio.create_task(
+                self.narrator.follow(
+                    self.redis,
+                    self.keys,
+                    self.series,
+                    self.opts.history,
+                    self.opts.speed,
+                    self.opts.scope,
+                ),
+                name="demo-narrate",
+            ),
             asyncio.create_task(watch_services(), name="demo-services"),
             asyncio.create_task(done.wait(), name="demo-done"),
         ]
@@ -246,78 +258,6 @@ class Demo:
         finally:
             await cancel_all(*tasks)
         return done.is_set()
-
-    async def _narrate(self) -> None:
-        """Print what ingest and training do, as a user would want to know, once each."""
-        assert self.redis is not None
-        store = CandleStore(self.redis, self.keys)
-        tlog, leases = TrainingLog(self.redis, self.keys), Leases(self.redis, self.keys)
-        history_told: set[str] = set()
-        training: set[str] = set()
-        finished: dict[str, Any] = {}
-        while True:
-            for s in self.series:
-                key, name = s.key, s.symbol
-                count = await store.count(s)
-                if key not in history_told and count >= self.opts.history - 1:
-                    history_told.add(key)
-                    self._say(
-                        f"[cyan]ingest[/cyan]   {name}: {count:,} candles of history stored; "
-                        f"a live candle closes every {60 / self.opts.speed:.1f}s"
-                    )
-                if await leases.holder(s, "train") is not None:
-                    if key not in training:
-                        training.add(key)
-                        self._say(
-                            f"[magenta]training[/magenta] {name}: started on {count:,} candles"
-                        )
-                else:
-                    training.discard(key)
-                state = await tlog.state(s)
-                if state.get("finished_at") and finished.get(key) != state["finished_at"]:
-                    finished[key] = state["finished_at"]
-                    self._say(self._training_line(name, state))
-            await asyncio.sleep(0.5)
-
-    def _training_line(self, name: str, state: dict[str, Any]) -> str:
-        outcome = state.get("outcome")
-        version, skill = state.get("version"), state.get("skill")
-        took = state.get("duration_s")
-        skill_text = "" if skill is None else f", holdout skill vs naive {skill:+.2%}"
-        if outcome == "promoted":
-            return (
-                f"[magenta]training[/magenta] {name}: model {version} [green]promoted[/green] "
-                f"(trained in {took}s{skill_text})"
-            )
-        if outcome == "kept_current":
-            return (
-                f"[magenta]training[/magenta] {name}: model {version} not better than the "
-                f"serving one on the same holdout, kept the current model{skill_text}"
-            )
-        return f"[magenta]training[/magenta] {name}: {outcome} {state.get('error', '')}"
-
-    def _say(self, text: str) -> None:
-        elapsed = time.monotonic() - self.started_at
-        self.console.print(f"[dim]{elapsed:6.1f}s[/dim] {text}")
-
-    def print_prediction(self, p: Prediction) -> None:
-        """One line per published prediction (a header line before the first)."""
-        if not self._header_shown:
-            self._header_shown = True
-            self.console.print(
-                "[dim] elapsed series    as of   last close → predicted close      "
-                f"{p.interval_level:.0%} interval        model        latency[/dim]"
-            )
-        up = p.predicted_close >= p.last_close
-        arrow = "[green]▲[/green]" if up else "[red]▼[/red]"
-        change = (p.predicted_close / p.last_close - 1) * 100
-        as_of = datetime.fromtimestamp(p.as_of / 1000, UTC).strftime("%H:%M")
-        self._say(
-            f"[bold]{p.symbol:<9}[/bold] {as_of}  {p.last_close:>10.4f} → {arrow}"
-            f"{p.predicted_close:>10.4f} {change:+.3f}%  [{p.lower:.4f}, {p.upper:.4f}]  "
-            f"{p.model.version}  {p.latency_ms:5.1f} ms"
-            + ("  [yellow]stale model[/yellow]" if p.stale_model else "")
-        )
 
     # -- the end ----------------------------------------------------------------------------
 
@@ -343,9 +283,8 @@ class Demo:
         store = CandleStore(self.redis, self.keys)
         clock = await shared_clock(self.redis, self.keys.clock(), "exchange")
         stale_after = int(self.opts.profile.get("CRYPTOCAST_SCHEDULE__STALE_AFTER", "3"))
-        scope = self.opts.profile.get("CRYPTOCAST_MODEL__SCOPE", "global")
         return [
-            await series_health(self.redis, store, s, clock, stale_after, scope=scope)
+            await series_health(self.redis, store, s, clock, stale_after, scope=self.opts.scope)
             for s in self.series
         ]
 
@@ -359,6 +298,7 @@ async def run_demo(
 
     Interrupted (Ctrl-C, SIGTERM), it still prints what it saw so far."""
     demo = Demo(opts, console)
+    say = demo.narrator.say
     stop = asyncio.Event()
     codes: dict[str, int] = {}
     png: Path | None = None
@@ -374,7 +314,7 @@ async def run_demo(
                 f"training and live predictions. Logs: {opts.out_dir / 'logs'}. Ctrl-C stops early."
             )
             await demo.start()
-            demo._say(
+            say(
                 f"redis-server on 127.0.0.1:{demo.server.port if demo.server else '?'}, replay "
                 f"exchange on {demo.exchange.rest_url if demo.exchange else '?'}, services started"
                 + (
@@ -386,9 +326,9 @@ async def run_demo(
             with contextlib.ExitStack() as announcement:
                 if opts.announce_dir is not None:
                     announcement.enter_context(announced(opts.announce_dir, demo.instance()))
-                complete = await demo.collect(demo.print_prediction, stop)
+                complete = await demo.collect(demo.narrator.prediction, stop)
                 if not complete:
-                    demo._say("[yellow]stopping before the planned number of predictions[/yellow]")
+                    say("[yellow]stopping before the planned number of predictions[/yellow]")
                 if during is not None:
                     await during(demo)
                 report = await demo.status()
@@ -396,7 +336,7 @@ async def run_demo(
         finally:
             codes = await demo.stop()
     summaries = [summarise(preds[k], closes[k], k) for k in preds]
-    seconds = time.monotonic() - demo.started_at
+    seconds = time.monotonic() - demo.narrator.started_at
     if report:
         print_status(report, console)
     print_summary(console, summaries, seconds)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from prometheus_client import start_http_server
 
 from config.settings import Settings
 from core.backoff import Backoff
-from core.lifecycle import on_signals, wait_until
+from core.lifecycle import Service, on_signals, wait_until
 from cryptocast.runtime import open_store
 from storage.candles import CandleStore
 from storage.client import RedisUnavailable
@@ -45,46 +46,39 @@ async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleS
     return None
 
 
-class Service(Protocol):
-    """The lifecycle both long-running services share."""
-
-    async def start(self) -> None: ...
-    async def run(self) -> None: ...
-    def stop(self) -> None: ...
-
-
 async def run_until_signalled(service: Service) -> None:
     """Start and run ``service``; SIGTERM or SIGINT stops it gracefully."""
     with on_signals(service.stop):
-        await service.start()
-        await service.run()
+        async with service:
+            await service.run()
+
+
+async def serve(settings: Settings, name: str, build: Callable[[CandleStore], Service]) -> None:
+    """Wait for Redis, then run the service ``build`` makes until a signal stops it."""
+    opened = await wait_for_redis(settings, name)
+    if opened is None:
+        return
+    redis, store = opened
+    start_metrics(settings, name)
+    try:
+        await run_until_signalled(build(store))
+    finally:
+        await redis.aclose()
 
 
 async def serve_ingest(settings: Settings) -> None:
     """``cryptocast ingest``."""
     from ingest.service import IngestService
 
-    opened = await wait_for_redis(settings, "ingest")
-    if opened is None:
-        return
-    redis, store = opened
-    start_metrics(settings, "ingest")
-    try:
-        await run_until_signalled(IngestService(settings, store))
-    finally:
-        await redis.aclose()
+    await serve(settings, "ingest", lambda store: IngestService(settings, store))
 
 
 async def serve_forecast(settings: Settings, config_file: str | None) -> None:
     """``cryptocast forecast``."""
     from forecaster.serving.service import ForecastService
 
-    opened = await wait_for_redis(settings, "forecaster")
-    if opened is None:
-        return
-    redis, store = opened
-    start_metrics(settings, "forecaster")
-    try:
-        await run_until_signalled(ForecastService(settings, store, config_file=config_file))
-    finally:
-        await redis.aclose()
+    await serve(
+        settings,
+        "forecaster",
+        lambda store: ForecastService(settings, store, config_file=config_file),
+    )

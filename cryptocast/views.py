@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from storage.scores import relative_mae
+
 
 def fmt_time(ms: int | None) -> str:
     if ms is None:
@@ -121,8 +123,8 @@ def print_status(
             6,
         ),
         Column(
-            "live MASE",
-            ["-" if s.get("mase") is None else f"{s['mase']:.3f}" for s in scores],
+            "live MAE / naive",
+            ["-" if (rel := relative_mae(s)) is None else f"{rel:.3f}" for s in scores],
             1,
             "right",
         ),

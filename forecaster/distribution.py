@@ -25,7 +25,11 @@ __all__ = ["PUBLISHED_QUANTILES", "ReturnDistribution"]
 PUBLISHED_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def _arr(x: float | np.ndarray | Sequence[float]) -> np.ndarray:
+Values = float | np.ndarray | Sequence[float]
+"""A scalar or one value per point."""
+
+
+def _arr(x: Values) -> np.ndarray:
     return np.atleast_1d(np.asarray(x, dtype=np.float64))
 
 
@@ -42,12 +46,7 @@ class ReturnDistribution:
     df: np.ndarray
 
     @classmethod
-    def of(
-        cls,
-        loc: float | np.ndarray | Sequence[float],
-        scale: float | np.ndarray | Sequence[float],
-        df: float | np.ndarray | Sequence[float] = math.inf,
-    ) -> ReturnDistribution:
+    def of(cls, loc: Values, scale: Values, df: Values = math.inf) -> ReturnDistribution:
         """Broadcast the three parameters to one shape and check them."""
         loc_a, scale_a, df_a = np.broadcast_arrays(_arr(loc), _arr(scale), _arr(df))
         if not (np.all(np.isfinite(loc_a)) and np.all(np.isfinite(scale_a))):
@@ -60,12 +59,7 @@ class ReturnDistribution:
         return cls(loc_a.astype(np.float64), scale_a.astype(np.float64), df_a.astype(np.float64))
 
     @classmethod
-    def from_sigma(
-        cls,
-        loc: float | np.ndarray | Sequence[float],
-        sigma: float | np.ndarray | Sequence[float],
-        df: float | np.ndarray | Sequence[float] = math.inf,
-    ) -> ReturnDistribution:
+    def from_sigma(cls, loc: Values, sigma: Values, df: Values = math.inf) -> ReturnDistribution:
         """Build from the standard deviation instead of the t's scale."""
         d = _arr(df)
         finite = np.where(np.isinf(d), 3.0, d)  # any finite stand-in; masked below

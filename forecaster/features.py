@@ -1,15 +1,7 @@
-"""Stationary features, windows, chronological slices and the train-only scaler.
+"""Windows of stationary features, chronological slices and the train-only scaler.
 
-Per candle ``t`` (each needs candle ``t-1`` of the same contiguous run, so the first row of every
-segment has no features):
-
-- ``ret``   = log(close_t / close_{t-1})
-- ``range`` = log(high_t / low_t)
-- ``vol``   = log1p(volume_t) - log1p(volume_{t-1})  (log1p: halted markets print volume 0)
-- ``gk``    = Garman–Klass volatility of candle t, ``sqrt(0.5 ln(h/l)^2 - (2 ln 2 - 1) ln(c/o)^2)``
-  (a range-based realised volatility; 0 for a candle with zero range, never -inf or NaN)
-- ``tod_sin``, ``tod_cos`` = time of day of candle t's open on the unit circle (intraday
-  seasonality; constant, hence scaled to 0, for daily and longer timeframes)
+The features of each candle (``ret``, ``range``, ``vol``, ``gk``, ``tod_sin``, ``tod_cos``) are
+defined in :mod:`forecaster.candle_features` and importable from here too.
 
 Normalisation (``trailing_rms``, the default of the model): every window is divided by its own
 trailing volatility ``sigma_w = sqrt(mean(ret^2))`` over the window's rows (floored at
@@ -40,11 +32,23 @@ from typing import Any
 
 import numpy as np
 
+from forecaster.candle_features import (
+    FEATURE_NAMES,
+    RETURN_UNITS,
+    FeatureError,
+    check_features,
+    feature_matrix,
+    last_window,
+    log_returns,
+    raw_features,
+    window_features,
+)
 from forecaster.data import CandleArrays
 
 __all__ = [
     "FEATURE_NAMES",
     "NORMALISATIONS",
+    "RETURN_UNITS",
     "SIGMA_FLOOR",
     "FeatureError",
     "PreparedData",
@@ -62,78 +66,9 @@ __all__ = [
     "window_sigma",
 ]
 
-FEATURE_NAMES = ("ret", "range", "vol", "gk", "tod_sin", "tod_cos")
-# Columns in units of a log return: these are divided by the window's trailing volatility.
-RETURN_UNITS = frozenset({"ret", "range", "gk"})
 NORMALISATIONS = ("trailing_rms", "none")
 SIGMA_FLOOR = 1e-8
 CLIP = 20.0
-_GK_C = 2.0 * np.log(2.0) - 1.0
-_DAY_MS = 86_400_000
-
-
-class FeatureError(ValueError):
-    """Not enough usable candles, or an unknown feature."""
-
-
-def _check_features(features: Sequence[str]) -> list[str]:
-    names = list(features)
-    unknown = [f for f in names if f not in FEATURE_NAMES]
-    if unknown or not names or len(set(names)) != len(names):
-        raise FeatureError(f"features must be distinct names from {FEATURE_NAMES}, got {names}")
-    return names
-
-
-def _raw_features(a: CandleArrays, names: list[str]) -> np.ndarray:
-    """Features of rows 1..n-1 computed from rows 0..n-1 of one contiguous run."""
-    cols: list[np.ndarray] = []
-    for name in names:
-        if name == "ret":
-            cols.append(np.diff(np.log(a.close)))
-        elif name == "range":
-            cols.append(np.log(a.high[1:] / a.low[1:]))
-        elif name == "vol":
-            cols.append(np.diff(np.log1p(a.volume)))
-        elif name == "gk":
-            hl = np.log(a.high[1:] / a.low[1:])
-            co = np.log(a.close[1:] / a.open[1:])
-            cols.append(np.sqrt(np.maximum(0.5 * hl * hl - _GK_C * co * co, 0.0)))
-        else:
-            phase = (a.open_time[1:] % _DAY_MS) * (2.0 * np.pi / _DAY_MS)
-            cols.append(np.sin(phase) if name == "tod_sin" else np.cos(phase))
-    return np.stack(cols, axis=-1)
-
-
-def feature_matrix(arrays: CandleArrays, features: Sequence[str]) -> np.ndarray:
-    """Unscaled features, ``(len(arrays), len(features))``; NaN on each segment's first row."""
-    names = _check_features(features)
-    n = len(arrays)
-    out = np.full((n, len(names)), np.nan, dtype=np.float64)
-    if n > 1:
-        body = _raw_features(arrays, names)
-        out[1:] = body
-        # Differences across a hole compare candles that are not neighbours: blank them.
-        out[1:][np.diff(arrays.index) != 1] = np.nan
-    return out
-
-
-def log_returns(arrays: CandleArrays) -> np.ndarray:
-    """``log(close_t/close_{t-1})`` per row; NaN on each segment's first row."""
-    return feature_matrix(arrays, ["ret"])[:, 0]
-
-
-def window_features(recent: CandleArrays, window: int, features: Sequence[str]) -> np.ndarray:
-    """Unscaled features of the last window, ``(window, F)``, from the last ``window+1`` rows.
-
-    Raises :class:`FeatureError` when there are too few rows or a hole among them.
-    """
-    names = _check_features(features)
-    if len(recent) < window + 1:
-        raise FeatureError(f"need {window + 1} candles for a window of {window}, got {len(recent)}")
-    last = recent.tail(window + 1)
-    if not last.is_contiguous():
-        raise FeatureError("the last window crosses a hole in the candles")
-    return _raw_features(last, names)
 
 
 def _check_norm(normalisation: str) -> None:
@@ -168,14 +103,12 @@ def window_input(
     Exactly what :func:`prepare` builds for a training window (same normalisation and scaler).
     """
     _check_norm(normalisation)
-    names = list(scaler.features)
-    if len(recent) < window + 1:
-        raise FeatureError(f"need {window + 1} candles for a window of {window}, got {len(recent)}")
-    last = recent.tail(window + 1)
-    if not last.is_contiguous():
-        raise FeatureError("the last window crosses a hole in the candles")
+    last = last_window(recent, window)
     return input_from_features(
-        _raw_features(last, names), np.diff(np.log(last.close)), scaler, normalisation
+        raw_features(last, list(scaler.features)),
+        np.diff(np.log(last.close)),
+        scaler,
+        normalisation,
     )
 
 
@@ -264,7 +197,7 @@ class Scaler:
             tm, ts = float(d["target_mean"]), float(d["target_std"])
         except (KeyError, TypeError, ValueError) as e:
             raise FeatureError(f"bad scaler parameters: {e}") from None
-        _check_features(feats)
+        check_features(feats)
         ok = mean.shape == std.shape == (len(feats),) and np.all(np.isfinite(mean))
         if not ok or not np.all(std > 0) or not (np.isfinite(tm) and np.isfinite(ts) and ts > 0):
             raise FeatureError("bad scaler parameters: wrong shape, non-finite or zero std")
@@ -388,7 +321,7 @@ def prepare(
     or ``"trailing_rms"`` (per-window volatility normalisation, see the module docstring; the
     scaler is fit on the train windows' normalised rows).
     """
-    names = _check_features(features)
+    names = check_features(features)
     _check_norm(normalisation)
     n = len(arrays)
     b1, b2 = slice_bounds(n, early_stop_fraction, holdout_fraction)

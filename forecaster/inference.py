@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,15 @@ import numpy as np
 import structlog
 
 from config.settings import ModelSettings
+from core.model_meta import (
+    META_KIND,
+    META_SCHEMA_VERSION,
+    SUPPORTED_META_SCHEMAS,
+    Architecture,
+    Interval,
+    ModelMeta,
+    ModelMetaError,
+)
 from forecaster.artifact import npz_bytes, read_npz
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
@@ -67,54 +77,54 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-META_SCHEMA_VERSION = 2
-SUPPORTED_META_SCHEMAS = (1, 2)
-META_KIND = "lstm-returns"
+MetaIn = ModelMeta | Mapping[str, Any]  # a version's metadata, parsed or as stored
+Float = type[np.floating[Any]]
+
 _Z90 = 1.6448536269514722  # the standard normal's 0.95 quantile
 
 
-def check_meta(meta: dict[str, Any]) -> tuple[Scaler, dict[str, Any]]:
-    """Validate model metadata; return its scaler and architecture, or raise ArtifactError."""
-    if not isinstance(meta, dict):
-        raise ArtifactError("model metadata must be a JSON object")
-    if meta.get("schema") not in SUPPORTED_META_SCHEMAS or meta.get("kind") != META_KIND:
+def check_meta(
+    meta: ModelMeta | Mapping[str, Any],
+) -> tuple[ModelMeta, Scaler, Architecture, Interval]:
+    """Validate model metadata for serving; return it parsed with its scaler, architecture and
+    interval, or raise ArtifactError."""
+    try:
+        meta = ModelMeta.parse(meta)
+    except ModelMetaError as e:
+        raise ArtifactError(str(e)) from None
+    if meta.schema_ not in SUPPORTED_META_SCHEMAS or meta.kind != META_KIND:
         raise ArtifactError(
-            f"model metadata schema {meta.get('schema')!r}/{meta.get('kind')!r} is not "
+            f"model metadata schema {meta.schema_!r}/{meta.kind!r} is not "
             f"one of {SUPPORTED_META_SCHEMAS}/{META_KIND}"
         )
-    arch = meta.get("architecture")
-    if not isinstance(arch, dict):
+    arch = meta.architecture
+    if arch is None:
         raise ArtifactError("model metadata has no architecture")
-    feats = arch.get("features")
-    if not isinstance(feats, list) or not feats or any(f not in FEATURE_NAMES for f in feats):
+    feats = arch.features
+    if not feats or any(f not in FEATURE_NAMES for f in feats):
         raise ArtifactError(f"model features {feats!r} are not a subset of {FEATURE_NAMES}")
-    window = arch.get("window")
-    if not isinstance(window, int) or window < 2:
-        raise ArtifactError(f"bad window {window!r} in model metadata")
-    if arch.get("head", "mse") not in ("mse", "gaussian", "student_t"):
-        raise ArtifactError(f"unknown head {arch.get('head')!r} in model metadata")
-    if arch.get("normalisation", "none") not in NORMALISATIONS:
-        raise ArtifactError(f"unknown normalisation {arch.get('normalisation')!r}")
-    scaler_feats = (meta.get("scaler") or {}).get("features")
-    if isinstance(scaler_feats, list) and scaler_feats != feats:
-        raise ArtifactError(f"scaler features {scaler_feats} != model features {feats}")
+    if arch.window < 2:
+        raise ArtifactError(f"bad window {arch.window!r} in model metadata")
+    if arch.head not in ("mse", "gaussian", "student_t"):
+        raise ArtifactError(f"unknown head {arch.head!r} in model metadata")
+    if arch.normalisation not in NORMALISATIONS:
+        raise ArtifactError(f"unknown normalisation {arch.normalisation!r}")
+    if meta.scaler is not None and meta.scaler.features != feats:
+        raise ArtifactError(f"scaler features {meta.scaler.features} != model features {feats}")
     try:
-        scaler = Scaler.from_json(meta.get("scaler") or {})
+        scaler = Scaler.from_json(meta.scaler.model_dump() if meta.scaler is not None else {})
     except FeatureError as e:
         raise ArtifactError(str(e)) from None
     if list(scaler.features) != feats:
         raise ArtifactError(f"scaler features {list(scaler.features)} != model features {feats}")
-    iv = meta.get("interval")
-    if not isinstance(iv, dict):
+    iv = meta.interval
+    if iv is None:
         raise ArtifactError("model metadata has no interval")
-    lo, hi, level = iv.get("q_low"), iv.get("q_high"), iv.get("level")
-    nums = (lo, hi, level)
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in nums):
-        raise ArtifactError(f"bad interval {iv!r} in model metadata")
-    assert isinstance(lo, int | float) and isinstance(hi, int | float)
-    if lo > hi:
-        raise ArtifactError(f"bad interval {iv!r} in model metadata")
-    return scaler, arch
+    if not all(math.isfinite(v) for v in (iv.q_low, iv.q_high, iv.level)):
+        raise ArtifactError(f"bad interval {iv.model_dump()!r} in model metadata")
+    if iv.q_low > iv.q_high:
+        raise ArtifactError(f"bad interval {iv.model_dump()!r} in model metadata")
+    return meta, scaler, arch, iv
 
 
 @dataclass(eq=False)
@@ -122,7 +132,7 @@ class LoadedModel:
     """A servable model: Keras model, its metadata, scaler and the numpy fast path."""
 
     model: keras.Model | None  # None when loaded from the numpy artifact (serving)
-    meta: dict[str, Any]
+    meta: ModelMeta
     scaler: Scaler
     window: int
     features: tuple[str, ...]
@@ -140,15 +150,15 @@ class LoadedModel:
     # loading -------------------------------------------------------------------------------
     @classmethod
     def from_artifact(
-        cls, artifact: bytes, meta: dict[str, Any], *, dtype: type[np.floating[Any]] = np.float32
+        cls, artifact: bytes, meta: MetaIn, *, dtype: Float = np.float32
     ) -> LoadedModel:
         """Load ``.keras`` bytes with ``safe_mode=True``; raise :class:`ArtifactError` if unfit.
 
         The metadata is checked first (schema, features, scaler, interval); when it records the
         artifact's sha256, the bytes must match it.
         """
-        check_meta(meta)
-        want = meta.get("artifact_sha256")
+        meta = check_meta(meta)[0]
+        want = meta.artifact_sha256
         if want is not None and hashlib.sha256(artifact).hexdigest() != want:
             raise ArtifactError("model artifact does not match the sha256 in its metadata")
         with tempfile.TemporaryDirectory(prefix="cryptocast-model-") as tmp:
@@ -170,11 +180,11 @@ class LoadedModel:
 
     @classmethod
     def from_keras(
-        cls, model: keras.Model, meta: dict[str, Any], *, dtype: type[np.floating[Any]] = np.float32
+        cls, model: keras.Model, meta: MetaIn, *, dtype: Float = np.float32
     ) -> LoadedModel:
         """Wrap an in-memory Keras model with its metadata (checked as in :meth:`from_artifact`)."""
-        _, arch = check_meta(meta)
-        window, n_feat = arch["window"], len(arch["features"])
+        _, _, arch, _ = check_meta(meta)
+        window, n_feat = arch.window, len(arch.features)
         shape = tuple(model.input_shape)
         if shape[1:] != (window, n_feat):
             raise ArtifactError(f"model input shape {shape} != (None, {window}, {n_feat})")
@@ -182,18 +192,17 @@ class LoadedModel:
         return cls._build(model, meta, (lstm, dense), dtype)
 
     @classmethod
-    def from_npz(
-        cls, data: bytes, meta: dict[str, Any], *, dtype: type[np.floating[Any]] = np.float32
-    ) -> LoadedModel:
+    def from_npz(cls, data: bytes, meta: MetaIn, *, dtype: Float = np.float32) -> LoadedModel:
         """Load the numpy artifact (no TensorFlow); raise :class:`ArtifactError` if unfit.
 
         ``meta`` is the registry version's metadata; the artifact's own copy of what serving
         needs must agree with it (a version is one model, not two halves of different ones).
         """
-        check_meta(meta)
+        meta = check_meta(meta)[0]
         lstm, dense, own = read_npz(data)
+        stored = meta.to_json()
         for key in ("architecture", "scaler", "interval"):
-            if own.get(key) != meta.get(key):
+            if own.get(key) != stored.get(key):
                 raise ArtifactError(f"numpy artifact's {key} differs from its version's metadata")
         model = cls._build(None, meta, (lstm, dense), dtype)
         inputs, feats = model.net.n_features, len(model.features)
@@ -204,47 +213,46 @@ class LoadedModel:
     def to_npz(self) -> bytes:
         """This model's numpy artifact (see :mod:`forecaster.artifact`)."""
         assert self.weights is not None, "a model built from weights always keeps them"
-        return npz_bytes(self.weights[0], self.weights[1], self.meta)
+        return npz_bytes(self.weights[0], self.weights[1], self.meta.to_json())
 
     @classmethod
     def _build(
         cls,
         model: keras.Model | None,
-        meta: dict[str, Any],
+        meta: MetaIn,
         weights: tuple[LstmWeights, DenseWeights],
-        dtype: type[np.floating[Any]],
+        dtype: Float,
     ) -> LoadedModel:
-        scaler, arch = check_meta(meta)
-        window = arch["window"]
+        meta, scaler, arch, iv = check_meta(meta)
+        window = arch.window
         net = NumpyLSTM(list(weights[0]), weights[1], dtype)
-        head = str(arch.get("head", "mse"))
+        head = arch.head
         if net.n_out != head_outputs(head):
             raise ArtifactError(f"output layer of {net.n_out} units does not fit head {head!r}")
-        iv = meta["interval"]
-        level = float(iv["level"])
-        mse_scale = (meta.get("head_params") or {}).get("mse_scale")
+        level = iv.level
+        mse_scale = meta.head_params.mse_scale if meta.head_params is not None else None
         if not isinstance(mse_scale, int | float) or not (
             math.isfinite(mse_scale) and mse_scale > 0
         ):
             # Schema 1: a Gaussian as wide as the static interval (its normal-equivalent sigma).
-            width = (float(iv["q_high"]) - float(iv["q_low"])) / (2.0 * _Z90)
+            width = (iv.q_high - iv.q_low) / (2.0 * _Z90)
             mse_scale = max(width / scaler.target_std, 1e-6) if level == 0.9 else 1.0
-        cal = iv.get("calibrated_level")
+        cal = iv.calibrated_level
         return cls(
             model=model,
             meta=meta,
             scaler=scaler,
             window=window,
-            features=tuple(arch["features"]),
-            q_low=float(iv["q_low"]),
-            q_high=float(iv["q_high"]),
+            features=tuple(arch.features),
+            q_low=iv.q_low,
+            q_high=iv.q_high,
             interval_level=level,
             net=net,
             head=head,
-            normalisation=str(arch.get("normalisation", "none")),
+            normalisation=arch.normalisation,
             mse_scale=float(mse_scale),
-            calibrated_level=float(cal) if isinstance(cal, int | float) and 0 < cal < 1 else None,
-            naive_point=meta.get("point") == "naive",
+            calibrated_level=cal if cal is not None and 0 < cal < 1 else None,
+            naive_point=meta.point == "naive",
             weights=weights,
         )
 
@@ -252,7 +260,8 @@ class LoadedModel:
     @property
     def architecture(self) -> dict[str, Any]:
         """``units``, ``layers``, ``dropout``, ``window``, ``features``, ``head``, ... (meta)."""
-        return dict(self.meta["architecture"])
+        arch = self.meta.architecture
+        return {} if arch is None else arch.model_dump()
 
     @property
     def start_level(self) -> float:
@@ -261,14 +270,15 @@ class LoadedModel:
 
     def matches(self, settings: ModelSettings) -> bool:
         """True when ``settings`` build a model whose weights this one's can seed (warm start)."""
-        a = self.meta["architecture"]
+        a = self.meta.architecture
         return (
-            a.get("units") == settings.units
-            and a.get("layers") == settings.layers
-            and a.get("window") == settings.window
-            and list(a.get("features", [])) == list(settings.features)
-            and a.get("head", "mse") == settings.head
-            and a.get("normalisation", "none") == settings.normalisation
+            a is not None
+            and a.units == settings.units
+            and a.layers == settings.layers
+            and a.window == settings.window
+            and a.features == list(settings.features)
+            and a.head == settings.head
+            and a.normalisation == settings.normalisation
         )
 
     # scaled-space forward passes -------------------------------------------------------------

@@ -88,7 +88,9 @@ def naive_scale(close: np.ndarray) -> float:
 def mase(actual: np.ndarray, predicted: np.ndarray, scale: float) -> float:
     """MAE divided by ``scale``, the naive forecast's in-sample MAE on the training slice.
 
-    NaN when the scale is zero or missing (a flat training slice has no meaningful MASE).
+    MASE in Hyndman & Koehler's sense (2006). Not the live score's ``relative_mae``, which
+    divides by the naive MAE on the same targets (:mod:`storage.scores`). NaN when the scale is
+    zero or missing (a flat training slice has no meaningful MASE).
     """
     if not (math.isfinite(scale) and scale > 0):
         return math.nan

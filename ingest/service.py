@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from config.settings import IngestMode, Settings
 from core.backoff import Backoff
 from core.clock import Clock, ExchangeClock, WallClock
+from core.lifecycle import Service
 from core.series import SeriesId
 from ingest.binance_ws import BinanceKlineSource
 from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
@@ -42,7 +43,7 @@ FIRST_CONNECT_WAIT_S = 10.0
 Source = BinanceKlineSource | CcxtWatchSource | CcxtPollSource
 
 
-class IngestService:
+class IngestService(Service):
     """Runs ingestion for ``settings.series`` against one Redis."""
 
     def __init__(
@@ -60,6 +61,7 @@ class IngestService:
         self._connected: dict[SeriesId, asyncio.Event] = {}
         self._http: aiohttp.ClientSession | None = None
         self._stopped = asyncio.Event()
+        self._closed = False
         self.ready = asyncio.Event()
 
     @property
@@ -175,7 +177,10 @@ class IngestService:
             await asyncio.sleep(FRESHNESS_EVERY_S)
 
     async def close(self) -> None:
-        """Close every exchange connection and the HTTP session."""
+        """Close every exchange connection and the HTTP session (once)."""
+        if self._closed:
+            return
+        self._closed = True
         for src in self.sources:
             if isinstance(src, CcxtWatchSource):
                 await src.close()

@@ -10,17 +10,13 @@ the closed-candle event in the same step, so a stored candle always has its even
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
 from core.schemas import Candle
 from core.series import SeriesId
@@ -28,16 +24,13 @@ from storage.codec import unpack_candle
 from storage.columns import CandleColumns, floor_indexes, upsert_chunks
 from storage.holes import Hole, find_holes
 from storage.keys import BUCKET_SIZE, Keys
+from storage.scripts import PipelinedScript, load_script
 
 __all__ = ["SCRIPT_CHUNK", "CandleStore", "Hole", "UpsertResult", "find_holes", "load_script"]
 
 # Candles per script call: big enough to amortise the round trip, small enough that one call
 # never blocks Redis for more than a few milliseconds.
 SCRIPT_CHUNK = 1_000
-
-
-def load_script(name: str) -> str:
-    return resources.files("storage").joinpath("lua", name).read_text()
 
 
 @dataclass(slots=True)
@@ -70,8 +63,9 @@ class CandleStore:
     event_stream_len: int = 100_000
 
     def __post_init__(self) -> None:
-        self._upsert = self.redis.register_script(load_script("upsert_candles.lua"))
-        self._script_loaded = False
+        # Repeated after a lost script, an upsert is harmless: a candle written the first time
+        # is unchanged the second and yields no new event.
+        self._upsert = PipelinedScript(self.redis, load_script("upsert_candles.lua"))
         self._trim = self.redis.register_script(load_script("trim_candles.lua"))
 
     # writing --------------------------------------------------------------------------------
@@ -127,7 +121,7 @@ class CandleStore:
                 )
                 n += 1
             chunks.append(n)
-        replies = iter(await self._run_upserts(calls))
+        replies = iter(await self._upsert.run(calls))
         results = []
         for (series, _batch), n in zip(batches, chunks, strict=True):
             total = UpsertResult()
@@ -148,37 +142,6 @@ class CandleStore:
                 total.trimmed = before - total.count
             results.append(total)
         return results
-
-    async def _run_upserts(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        # EVALSHA straight into the pipeline: redis-py's script objects would first ask
-        # SCRIPT EXISTS on every execute, a second round trip on the ingest path. The script is
-        # loaded on first use and again if Redis lost it (a restart); retrying is safe because
-        # upserts are idempotent (a candle already written the first time yields no new event).
-        for attempt in (1, 2):
-            if not self._script_loaded:
-                await self.redis.script_load(self._upsert.script)
-                self._script_loaded = True
-            try:
-                if isinstance(self.redis, RedisCluster):
-                    # redis-py's cluster pipeline refuses EVALSHA: one call per script, sent
-                    # concurrently (each still touches a single slot).
-                    return list(
-                        await asyncio.gather(
-                            *(
-                                self.redis.evalsha(self._upsert.sha, len(keys), *keys, *argv)
-                                for keys, argv in calls
-                            )
-                        )
-                    )
-                pipe = self.redis.pipeline(transaction=False)
-                for keys, argv in calls:
-                    pipe.evalsha(self._upsert.sha, len(keys), *keys, *argv)
-                return list(await pipe.execute())
-            except NoScriptError:
-                self._script_loaded = False
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
 
     async def _enforce_retention(self, series: SeriesId) -> int:
         excess = await self.count(series) - self.retention

@@ -4,7 +4,8 @@ Read-only: candles stored, newest candle and its age, holes, the current model, 
 prediction (and how far it lags the candles, in candles and in time), the live score and the
 last training attempt. A series is *stale* when its newest candle closed more than
 ``stale_after`` timeframes ago by the service clock, or when its last prediction is older than
-its newest candle by as much. It is *degraded* (reported, not a failure) when its live MASE over
+its newest candle by as much. It is *degraded* (reported, not a failure) when its live relative
+MAE (MAE / naive MAE, :mod:`storage.scores`) over
 at least ``DEGRADED_MIN_SCORED`` scored predictions is above 1: the model does worse than the
 naive "next close = last close" forecast on the candles it actually predicted.
 """
@@ -21,8 +22,9 @@ from storage.calibration import CalibrationStore, levels
 from storage.candles import CandleStore
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
+from storage.scores import relative_mae
 
-# A live MASE over fewer scored predictions than this says nothing either way.
+# A live relative MAE over fewer scored predictions than this says nothing either way.
 DEGRADED_MIN_SCORED = 30
 
 
@@ -48,27 +50,24 @@ async def series_health(
     holes = await store.holes(series) if count else []
     unfillable = set(await store.unfillable(series))
     registry = ModelRegistry(redis, keys)
+    subject = model_subject(series, scope)
     model: dict[str, Any] | None = None
     try:
-        rec = await registry.current(model_subject(series, scope), with_artifact=False)
+        rec = await registry.current(subject, with_artifact=False)
     except ModelIntegrityError as e:
         model = {"error": str(e)}
         rec = None
     if rec is not None:
         meta = rec.meta
-        trained_last = (meta.get("training_range") or {}).get("last_open_time")
         model = {
             "version": rec.version,
-            "kind": (meta.get("champion") or {}).get("kind", "lstm"),
-            "scope": meta.get("scope", "series"),
-            "trained_at": meta.get("trained_at", rec.created_at),
-            "skill": meta.get("skill"),
-            # candles closed since the last one the model was trained on
-            "age_candles": None
-            if last is None or trained_last is None
-            else max(0, tf.floor_index(last) - tf.floor_index(int(trained_last))),
+            "kind": meta.champion_kind,
+            "scope": meta.scope,
+            "trained_at": rec.trained_at,
+            "skill": meta.skill,
+            "age_candles": None if last is None else meta.age_at(last, tf),
         }
-    training = await TrainingLog(redis, keys).state(series)
+    training = await TrainingLog(redis, keys).state(subject)  # its model's last training
     raw_score = await redis.hgetall(keys.live_score(series))
     live_score = {k.decode(): orjson.loads(v) for k, v in raw_score.items()} if raw_score else None
     reasons: list[str] = []
@@ -84,9 +83,9 @@ async def series_health(
     ):
         reasons.append("predictions lag the candles")
     degraded: list[str] = []
-    mase = (live_score or {}).get("mase")
-    if mase is not None and (live_score or {}).get("n", 0) >= DEGRADED_MIN_SCORED and mase > 1:
-        degraded.append(f"live MASE {mase:.3f} > 1 (worse than naive)")
+    rel = relative_mae(live_score)
+    if rel is not None and (live_score or {}).get("n", 0) >= DEGRADED_MIN_SCORED and rel > 1:
+        degraded.append(f"live MAE / naive MAE {rel:.3f} > 1 (worse than naive)")
     return {
         "series": series.key,
         "candles": count,

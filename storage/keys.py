@@ -62,6 +62,10 @@ class Keys:
         """JSON: the series' live interval calibration (ACI state and the pending interval)."""
         return f"{self.prefix}:calibration:{self.tag(series)}"
 
+    def forecast_path(self, series: SeriesId) -> str:
+        """JSON: the series' multi-step forecast path from its newest candle (storage.paths)."""
+        return f"{self.prefix}:path:{self.tag(series)}"
+
     # model registry -------------------------------------------------------------------------
     def model_version(self, series: SeriesId, version: str) -> str:
         return f"{self.prefix}:models:{self.tag(series)}:v:{version}"

@@ -13,9 +13,9 @@ import orjson
 
 from core.schemas import Prediction, stream_id_for
 from core.series import SeriesId
-from storage.candles import load_script
 from storage.events import DEFAULT_GROUP
 from storage.keys import Keys
+from storage.scripts import load_script
 
 
 class PredictionBus:

@@ -1,13 +1,15 @@
 """The model registry: immutable, versioned model artifacts kept in Redis.
 
 A version holds the ``.keras`` file's bytes, their sha256, JSON metadata (features, window,
-scaler parameters, training range, metrics) and the numpy artifact (``.npz``: the weights as
-plain arrays, what serving loads without TensorFlow) whose sha256 the metadata records. Every
-replica on every host sees the same versions; a local disk cache is only a cache. Promotion is
-one atomic SET of the ``current`` pointer to a version that is already complete. Reading verifies
-the sha256 of every part it returns (the stored field, the metadata's copy and the bytes must
-agree) before returning any bytes; the registry never unpickles anything and does not load
-models itself: that is the forecaster's job.
+scaler parameters, training range, metrics) in the typed schema of :mod:`core.model_meta`, and
+the numpy artifact (``.npz``: the weights as plain arrays, what serving loads without
+TensorFlow) whose sha256 the metadata records. The metadata is validated when stored and parsed
+on every read, and a record carries the parsed :class:`~core.model_meta.ModelMeta`. Every replica
+on every host sees the same versions; a local disk cache is only a cache. Promotion is one atomic
+SET of the ``current`` pointer to a version that is already complete. Reading verifies the sha256
+of every part it returns (the stored field, the metadata's copy and the bytes must agree) before
+returning any bytes; the registry never unpickles anything and does not load models itself:
+that is the forecaster's job.
 
 A global model (one per timeframe, serving every series of it) is registered under its subject,
 ``core.series.global_model_id(timeframe)``, like a series: its keys carry their own hash tag.
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from core.model_meta import ModelMeta, ModelMetaError
 from core.series import SeriesId
 from storage.candles import load_script
 from storage.keys import Keys
@@ -38,10 +42,15 @@ class ModelRecord:
     series: SeriesId
     version: str
     sha256: str
-    meta: dict[str, Any]
+    meta: ModelMeta
     created_at: int
     artifact: bytes = b""
     npz: bytes = b""  # the numpy artifact, when it was asked for
+
+    @property
+    def trained_at(self) -> int:
+        """When training finished (UTC ms): the metadata's, else when the version was stored."""
+        return self.meta.trained_at if self.meta.trained_at is not None else self.created_at
 
 
 def sha256_hex(data: bytes) -> str:
@@ -58,24 +67,36 @@ class ModelRegistry:
         self._promote = redis.register_script(load_script("promote_model.lua"))
 
     async def put(
-        self, series: SeriesId, artifact: bytes, meta: dict[str, Any], *, npz: bytes = b""
+        self,
+        series: SeriesId,
+        artifact: bytes,
+        meta: ModelMeta | Mapping[str, Any],
+        *,
+        npz: bytes = b"",
     ) -> ModelRecord:
         """Store a new immutable version (``npz``: its numpy artifact); returns its record (not
-        yet current)."""
+        yet current).
+
+        A dict is stored as given (plus ``sha256``, ``version`` and ``npz_sha256``) once its JSON
+        validates as a :class:`ModelMeta`; else :class:`~core.model_meta.ModelMetaError` (a
+        ``ValueError``) and nothing is stored.
+        """
         if not artifact:
             raise ValueError("empty model artifact")
+        raw = meta.to_json() if isinstance(meta, ModelMeta) else dict(meta)
         sha = sha256_hex(artifact)
         seq = int(await self.redis.incr(self.keys.model_counter(series)))
         version = f"v{seq}-{sha[:8]}"
-        meta = {**meta, "sha256": sha, "version": version}
-        if npz:
-            meta["npz_sha256"] = sha256_hex(npz)
+        extra = {"npz_sha256": sha256_hex(npz)} if npz else {}
+        body = orjson.dumps({**raw, "sha256": sha, "version": version, **extra})
+        # The bytes as stored must parse (orjson writes NaN as null, which a float field refuses).
+        typed = ModelMeta.parse(body)
         created = int(time.time() * 1000)
         await self._put(
             keys=[self.keys.model_version(series, version), self.keys.model_versions(series)],
-            args=[artifact, sha, orjson.dumps(meta), created, seq, version, npz],
+            args=[artifact, sha, body, created, seq, version, npz],
         )
-        return ModelRecord(series, version, sha, meta, created, artifact, npz)
+        return ModelRecord(series, version, sha, typed, created, artifact, npz)
 
     async def promote(self, series: SeriesId, record: ModelRecord) -> None:
         """Make ``record`` the version served from now on (atomic)."""
@@ -102,7 +123,8 @@ class ModelRegistry:
     ) -> ModelRecord:
         """One version (the ``.keras`` bytes with ``with_artifact``, the numpy artifact with
         ``with_npz``); raises :class:`ModelIntegrityError` unless the bytes returned, their
-        sha256 and the metadata agree, and ``KeyError`` when the version does not exist."""
+        sha256 and the metadata agree and the metadata parses, and ``KeyError`` when the version
+        does not exist."""
         fields = ["sha256", "meta", "created_at", "artifact" if with_artifact else "created_at"]
         fields.append("npz" if with_npz else "created_at")
         values = await self.redis.hmget(self.keys.model_version(series, version), fields)
@@ -110,14 +132,10 @@ class ModelRegistry:
             raise KeyError(f"no model version {version} for {series}")
         sha, raw_meta, created = values[0].decode(), values[1], values[2]
         try:
-            meta = orjson.loads(raw_meta) if raw_meta else None
-        except orjson.JSONDecodeError:
-            meta = None
-        if (
-            not isinstance(meta, dict)
-            or meta.get("sha256") != sha
-            or meta.get("version") != version
-        ):
+            meta = ModelMeta.parse(raw_meta) if raw_meta else None
+        except ModelMetaError as e:
+            raise ModelIntegrityError(f"model {series} {version}: {e}") from None
+        if meta is None or meta.sha256 != sha or meta.version != version:
             raise ModelIntegrityError(f"model {series} {version}: metadata missing or mismatched")
         artifact = npz = b""
         if with_artifact:
@@ -126,9 +144,9 @@ class ModelRegistry:
                 raise ModelIntegrityError(f"model {series} {version}: artifact sha256 mismatch")
         if with_npz:
             npz = values[4] or b""
-            if not npz or meta.get("npz_sha256") is None:
+            if not npz or meta.npz_sha256 is None:
                 raise ModelIntegrityError(f"model {series} {version}: no numpy artifact stored")
-            if sha256_hex(npz) != meta["npz_sha256"]:
+            if sha256_hex(npz) != meta.npz_sha256:
                 raise ModelIntegrityError(f"model {series} {version}: npz sha256 mismatch")
         return ModelRecord(series, version, sha, meta, int(created or 0), artifact, npz)
 

@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from cryptocast.redis_server import free_port
 from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from tests.market_data import market_file
 
@@ -35,6 +37,21 @@ TINY_MODEL = {
     "CRYPTOCAST_SCHEDULE__MIN_TRAIN_CANDLES": "300",
     "CRYPTOCAST_SCHEDULE__CHECK_INTERVAL_S": "0.5",
 }
+
+
+def free_port_pair(offset: int) -> int:
+    """A free port N with N + ``offset`` free too, for a second listener derived from N."""
+    for _ in range(200):
+        port = free_port()
+        if port + offset > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port N with N + {offset} free too")
 
 
 def slice_csv(symbol: str, rows: int, dest: Path) -> Path:
@@ -70,9 +87,21 @@ async def start_replay(
 
 
 def service_env(
-    redis_url: str, exchange: ReplayExchange, series: list[str], **extra: str
+    redis_url: str,
+    exchange: ReplayExchange,
+    series: list[str],
+    *,
+    retrain_every: int | None = None,
+    stale_after: int | None = None,
+    **extra: str,
 ) -> dict[str, str]:
+    """The environment of a service over ``exchange`` with a tiny model; ``retrain_every`` and
+    ``stale_after`` (candles) set the schedule, ``extra`` any other variable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
+    if retrain_every is not None:
+        extra["CRYPTOCAST_SCHEDULE__RETRAIN_EVERY"] = str(retrain_every)
+    if stale_after is not None:
+        extra["CRYPTOCAST_SCHEDULE__STALE_AFTER"] = str(stale_after)
     env.update(
         {
             "CRYPTOCAST_REDIS_URL": redis_url,
@@ -136,6 +165,28 @@ class Service:
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """``proc``, killed on the way out if it still runs (a failing test leaves no child behind)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def interrupt(proc: subprocess.Popen[Any], within_s: float) -> int:
+    """Ctrl-C to ``proc``; its exit code, which it must give within ``within_s`` seconds."""
+    proc.send_signal(signal.SIGINT)
+    return await asyncio.to_thread(proc.wait, within_s)
+
+
+def start_pipeline(env: dict[str, str], log_dir: Path) -> tuple[Service, Service]:
+    """The ingest and the forecast service, both started with ``env``."""
+    return Service("ingest", env, log_dir).start(), Service("forecast", env, log_dir).start()
 
 
 async def wait_for(

@@ -44,17 +44,8 @@ def btc_candles(n: int = 3000) -> tuple[Candle, ...]:
 
 
 def btc_arrays(n: int = 3000) -> CandleArrays:
-    """The first ``n`` real hourly candles as arrays (a fresh copy each call)."""
-    a = CandleArrays.from_candles(btc_candles(n), H1)
-    return CandleArrays.from_columns(
-        H1,
-        a.open_time.copy(),
-        a.open.copy(),
-        a.high.copy(),
-        a.low.copy(),
-        a.close.copy(),
-        a.volume.copy(),
-    )
+    """The first ``n`` real hourly candles as arrays (new ones each call: a test may alter them)."""
+    return CandleArrays.from_candles(btc_candles(n), H1)
 
 
 def tiny_settings(**overrides: Any) -> ModelSettings:
@@ -69,6 +60,18 @@ def tiny_settings(**overrides: Any) -> ModelSettings:
     }
     base.update(overrides)
     return ModelSettings(**base)
+
+
+def untrained_model(s: ModelSettings, data: Any, **meta: Any) -> Any:
+    """A seeded, untrained model of ``s``'s shape behind the real scaler of ``data`` (a
+    ``PreparedData``), as a ``LoadedModel``; ``meta`` adds or replaces metadata entries."""
+    from forecaster.inference import LoadedModel
+    from forecaster.training.model import build_model
+    from forecaster.training.train import base_meta
+
+    interval = {"level": 0.9, "q_low": -0.01, "q_high": 0.01}
+    full = {**base_meta(data.arrays, data, s), "interval": interval, **meta}
+    return LoadedModel.from_keras(build_model(len(s.features), s), full)
 
 
 @lru_cache(maxsize=1)
@@ -96,3 +99,13 @@ async def promote_trained(
     rec = await registry.put(subject, result.artifact, {**result.meta, **meta}, npz=result.npz)
     await registry.promote(subject, rec)
     return rec
+
+
+class FixedClock:
+    """A serving clock stopped at ``now_ms`` (e.g. just after the last candle: nothing stale)."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now

@@ -14,7 +14,7 @@ from cryptocast.redis_server import RedisServer
 from storage.client import Redis
 from storage.keys import Keys
 from storage.predictions import PredictionBus
-from tests.e2e_support import wait_for
+from tests.e2e_support import reaped, wait_for
 from tests.factories import make_prediction
 
 BOT = Path(__file__).resolve().parents[1] / "examples" / "bot.py"
@@ -51,8 +51,7 @@ async def test_bot_resumes_from_its_id_then_follows_live(
     await bus.publish(missed)  # published while the bot was away
     state = tmp_path / "state.json"
     out = tmp_path / "bot.out"
-    proc = start_bot(redis_server.url, first.id, state, out)
-    try:
+    with reaped(start_bot(redis_server.url, first.id, state, out)) as proc:
 
         async def subscribed() -> bool:
             counts = await redis.pubsub_numsub(Keys().predictions(S))
@@ -61,10 +60,6 @@ async def test_bot_resumes_from_its_id_then_follows_live(
         await wait_for(subscribed, 20, "the bot to subscribe", on_fail=out.read_text)
         await bus.publish(live)
         assert await asyncio.to_thread(proc.wait, 20) == 0, out.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     lines = out.read_text().splitlines()
     assert [ln.split()[1] for ln in lines] == [f"id={missed.id}", f"id={live.id}"], lines
     assert state.read_text() == f'{{"{S.key}": "{live.id}"}}'

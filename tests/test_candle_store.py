@@ -13,9 +13,10 @@ from config.settings import Settings
 from core.schemas import Candle
 from core.series import SeriesId
 from storage.candles import CandleStore, Hole, find_holes
-from storage.client import Redis, connect
+from storage.client import Redis
 from storage.events import CandleEvents
 from storage.keys import BUCKET_SIZE
+from tests.redis_support import empty_store
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
 MIN = 60_000
@@ -156,10 +157,7 @@ def test_any_sequence_of_upserts_leaves_the_last_value_per_open_time(
     """Idempotency and ordering: whatever order and repetition, history = last write per time."""
 
     async def run() -> None:
-        r = await connect(settings)
-        try:
-            await r.flushall()
-            store = CandleStore(r)
+        async with empty_store(settings) as store:
             expected: dict[int, Candle] = {}
             for batch in batches:
                 cs = [candle(i, close) for i, close in batch]
@@ -173,8 +171,6 @@ def test_any_sequence_of_upserts_leaves_the_last_value_per_open_time(
             present = [c.open_time // MIN for c in want]
             if want:
                 assert await store.holes(S) == find_holes(S, present, present[0], present[-1])
-        finally:
-            await r.aclose()
 
     asyncio.run(run())
 

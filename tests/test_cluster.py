@@ -5,7 +5,6 @@ no command ever mixes slots (the 1m futures candles are relabelled as spot serie
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from core.schemas import Prediction
 from core.series import SeriesId
-from cryptocast.redis_server import RedisServer, free_port
+from cryptocast.redis_server import RedisServer
 from storage.keys import Keys
-from tests.e2e_support import Service, service_env, start_replay, wait_for
+from tests.e2e_support import Service, free_port_pair, service_env, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,17 +25,7 @@ SERIES = [SeriesId.parse(f"binance:{s}:1m") for s in SYMBOLS]
 
 def cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free and valid too."""
-    for _ in range(200):
-        port = free_port()
-        if port > 55535:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
+    return free_port_pair(10000)
 
 
 def start_cluster(base: Path) -> list[RedisServer]:
@@ -96,8 +85,8 @@ async def test_two_replicas_on_a_three_master_cluster(tmp_path: Path) -> None:
             exchange,
             [s.key for s in SERIES],
             CRYPTOCAST_REDIS_CLUSTER="true",
-            CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="100000",
-            CRYPTOCAST_SCHEDULE__STALE_AFTER="500",
+            retrain_every=100000,
+            stale_after=500,
             CRYPTOCAST_FORECAST__LEASE_TTL_S="3",
         )
         # Both replicas start together: each first sees itself alone and takes every series,

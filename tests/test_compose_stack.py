@@ -19,7 +19,6 @@ import hashlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +27,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cryptocast.redis_server import free_port
 from ingest.csvfiles import read_csv
 from tests.compose_support import ROOT, Stack, compose_base, engine_problem, wait_until
 
@@ -40,12 +40,6 @@ IMAGE = "cryptocast:deploy-test"
 PROJECT = f"cryptocast-deploy-test-{hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]}"
 APP = ("redis", "ingest", "forecaster", "web", "exchange")
 STEP = 60_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

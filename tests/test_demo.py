@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -24,28 +22,21 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from core.schemas import ModelInfo, Prediction
+from core.schemas import Prediction
 from cryptocast.demo import Demo, DemoOptions, run_demo
 from cryptocast.demo_report import summarise
 from replay import FaultConfig
-from tests.e2e_support import TINY_MODEL, status_json, wait_for
+from tests.e2e_support import (
+    TINY_MODEL,
+    free_port_pair,
+    interrupt,
+    reaped,
+    status_json,
+    wait_for,
+)
+from tests.factories import make_prediction
 
 pytestmark = pytest.mark.slow
-
-
-def two_free_ports() -> int:
-    """A port N with N+1 free too (ingest serves metrics on N, the forecaster on N+1)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise AssertionError("no two consecutive free ports")
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -64,7 +55,7 @@ def total(metrics: dict[str, dict[tuple[tuple[str, str], ...], float]], name: st
 
 
 async def test_demo_reports_predictions_metrics_and_status(tmp_path: Path) -> None:
-    port = two_free_ports()
+    port = free_port_pair(1)  # ingest serves metrics on port, the forecaster on port + 1
     opts = DemoOptions(
         out_dir=tmp_path / "demo",
         speed=180,
@@ -171,23 +162,15 @@ async def test_demo_reports_predictions_metrics_and_status(tmp_path: Path) -> No
 
 
 def _p(as_of: int, last: float, pred: float, lo: float, hi: float) -> Prediction:
-    return Prediction(
-        exchange="binance",
-        symbol="LINK/USDT",
-        timeframe="1m",
-        as_of=as_of,
-        target_time=as_of + 60_000,
+    return make_prediction(
+        "binance:LINK/USDT:1m",
+        as_of,
         last_close=last,
         predicted_close=pred,
         predicted_return=0.0,
         lower=lo,
         upper=hi,
-        interval_level=0.9,
-        model=ModelInfo(version="v1-x", trained_at=0, skill=0.0),
-        stale_model=False,
-        published_at=as_of + 60_000,
-        latency_ms=1.0,
-        id=f"{as_of}-0",
+        skill=0.0,
     )
 
 
@@ -216,8 +199,8 @@ async def test_ctrl_c_early_prints_what_was_seen_and_exits_130(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
     env |= {"CRYPTOCAST_DATA_DIR": str(tmp_path / "var"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     log = tmp_path / "demo.out"
-    proc = _spawn([sys.executable, "-m", "cryptocast", "demo", "--timeout", "120"], env, log)
-    try:
+    cmd = [sys.executable, "-m", "cryptocast", "demo", "--timeout", "120"]
+    with reaped(_spawn(cmd, env, log)) as proc:
 
         async def started() -> bool:
             return "services started" in log.read_text()
@@ -230,12 +213,7 @@ async def test_ctrl_c_early_prints_what_was_seen_and_exits_130(tmp_path: Path) -
             "binance:LINK/USDT:1m",
             "binance:LTC/USDT:1m",
         ]
-        proc.send_signal(signal.SIGINT)
-        code = await asyncio.to_thread(proc.wait, 60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        code = await interrupt(proc, 60)
     text = log.read_text()
     assert code == 130, text
     assert "live score over the demo" in text

@@ -14,23 +14,40 @@ from pathlib import Path
 import pytest
 
 from core.lifecycle import with_timeout
+from core.model_meta import ModelMeta
 from core.schemas import Prediction
-from core.series import SeriesId
+from core.series import SeriesId, global_model_id
 from cryptocast.redis_server import RedisServer
 from forecaster.data import CandleArrays
 from forecaster.inference import LoadedModel
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.events import CandleEvents
+from storage.keys import Keys
 from storage.leases import Leases
+from storage.paths import PathStore
 from storage.predictions import PredictionBus
-from storage.registry import ModelRegistry
-from tests.e2e_support import Service, service_env, start_replay, wait_for
+from storage.registry import ModelRegistry, TrainingLog
+from tests.e2e_support import Service, service_env, start_pipeline, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
 
 SYMBOLS = ["LINK/USDT", "LTC/USDT"]
 SERIES = [SeriesId.parse(f"binance:{s}:1m") for s in SYMBOLS]
+SERIES_KEYS = [s.key for s in SERIES]
+MODEL = global_model_id(SERIES[0].timeframe)  # the default scope: one model serves both
+
+
+def tensorflow_mapped(pid: int) -> list[str]:
+    """TensorFlow's shared objects mapped into process ``pid`` (importing tensorflow, or Keras
+    on its TensorFlow backend, maps them)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return sorted({line.split()[-1] for line in maps.splitlines() if "tensorflow" in line})
+
+
+def _promoted(meta: ModelMeta) -> bool:
+    """Whether the training run that stored this version promoted it."""
+    return meta.promotion is not None and meta.promotion.promote
 
 
 async def subscribe(
@@ -49,7 +66,7 @@ async def subscribe(
             if msg["type"] != "message":
                 continue
             p = Prediction.from_json(msg["data"])
-            training = any([await leases.holder(s, "train") is not None for s in SERIES])
+            training = await leases.holder(MODEL, "train") is not None
             out.append((p, training))
     finally:
         await pubsub.aclose()
@@ -60,14 +77,9 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
 ) -> None:
     exchange = await start_replay(SYMBOLS, 1400, tmp_path, speed=90)
     env = service_env(
-        redis_server.url,
-        exchange,
-        [s.key for s in SERIES],
-        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="25",
-        CRYPTOCAST_SCHEDULE__STALE_AFTER="30",
+        redis_server.url, exchange, [s.key for s in SERIES], retrain_every=25, stale_after=30
     )
-    ingest = Service("ingest", env, tmp_path).start()
-    forecast = Service("forecast", env, tmp_path).start()
+    ingest, forecast = start_pipeline(env, tmp_path)
     bus, registry, leases = PredictionBus(redis), ModelRegistry(redis), Leases(redis)
     store = CandleStore(redis)
     received: list[tuple[Prediction, bool]] = []
@@ -87,6 +99,9 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
             "40 predictions per series, some during a retrain",
             on_fail=lambda: forecast.tail() + ingest.tail(),
         )
+        # Serving loaded only numpy artifacts: TensorFlow runs in the training children alone.
+        assert forecast.proc is not None
+        assert tensorflow_mapped(forecast.proc.pid) == []
     finally:
         sub.cancel()
         await asyncio.gather(sub, return_exceptions=True)
@@ -97,12 +112,13 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
     assert any(t for _, t in received), "no prediction arrived while a retrain was running"
     models: dict[str, LoadedModel] = {}
     promoted = set()
-    for s in SERIES:
-        for v in await registry.versions(s):
-            rec = await registry.get(s, v)
-            if rec.meta["promotion"]["promote"]:
-                promoted.add(v)
-            models[v] = LoadedModel.from_artifact(rec.artifact, rec.meta)
+    assert all([await registry.versions(s) == [] for s in SERIES])  # no model of their own
+    for v in await registry.versions(MODEL):
+        rec = await registry.get(MODEL, v)
+        assert rec.meta.scope == "global" and rec.meta.members == [s.key for s in SERIES]
+        if _promoted(rec.meta):
+            promoted.add(v)
+        models[v] = LoadedModel.from_artifact(rec.artifact, rec.meta)
     for s in SERIES:
         mine = [p for p, _ in received if p.series == s]
         as_ofs = [p.as_of for p in mine]
@@ -123,29 +139,38 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
             assert p.last_close == window[-1].close
             assert p.predicted_close == pytest.approx(ref.pred_close, rel=1e-6, abs=0)
             assert p.latency_ms >= 0
+        # the dashboard's path, stored by the forecaster after a prediction of this run
+        stored = await PathStore(redis, Keys()).read(s)
+        assert stored is not None, f"no forecast path stored for {s}"
+        assert as_ofs[0] <= stored.as_of <= as_ofs[-1] and stored.steps == 240
+        assert stored.model.version in promoted and stored.points[0].time == stored.as_of + step
+    assert not [line for line in forecast.log_lines() if "path.failed" in line]
 
 
 async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
     redis: Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    exchange = await start_replay(SYMBOLS[:1], 1600, tmp_path, speed=60)
-    series = SERIES[0]
+    exchange = await start_replay(SYMBOLS, 1600, tmp_path, speed=60)
+    series, added = SERIES
     env = service_env(
         redis_server.url,
         exchange,
         [series.key],
-        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="15",
-        CRYPTOCAST_SCHEDULE__STALE_AFTER="200",
+        retrain_every=15,
+        stale_after=200,
         CRYPTOCAST_FORECAST__LEASE_TTL_S="2",
     )
-    ingest = Service("ingest", env, tmp_path).start()
+    # Ingest stores both series from the start; the forecaster serves the second only once
+    # restarted with it in its configuration (a series added to a running deployment).
+    ingest = Service("ingest", {**env, "CRYPTOCAST_SERIES": ",".join(SERIES_KEYS)}, tmp_path)
+    ingest.start()
     forecast = Service("forecast", env, tmp_path).start()
     bus, registry, leases = PredictionBus(redis), ModelRegistry(redis), Leases(redis)
     events = CandleEvents(redis)
     try:
 
         async def serving_and_training() -> bool:
-            return await bus.count(series) >= 5 and await leases.holder(series, "train") is not None
+            return await bus.count(series) >= 5 and await leases.holder(MODEL, "train") is not None
 
         await wait_for(
             serving_and_training,
@@ -153,7 +178,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
             "predictions flowing while a retrain runs",
             on_fail=forecast.tail,
         )
-        good = await registry.current_version(series)
+        good = await registry.current_version(MODEL)
         killed_at = time.monotonic()
         forecast.kill()  # mid-stream and mid-training: the training child dies with it
         published_before = await bus.count(series)
@@ -169,7 +194,8 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
         await wait_for(backlog, 30, "candles to close while the forecaster is down")
         backlog_end = await store.last_open_time(series)
         assert backlog_end is not None
-        restarted = Service("forecast", env, tmp_path).start()
+        restarted_env = {**env, "CRYPTOCAST_SERIES": ",".join(SERIES_KEYS)}
+        restarted = Service("forecast", restarted_env, tmp_path).start()
         try:
 
             async def caught_up() -> bool:
@@ -181,6 +207,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
                     and latest.as_of == last
                     and latest.as_of > backlog_end  # the restarted process did the work
                     and await events.pending_count(series) == 0
+                    and await bus.count(added) >= 5
                 )
 
             await wait_for(
@@ -205,15 +232,18 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
     # the restarted process served a promoted, intact model: the last good one or a newer one
     after = predictions[published_before:]
     assert after
-    versions = await registry.versions(series)
+    versions = await registry.versions(MODEL)
     for v in versions:  # every stored version is complete and verifies: nothing partial
-        rec = await registry.get(series, v)
-        assert rec.artifact and LoadedModel.from_artifact(rec.artifact, rec.meta)
+        rec = await registry.get(MODEL, v, with_npz=True)
+        assert LoadedModel.from_artifact(rec.artifact, rec.meta)
+        assert LoadedModel.from_npz(rec.npz, rec.meta)
     served = {p.model.version for p in after}
     promoted = {
-        v
-        for v in versions
-        if (await registry.get(series, v, with_artifact=False)).meta["promotion"]["promote"]
+        v for v in versions if _promoted((await registry.get(MODEL, v, with_artifact=False)).meta)
     }
     assert served <= promoted | {good}
     assert "model.refused" not in "\n".join(restarted.log_lines())
+    # the added series was served by the global model at once, with no training of its own
+    for_added = await bus.since(added)
+    assert for_added and {p.model.version for p in for_added} <= set(versions)
+    assert await registry.versions(added) == [] and await TrainingLog(redis).state(added) == {}

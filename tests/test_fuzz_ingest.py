@@ -23,8 +23,7 @@ from core.series import SeriesId
 from ingest.binance_ws import BinanceKlineSource
 from ingest.csvfiles import CsvFormatError, read_csv
 from ingest.sink import CandleSink
-from storage.candles import CandleStore
-from storage.client import connect
+from tests.redis_support import empty_store
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
 T0 = 1_769_904_000_000  # 2026-02-01 00:00 UTC, a closed minute by the wall clock
@@ -94,10 +93,7 @@ def test_fuzzed_frames_never_crash_and_nothing_bad_is_stored(
     settings: AppSettings, frames: list[tuple[str, bool]]
 ) -> None:
     async def run() -> None:
-        redis = await connect(settings)
-        try:
-            await redis.flushall()
-            store = CandleStore(redis)
+        async with empty_store(settings) as store:
             sink = CandleSink(store, WallClock())
             source = BinanceKlineSource([S], "ws://127.0.0.1:1", sink, IngestSettings())
             writer = asyncio.create_task(sink.run())
@@ -116,8 +112,6 @@ def test_fuzzed_frames_never_crash_and_nothing_bad_is_stored(
             for c in stored:  # whatever got in is a valid closed candle
                 assert candle_problem(c, S.timeframe, WallClock().now_ms()) is None
                 assert all(math.isfinite(v) for v in (c.open, c.high, c.low, c.close, c.volume))
-        finally:
-            await redis.aclose()
 
     asyncio.run(run())
 

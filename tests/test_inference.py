@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from forecaster.features import FeatureError, prepare
+from forecaster.features import FeatureError
 from forecaster.inference import ArtifactError, LoadedModel
-from forecaster.training.model import build_model
-from forecaster.training.train import TrainingResult
-from tests.forecaster_support import btc_arrays, tiny_settings, trained_tiny
+from forecaster.training.train import TrainingResult, prepare_for
+from tests.forecaster_support import btc_arrays, tiny_settings, trained_tiny, untrained_model
 
 TOL = 1e-5  # on scaled outputs
 
@@ -33,30 +32,8 @@ def loaded(result: TrainingResult) -> LoadedModel:
 def _untrained(**overrides: Any) -> tuple[LoadedModel, np.ndarray]:
     """A seeded, untrained model of the given shape wrapped with real scaler + real windows."""
     s = tiny_settings(**overrides)
-    data = prepare(
-        btc_arrays(3000),
-        s.features,
-        s.window,
-        s.early_stop_fraction,
-        s.holdout_fraction,
-        s.normalisation,
-    )
-    meta = {
-        "schema": 2,
-        "kind": "lstm-returns",
-        "architecture": {
-            "units": s.units,
-            "layers": s.layers,
-            "dropout": s.dropout,
-            "window": s.window,
-            "features": list(s.features),
-            "head": s.head,
-            "normalisation": s.normalisation,
-        },
-        "scaler": data.scaler.to_json(),
-        "interval": {"level": 0.9, "q_low": -0.01, "q_high": 0.01},
-    }
-    return LoadedModel.from_keras(build_model(len(s.features), s), meta), data.holdout.x[:64]
+    data = prepare_for(btc_arrays(3000), s)
+    return untrained_model(s, data), data.holdout.x[:64]
 
 
 @pytest.mark.parametrize(
@@ -85,16 +62,7 @@ def test_fast_path_matches_keras(shape: dict[str, Any], dtype: type[np.floating[
 
 
 def test_fast_path_matches_keras_on_trained_model(loaded: LoadedModel) -> None:
-    s = tiny_settings()
-    data = prepare(
-        btc_arrays(3000),
-        s.features,
-        s.window,
-        s.early_stop_fraction,
-        s.holdout_fraction,
-        s.normalisation,
-    )
-    x = data.holdout.x
+    x = prepare_for(btc_arrays(3000), tiny_settings()).holdout.x
     assert np.max(np.abs(loaded.forward(x) - loaded.forward_model(x))) < TOL
     assert np.max(np.abs(loaded.forward(x[:32]) - loaded.forward_keras(x[:32]))) < TOL
 

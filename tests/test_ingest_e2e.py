@@ -10,164 +10,38 @@ Everything runs over loopback: real websockets, real REST through ccxt, the real
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import sys
 import time
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from config.settings import Settings, load_settings
-from core.lifecycle import with_timeout
-from core.schemas import Candle
+from config.settings import Settings
 from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from ingest.binance_ws import BinanceKlineSource
 from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
-from ingest.csvfiles import read_csv
-from ingest.service import IngestService
-from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
+from replay import FaultConfig
 from storage.candles import CandleStore
 from storage.client import Redis
-from storage.keys import Keys
-from tests.market_data import market_file
-
-FILES = {
-    "AVAX": "avaxusdt_binance_futures_1m_2026-02.csv",
-    "LINK": "linkusdt_binance_futures_1m_2026-02.csv",
-    "LTC": "ltcusdt_binance_futures_1m_2026-02.csv",
-    "NEAR": "nearusdt_binance_futures_1m_2026-02.csv",
-}
-HISTORY = 1000  # candles behind the replay's start: the ingester's initial history comes from them
-
-
-def _slice(tmp_path: Path, name: str, rows: int) -> Path:
-    out = tmp_path / name
-    with market_file(name).open() as src:
-        out.write_text("".join(next(src) for _ in range(rows + 1)))  # + the header row
-    return out
-
-
-def _rows(path: Path) -> dict[int, Candle]:
-    return {r.candle.open_time: r.candle for r in read_csv(path).rows if r.candle}
-
-
-async def _until(
-    cond: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.1
-) -> None:
-    deadline = time.monotonic() + within
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:.0f} s: {what}")
-        await asyncio.sleep(every)
-
-
-@asynccontextmanager
-async def _replay(csvs: list[Path], **kw: Any) -> AsyncIterator[ReplayExchange]:
-    kw.setdefault("exchange_info_symbols", "replayed")
-    ex = ReplayExchange(
-        ReplayConfig([ReplaySource(p) for p in csvs], history_candles=HISTORY, **kw)
-    )
-    await ex.start()
-    try:
-        yield ex
-    finally:
-        await ex.stop()
-
-
-def _settings(base: Settings, ex: ReplayExchange, series: list[str], **ingest: Any) -> Settings:
-    return load_settings(
-        redis_url=base.redis_url.get_secret_value(),
-        series=series,
-        clock="exchange",
-        binance_ws_url=f"ws://{ex.base_url}",
-        binance_rest_url=ex.rest_url,
-        ingest={"reconnect_min_s": 0.02, "reconnect_max_s": 0.2, **ingest},
-    )
-
-
-@asynccontextmanager
-async def _running(service: IngestService) -> AsyncIterator[asyncio.Task[None]]:
-    """Start the service (as ``serve_ingest`` does) and stop it cleanly, whatever happens."""
-    try:
-        await service.start()
-    except BaseException:
-        await service.close()
-        raise
-    task = asyncio.create_task(service.run(), name="ingest-under-test")
-    try:
-        await with_timeout(service.ready.wait(), 10)
-        yield task
-    finally:
-        service.stop()
-        await with_timeout(task, 15)
-
-
-async def _assert_events_in_order(redis: Redis, store: CandleStore, series: SeriesId) -> None:
-    """Closed-candle events in open-time order, through every reconnect: live candles that close
-    while a gap fill runs wait for it, so the forecaster never gets a candle before the ones its
-    window needs (it would skip it as an incomplete window and never predict it)."""
-    entries = await redis.xrange(store.keys.events(series))
-    firsts = [int(f[b"i"]) for _id, f in entries if f.get(b"r") != b"1"]
-    assert firsts, f"no events for {series}"
-    late = [(a, b) for a, b in itertools.pairwise(firsts) if b <= a]
-    assert not late, f"{series}: {len(late)} events before an older candle's, e.g. {late[:3]}"
-
-
-def _record_offers(service: IngestService) -> dict[tuple[str, str], set[int]]:
-    """Spy on the sink: open times offered per (series, via), accepted or not."""
-    offered: dict[tuple[str, str], set[int]] = defaultdict(set)
-    real = service.sink.offer
-
-    def offer(
-        series: SeriesId,
-        candle: Candle,
-        arrived_ms: int,
-        via: str = "ws",
-        close_time: int | None = None,
-    ) -> bool:
-        offered[series.key, via].add(candle.open_time)
-        return real(series, candle, arrived_ms, via, close_time)
-
-    service.sink.offer = offer  # type: ignore[method-assign]
-    return offered
-
-
-async def _assert_exact(store: CandleStore, series: SeriesId, rows: dict[int, Candle]) -> int:
-    """Every CSV row from the first stored candle to the last row is stored once, equal to the
-    CSV; nothing else is stored. Returns how many candles that is."""
-    stored = await store.range(series)
-    assert stored, f"{series}: nothing stored"
-    first, last = stored[0].open_time, max(rows)
-    expected = [rows[t] for t in sorted(rows) if first <= t <= last]
-    assert [c.open_time for c in stored] == [c.open_time for c in expected], f"{series}: times"
-    assert await store.count(series) == len(expected)
-    for got, want in zip(stored, expected, strict=True):
-        assert (got.open, got.high, got.low, got.close, got.volume) == (
-            want.open,
-            want.high,
-            want.low,
-            want.close,
-            want.volume,
-        ), f"{series} {got.open_time}: stored {got} but the CSV has {want}"
-    return len(expected)
-
-
-async def _caught_up(service: IngestService, store: CandleStore, rows: dict[SeriesId, Any]) -> bool:
-    for s, r in rows.items():
-        if await store.last_open_time(s) != max(r):
-            return False
-        first = await store.first_open_time(s)
-        assert first is not None
-        if await store.count(s) != sum(1 for t in r if t >= first):
-            return False
-    return service.sink._queue.empty() and service.sink._idle.is_set()
+from tests.e2e_support import wait_for
+from tests.ingest_support import (
+    FILES,
+    HISTORY,
+    assert_events_in_order,
+    assert_exact,
+    caught_up,
+    csv_candles,
+    csv_slice,
+    ingest_service,
+    ingest_settings,
+    record_offers,
+    replay,
+    running,
+)
 
 
 async def test_faulty_feed_every_candle_exactly_once(
@@ -177,9 +51,9 @@ async def test_faulty_feed_every_candle_exactly_once(
     connections, silent stalls and 5 % malformed messages: Redis ends up with every closed
     candle of the replayed range exactly once, equal to the CSV, and nothing malformed."""
     live = 800
-    csvs = {sym: _slice(tmp_path, name, HISTORY + live) for sym, name in FILES.items()}
+    csvs = {sym: csv_slice(tmp_path, name, HISTORY + live) for sym, name in FILES.items()}
     series = {SeriesId.parse(f"binance:{sym}/USDT:1m"): p for sym, p in csvs.items()}
-    rows = {s: _rows(p) for s, p in series.items()}
+    rows = {s: csv_candles(p) for s, p in series.items()}
     faults = FaultConfig(
         seed=11,
         drop_after=150,
@@ -188,20 +62,17 @@ async def test_faulty_feed_every_candle_exactly_once(
         stall_seconds=0.6,
         malformed_rate=0.05,
     )
-    async with _replay(
-        list(csvs.values()), speed=2000.0, updates_per_candle=1, faults=faults
-    ) as ex:
-        cfg = _settings(settings, ex, [s.key for s in series], stale_factor=3.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
+    async with replay(list(csvs.values()), speed=2000.0, updates_per_candle=1, faults=faults) as ex:
+        cfg = ingest_settings(settings, ex, [s.key for s in series], stale_factor=3.0)
         # Four streams at 2000x send a message every ~4 ms: 0.15 s of silence is a stall.
-        service = IngestService(cfg, store, expected_interval_s=0.05)
-        async with _running(service):
+        store, service = ingest_service(redis, cfg, expected_interval_s=0.05)
+        async with running(service):
             src = service.sources[0]
             replay_s = live * 60 / 2000.0
-            await _until(
-                lambda: _caught_up(service, store, rows),
-                within=replay_s + 40,
-                what="every series stored up to its last CSV row",
+            await wait_for(
+                lambda: caught_up(service, store, rows),
+                replay_s + 40,
+                "every series stored up to its last CSV row",
             )
             assert ex._hub is not None and len(ex._hub.ended) == 4  # the CSVs have run out
         stats = ex.stats
@@ -211,8 +82,8 @@ async def test_faulty_feed_every_candle_exactly_once(
         assert stats.malformed_sent >= 0.04 * (stats.finals_sent + stats.partials_sent), stats
     total = 0
     for s, r in rows.items():
-        total += await _assert_exact(store, s, r)
-        await _assert_events_in_order(redis, store, s)
+        total += await assert_exact(store, s, r)
+        await assert_events_in_order(redis, store, s)
     assert total >= 4 * (HISTORY + live) * 0.95
     rejected = service.sink.rejects.by_reason()
     # broken JSON and missing fields are "malformed"; the others carry their own reason
@@ -232,12 +103,12 @@ async def test_fifty_disconnects_and_server_closes_lose_nothing(
     waits longer than the configured cap."""
     live = 1000
     picked = dict(list(FILES.items())[:2])
-    csvs = {sym: _slice(tmp_path, name, HISTORY + live) for sym, name in picked.items()}
+    csvs = {sym: csv_slice(tmp_path, name, HISTORY + live) for sym, name in picked.items()}
     series = {SeriesId.parse(f"binance:{sym}/USDT:1m"): p for sym, p in csvs.items()}
-    rows = {s: _rows(p) for s, p in series.items()}
+    rows = {s: csv_candles(p) for s, p in series.items()}
     # drops after 15..45 messages (~0.12..0.37 s at ~120 messages/s) race a 0.25 s lifetime
     faults = FaultConfig(seed=5, drop_after=30, drop_jitter=0.5)
-    async with _replay(
+    async with replay(
         list(csvs.values()),
         speed=2000.0,
         updates_per_candle=1,
@@ -245,15 +116,14 @@ async def test_fifty_disconnects_and_server_closes_lose_nothing(
         max_connection_seconds=0.25,
         connection_clock="wall",
     ) as ex:
-        cfg = _settings(settings, ex, [s.key for s in series], stale_factor=3.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.05)
-        async with _running(service):
+        cfg = ingest_settings(settings, ex, [s.key for s in series], stale_factor=3.0)
+        store, service = ingest_service(redis, cfg, expected_interval_s=0.05)
+        async with running(service):
             src = service.sources[0]
-            await _until(
-                lambda: _caught_up(service, store, rows),
-                within=live * 60 / 2000.0 + 60,
-                what="every series stored up to its last CSV row",
+            await wait_for(
+                lambda: caught_up(service, store, rows),
+                live * 60 / 2000.0 + 60,
+                "every series stored up to its last CSV row",
             )
         stats = ex.stats
         assert stats.drops >= 50, stats
@@ -262,7 +132,7 @@ async def test_fifty_disconnects_and_server_closes_lose_nothing(
         assert src.stats.reconnects >= 55
         assert max(src.stats.reconnect_delays) <= cfg.ingest.reconnect_max_s
     for s, r in rows.items():
-        await _assert_exact(store, s, r)
+        await assert_exact(store, s, r)
     assert service.sink.stored_by_via["rest"] > 0  # the outages were filled over REST
 
 
@@ -272,23 +142,22 @@ async def test_healthy_feed_every_live_candle_over_websocket(
     """Faults off: after the initial history, every candle comes over the websocket, and REST
     kline calls per series stay within reconnects + 1 (the first connect's gap fill)."""
     live = 200
-    csvs = {sym: _slice(tmp_path, name, HISTORY + live) for sym, name in FILES.items()}
+    csvs = {sym: csv_slice(tmp_path, name, HISTORY + live) for sym, name in FILES.items()}
     series = {SeriesId.parse(f"binance:{sym}/USDT:1m"): p for sym, p in csvs.items()}
-    rows = {s: _rows(p) for s, p in series.items()}
+    rows = {s: csv_candles(p) for s, p in series.items()}
     # 600× real time: fast, yet slow enough that the exchange clock does not run many candles
     # ahead while one REST page is in flight (at 2000× on a loaded CI machine the start-up
     # history fill and the first connect's fill could each need a page).
-    async with _replay(list(csvs.values()), speed=600.0, updates_per_candle=1) as ex:
-        cfg = _settings(settings, ex, [s.key for s in series])
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
+    async with replay(list(csvs.values()), speed=600.0, updates_per_candle=1) as ex:
+        cfg = ingest_settings(settings, ex, [s.key for s in series])
         # Generous stale limit: a healthy feed must not be mistaken for a stalled one.
-        service = IngestService(cfg, store, expected_interval_s=0.5)
-        offered = _record_offers(service)
-        async with _running(service):
-            await _until(
-                lambda: _caught_up(service, store, rows),
-                within=live * 60 / 600.0 + 30,
-                what="every series stored up to its last CSV row",
+        store, service = ingest_service(redis, cfg, expected_interval_s=0.5)
+        offered = record_offers(service)
+        async with running(service):
+            await wait_for(
+                lambda: caught_up(service, store, rows),
+                live * 60 / 600.0 + 30,
+                "every series stored up to its last CSV row",
             )
             src = service.sources[0]
             assert isinstance(src, BinanceKlineSource)
@@ -296,7 +165,7 @@ async def test_healthy_feed_every_live_candle_over_websocket(
             calls = Counter(service.fetchers["binance"].calls_by_series)
         assert ex.stats.drops == 0 and ex.stats.malformed_sent == 0
     for s, r in rows.items():
-        await _assert_exact(store, s, r)
+        await assert_exact(store, s, r)
         via_ws = offered[s.key, "ws"]
         assert via_ws, f"{s}: nothing over the websocket"
         # From the first candle the websocket delivered to the end: all of them, none missing.
@@ -318,7 +187,7 @@ async def test_candles_closed_early_and_flat_outage_candles_are_stored(
     REST) and once live (over the websocket, final at the early close). All stored, none
     rejected, no hole."""
     live = 40
-    path = _slice(tmp_path, FILES["LINK"], HISTORY + live)
+    path = csv_slice(tmp_path, FILES["LINK"], HISTORY + live)
     lines = path.read_text().splitlines(keepends=True)
     for i in (HISTORY - 20, HISTORY + 10):  # data row i is line i + 1
         short = lines[i + 1].split(",")
@@ -331,19 +200,18 @@ async def test_candles_closed_early_and_flat_outage_candles_are_stored(
         lines[i + 2] = ",".join(flat)
     path.write_text("".join(lines))
     series = SeriesId.parse("binance:LINK/USDT:1m")
-    rows = _rows(path)
-    async with _replay([path], speed=600.0, updates_per_candle=1) as ex:
-        cfg = _settings(settings, ex, [series.key])
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.5)
-        offered = _record_offers(service)
-        async with _running(service):
-            await _until(
-                lambda: _caught_up(service, store, {series: rows}),
-                within=live * 60 / 600.0 + 30,
-                what="every candle stored up to the last CSV row",
+    rows = csv_candles(path)
+    async with replay([path], speed=600.0, updates_per_candle=1) as ex:
+        cfg = ingest_settings(settings, ex, [series.key])
+        store, service = ingest_service(redis, cfg, expected_interval_s=0.5)
+        offered = record_offers(service)
+        async with running(service):
+            await wait_for(
+                lambda: caught_up(service, store, {series: rows}),
+                live * 60 / 600.0 + 30,
+                "every candle stored up to the last CSV row",
             )
-    await _assert_exact(store, series, rows)
+    await assert_exact(store, series, rows)
     assert await store.holes(series) == []
     assert service.sink.rejects.by_reason() == {}
     early = int(lines[HISTORY + 11].split(",")[0])
@@ -358,30 +226,29 @@ async def test_ccxt_sources_store_closed_candles_only(
     the replay: ``watch`` (ccxt.pro watch_ohlcv, with dropped connections) and ``poll`` (REST
     fetch_ohlcv) store exactly the CSV's closed candles, never a still-open one."""
     live = 150
-    csvs = [_slice(tmp_path, FILES[s], HISTORY + live) for s in ("LINK", "LTC")]
+    csvs = [csv_slice(tmp_path, FILES[s], HISTORY + live) for s in ("LINK", "LTC")]
     keys = ["binance:LINK/USDT:1m", "binance:LTC/USDT:1m"]
-    rows = {SeriesId.parse(k): _rows(p) for k, p in zip(keys, csvs, strict=True)}
+    rows = {SeriesId.parse(k): csv_candles(p) for k, p in zip(keys, csvs, strict=True)}
     faults = FaultConfig(seed=5, drop_after=60, drop_jitter=0.3) if mode == "watch" else None
-    async with _replay(
+    async with replay(
         csvs, speed=1000.0, updates_per_candle=3, faults=faults or FaultConfig()
     ) as ex:
-        cfg = _settings(settings, ex, keys, mode=mode, poll_interval_s=0.05, stale_factor=4.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.1)
-        offered = _record_offers(service)
-        async with _running(service):
+        cfg = ingest_settings(settings, ex, keys, mode=mode, poll_interval_s=0.05, stale_factor=4.0)
+        store, service = ingest_service(redis, cfg, expected_interval_s=0.1)
+        offered = record_offers(service)
+        async with running(service):
             src = service.sources[0]
             assert isinstance(src, CcxtWatchSource if mode == "watch" else CcxtPollSource)
-            await _until(
-                lambda: _caught_up(service, store, rows),
-                within=live * 60 / 1000.0 + 30,
-                what=f"{mode}: every series stored up to its last CSV row",
+            await wait_for(
+                lambda: caught_up(service, store, rows),
+                live * 60 / 1000.0 + 30,
+                f"{mode}: every series stored up to its last CSV row",
             )
         if mode == "watch":
             assert ex.stats.drops >= 3 and isinstance(src, CcxtWatchSource)
             assert src.stats.reconnects >= 3
     for s, r in rows.items():
-        await _assert_exact(store, s, r)
+        await assert_exact(store, s, r)
         if mode == "watch":
             assert offered[s.key, "watch"], f"{s}: nothing came through watch_ohlcv"
     if mode == "watch":
@@ -397,9 +264,9 @@ async def test_cli_ingest_stores_and_stops_on_sigterm(
 ) -> None:
     """``cryptocast ingest`` as a real process: it stores candles, and SIGTERM stops it
     promptly with exit code 0 and an ``ingest.stopped`` log line."""
-    csv = _slice(tmp_path, FILES["LINK"], HISTORY + 400)
+    csv = csv_slice(tmp_path, FILES["LINK"], HISTORY + 400)
     series = SeriesId.parse("binance:LINK/USDT:1m")
-    async with _replay([csv], speed=600.0) as ex:
+    async with replay([csv], speed=600.0) as ex:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
         env.update(
             CRYPTOCAST_REDIS_URL=redis_server.url,
@@ -429,7 +296,7 @@ async def test_cli_ingest_stores_and_stops_on_sigterm(
                 live = last is not None and last > ex.histories[0].open_times[HISTORY]
                 return live and await store.count(series) >= HISTORY
 
-            await _until(history_and_live_stored, within=30, what="history and live candles")
+            await wait_for(history_and_live_stored, 30, "history and live candles")
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             finished, _ = await asyncio.wait([done], timeout=10)

@@ -5,6 +5,7 @@ run on a scratch file or scratch package with the project's own configuration.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -34,9 +35,16 @@ def _project(tmp: Path, files: dict[str, str], deps: list[str] | None = None) ->
     for pkg in PACKAGES:
         (tmp / pkg).mkdir(parents=True, exist_ok=True)
         (tmp / pkg / "__init__.py").write_text("")
+    tool = (ROOT / "pyproject.toml").read_text().split("[tool.ruff]", 1)[1]
+    # the forecaster's rooms and shared modules, which its own contracts name
+    rooms = ("serving", "training", "evaluation")
+    for room in rooms:
+        (tmp / "forecaster" / room).mkdir()
+        (tmp / "forecaster" / room / "__init__.py").write_text("")
+    for module in set(re.findall(r'"forecaster\.(\w+)"', tool)) - set(rooms):
+        (tmp / "forecaster" / f"{module}.py").write_text("")
     for name, text in files.items():
         (tmp / name).write_text(text)
-    tool = (ROOT / "pyproject.toml").read_text().split("[tool.ruff]", 1)[1]
     # the repository's own known exceptions name modules a scratch project does not have
     tool = "\n".join(t for t in tool.splitlines() if not t.startswith("ignore_imports"))
     deps_text = ", ".join(f'"{d}"' for d in deps or [])

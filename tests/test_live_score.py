@@ -6,6 +6,7 @@ import pytest
 
 from core.schemas import Candle, Prediction
 from forecaster.serving.live_score import LiveScorer
+from storage.scores import relative_mae
 from tests.factories import make_prediction
 
 MIN = 60_000
@@ -39,7 +40,10 @@ def test_scores_against_naive_by_hand() -> None:
     assert not s.closed(closed(3 * MIN, 100))  # nothing was predicted for it
     f = s.figures()
     assert f["n"] == 2 and f["mae"] == pytest.approx(2.0) and f["naive_mae"] == pytest.approx(2.0)
-    assert f["mase"] == pytest.approx(1.0) and f["direction"] == 0.5 and f["coverage"] == 0.5
+    assert f["relative_mae"] == pytest.approx(1.0) and f["direction"] == 0.5
+    assert f["coverage"] == 0.5
+    assert f["mase"] == f["relative_mae"]  # its first name, still published
+    assert f["model_figures"]["relative_mae"] == pytest.approx(1.0)
     assert f["model"] == "v1" and f["model_figures"]["n"] == 2
 
 
@@ -50,9 +54,16 @@ def test_window_rolls_and_tracks_the_current_model() -> None:
         s.closed(closed((i + 1) * MIN, 100))  # the candle did not move: no direction
     f = s.figures()
     assert f["n"] == 3 and f["mae"] == pytest.approx((4 + 5 + 6) / 3)
-    assert f["direction"] is None and f["mase"] is None  # naive error is 0
+    assert f["direction"] is None and f["relative_mae"] is None  # naive error is 0
     assert f["model"] == "v2" and f["model_figures"]["n"] == 2
     assert f["model_figures"]["mae"] == pytest.approx(5.5)
+
+
+def test_relative_mae_read_under_either_name() -> None:
+    assert relative_mae({"relative_mae": 0.8, "mase": 0.8, "n": 3}) == 0.8
+    assert relative_mae({"mase": 1.2, "n": 3}) == 1.2  # written by an older forecaster
+    assert relative_mae({"relative_mae": None, "n": 3}) is None
+    assert relative_mae(None) is None and relative_mae({}) is None
 
 
 def test_crps_of_the_published_distribution() -> None:

@@ -19,7 +19,7 @@ from replay import ReplayExchange
 from storage.candles import CandleStore
 from storage.client import connect
 from storage.predictions import PredictionBus
-from tests.e2e_support import Service, service_env, start_replay, wait_for
+from tests.e2e_support import Service, service_env, start_pipeline, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +41,8 @@ async def test_redis_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
 async def _kill_and_restart(
     server: RedisServer, exchange: ReplayExchange, tmp_path: Path
 ) -> tuple[Service, Service]:
-    env = service_env(
-        server.url,
-        exchange,
-        [SERIES.key],
-        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="100000",
-        CRYPTOCAST_SCHEDULE__STALE_AFTER="500",
-    )
-    ingest = Service("ingest", env, tmp_path).start()
-    forecast = Service("forecast", env, tmp_path).start()
+    env = service_env(server.url, exchange, [SERIES.key], retrain_every=100000, stale_after=500)
+    ingest, forecast = start_pipeline(env, tmp_path)
     settings = load_settings(redis_url=server.url)
     try:
         redis = await connect(settings)

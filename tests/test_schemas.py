@@ -9,13 +9,13 @@ from core.schemas import (
     REJECT_REASONS,
     Candle,
     CandleError,
-    ModelInfo,
     Prediction,
     candle_problem,
     validate_candle,
 )
 from core.series import Timeframe
 from storage.codec import PACKED_SIZE, pack_candle, unpack_candle
+from tests.factories import make_prediction
 
 M1 = Timeframe("1m")
 GOOD = Candle(1_769_904_000_000, 10.113, 10.13, 10.109, 10.128, 38521.0, 1077)
@@ -71,26 +71,10 @@ def test_packed_round_trip_is_exact_and_fits_listpack() -> None:
 
 
 def test_prediction_json_round_trip_uses_schema_alias() -> None:
-    p = Prediction(
-        exchange="binance",
-        symbol="BTC/USDT",
-        timeframe="1m",
-        as_of=60_000,
-        target_time=120_000,
-        last_close=100.0,
-        predicted_close=101.0,
-        predicted_return=math.log(1.01),
-        lower=99.0,
-        upper=103.0,
-        interval_level=0.9,
-        model=ModelInfo(version="v1-abc", trained_at=1, skill=0.1),
-        stale_model=False,
-        published_at=2,
-        latency_ms=1.5,
-        id="60000-0",
-    )
+    p = _prediction()
     raw = p.to_json()
-    assert b'"schema":2' in raw
+    assert b'"schema":2' in raw and p.target_time == 120_000 and p.id == "60000-0"
+    assert p.predicted_return == math.log(1.01)
     assert Prediction.from_json(raw) == p
     assert p.series.key == "binance:BTC/USDT:1m"
 
@@ -126,21 +110,14 @@ def test_schema_2_fields_and_schema_1_messages() -> None:
 
 
 def _prediction() -> Prediction:
-    return Prediction(
-        exchange="binance",
-        symbol="BTC/USDT",
-        timeframe="1m",
+    return make_prediction(
         as_of=60_000,
-        target_time=120_000,
-        last_close=100.0,
         predicted_close=101.0,
-        predicted_return=math.log(1.01),
         lower=99.0,
         upper=103.0,
-        interval_level=0.9,
-        model=ModelInfo(version="v1-abc", trained_at=1, skill=0.1),
-        stale_model=False,
+        version="v1-abc",
+        trained_at=1,
+        skill=0.1,
         published_at=2,
         latency_ms=1.5,
-        id="60000-0",
     )

@@ -38,11 +38,7 @@ async def test_silent_series_is_stale_in_status_and_metrics(
     exchange = await start_replay(["LINK/USDT"], 1100, tmp_path, speed=600)
     port = free_port()
     env = service_env(
-        redis_server.url,
-        exchange,
-        [SERIES],
-        CRYPTOCAST_METRICS_PORT=str(port),
-        CRYPTOCAST_SCHEDULE__STALE_AFTER="3",
+        redis_server.url, exchange, [SERIES], CRYPTOCAST_METRICS_PORT=str(port), stale_after=3
     )
     ingest = Service("ingest", env, tmp_path).start()
     status_cmd = [sys.executable, "-m", "cryptocast", "status", "--json"]

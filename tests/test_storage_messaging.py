@@ -109,20 +109,25 @@ async def test_leases_are_exclusive_and_only_the_holder_renews_or_releases(redis
     assert await leases.acquire(S, "serve", "a", 10_000)
 
 
+# The least a version's metadata holds: what its age is counted from.
+TRAINED = {"training_range": {"last_open_time": 0}}
+
+
 async def test_registry_versions_promotion_and_pruning(redis: Redis) -> None:
     reg = ModelRegistry(redis)
     assert await reg.current(S) is None
-    r1 = await reg.put(S, b"model-one", {"window": 60})
-    r2 = await reg.put(S, b"model-two", {"window": 60})
+    r1 = await reg.put(S, b"model-one", {**TRAINED, "window": 60})
+    r2 = await reg.put(S, b"model-two", {**TRAINED, "window": 60})
     assert r1.version != r2.version and r1.version.startswith("v1-")
     assert await reg.current(S) is None  # stored is not promoted
     await reg.promote(S, r1)
     cur = await reg.current(S)
-    assert cur is not None and cur.artifact == b"model-one" and cur.meta["window"] == 60
+    assert cur is not None and cur.artifact == b"model-one"
+    assert (cur.meta.model_extra or {})["window"] == 60  # a field the schema does not name
     await reg.promote(S, r2)
     assert await reg.current_version(S) == r2.version
     for i in range(5):
-        await reg.put(S, f"m{i}".encode(), {})
+        await reg.put(S, f"m{i}".encode(), TRAINED)
     await reg.promote(S, r1)  # an old version can be current: pruning must keep it
     deleted = await reg.prune(S, keep=2)
     assert r1.version not in deleted and r2.version in deleted
@@ -133,7 +138,7 @@ async def test_registry_versions_promotion_and_pruning(redis: Redis) -> None:
 
 async def test_registry_refuses_corrupted_or_mismatched_artifacts(redis: Redis) -> None:
     reg = ModelRegistry(redis)
-    rec = await reg.put(S, b"good bytes", {"features": ["ret"]})
+    rec = await reg.put(S, b"good bytes", {**TRAINED, "features": ["ret"]})
     await reg.promote(S, rec)
     key = reg.keys.model_version(S, rec.version)
     await redis.hset(key, "artifact", b"good byteS")  # bit rot
@@ -146,7 +151,7 @@ async def test_registry_refuses_corrupted_or_mismatched_artifacts(redis: Redis) 
     with pytest.raises(ModelIntegrityError):
         await reg.current(S)
     # promotion refuses a version whose sha differs from what the trainer computed
-    other = await reg.put(S, b"other", {})
+    other = await reg.put(S, b"other", TRAINED)
     with pytest.raises(ResponseError, match="sha256 mismatch"):
         await reg.promote(S, replace(other, sha256="0" * 64))
     assert await reg.current_version(S) == rec.version

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
+from core.model_meta import ModelMeta
 from forecaster.features import FeatureError
 from forecaster.inference import LoadedModel
 from forecaster.training.model import build_model
@@ -165,7 +166,7 @@ def test_current_with_longer_window_scored_on_common_targets(current: LoadedMode
         arrays.volume[keep],
     )
     # A current version whose champion is its LSTM (an econometric one forecasts every row).
-    lstm_meta = {**current.meta, "champion": {"kind": "lstm"}}
+    lstm_meta = current.meta.replace(champion={"kind": "lstm"})
     lstm_current = LoadedModel.from_keras(current.model, lstm_meta)
     result = train(holed, tiny_settings(window=16, epochs=1), current=lstm_current)
     ho = result.meta["holdout"]
@@ -199,20 +200,25 @@ def test_architecture_follows_layers() -> None:
 # promotion rules -----------------------------------------------------------------------------
 
 
+def _meta_of(holdout: dict[str, Any] | None = None, **fields: Any) -> ModelMeta:
+    """Metadata with what promotion reads (the training range is required of every version)."""
+    return ModelMeta.parse({"training_range": {"last_open_time": 0}, "holdout": holdout, **fields})
+
+
 def _meta(
     cand: float, naive: float, current: float | None = None, sha: str | None = "old"
-) -> dict[str, Any]:
-    return {
-        "holdout": {
+) -> ModelMeta:
+    return _meta_of(
+        {
             "candidate": {"mae": cand},
             "naive": {"mae": naive},
             "current": None if current is None else {"mae": current},
             "current_sha256": sha if current is not None else None,
         }
-    }
+    )
 
 
-OLD = {"artifact_sha256": "old"}
+OLD = _meta_of(artifact_sha256="old")
 
 
 @pytest.mark.parametrize(
@@ -238,8 +244,8 @@ OLD = {"artifact_sha256": "old"}
     ],
 )
 def test_promotion_rules(
-    meta: dict[str, Any],
-    current_meta: dict[str, Any] | None,
+    meta: ModelMeta,
+    current_meta: ModelMeta | None,
     expired: bool,
     promote: bool,
     reason: str,
@@ -262,12 +268,12 @@ def test_result_promote_uses_its_own_scores(
     beats_naive = champ["crps"] < ho["static"]["crps"]
     assert warm.promote(current_expired=False) is beats_current
     assert warm.promote(current_expired=True) is (beats_current or beats_naive)
-    assert should_promote(warm, cold.meta, False) is beats_current
+    assert should_promote(warm, cold.typed_meta, False) is beats_current
 
 
 def _crps_meta(
     champion: str, scores: dict[str, float], current: float | None, sha: str | None = "old"
-) -> dict[str, Any]:
+) -> ModelMeta:
     holdout: dict[str, Any] = {
         "metric": "crps",
         "champion": champion,
@@ -277,7 +283,7 @@ def _crps_meta(
     }
     for kind, crps in scores.items():
         holdout["candidate" if kind == "lstm" else kind] = {"crps": crps, "mae": 99.0}
-    return {"holdout": holdout}
+    return _meta_of(holdout)
 
 
 @pytest.mark.parametrize(
@@ -319,7 +325,7 @@ def _crps_meta(
     ],
 )
 def test_promotion_by_champion_crps(
-    meta: dict[str, Any], expired: bool, promote: bool, reason: str
+    meta: ModelMeta, expired: bool, promote: bool, reason: str
 ) -> None:
     decision = decide_promotion(meta, OLD, expired)
     assert (decision.promote, decision.reason) == (promote, reason)

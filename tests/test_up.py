@@ -28,8 +28,7 @@ from cryptocast.up_cmd import redis_url_configured
 from replay import ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import connect
-from tests.e2e_support import TINY_MODEL, status_json, wait_for
-from tests.test_demo import two_free_ports
+from tests.e2e_support import TINY_MODEL, free_port_pair, status_json, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +121,7 @@ def metrics_up(port: int) -> bool:
 async def test_up_runs_both_services_on_a_private_redis_and_stops_cleanly(
     exchange: ReplayExchange, tmp_path: Path
 ) -> None:
-    port = two_free_ports()
+    port = free_port_pair(1)
     up = Up(up_env(exchange, tmp_path / "var", port), tmp_path / "up.log")
     try:
 
@@ -173,7 +172,7 @@ async def test_up_runs_both_services_on_a_private_redis_and_stops_cleanly(
 async def test_up_stops_everything_when_a_service_dies(
     exchange: ReplayExchange, tmp_path: Path
 ) -> None:
-    up = Up(up_env(exchange, tmp_path / "var", two_free_ports()), tmp_path / "up.log")
+    up = Up(up_env(exchange, tmp_path / "var", free_port_pair(1)), tmp_path / "up.log")
     try:
 
         async def both_started() -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from cryptocast.redis_server import RedisServer
 from storage.client import Redis
 from storage.keys import Keys
 from storage.predictions import PredictionBus
-from tests.e2e_support import wait_for
+from tests.e2e_support import interrupt, reaped, wait_for
 from tests.factories import make_prediction
 
 BTC = SeriesId.parse("binance:BTC/USDT:1m")
@@ -63,18 +62,13 @@ async def test_watch_json_prints_each_published_prediction(
 ) -> None:
     bus = PredictionBus(redis)
     out = tmp_path / "watch.out"
-    proc = watch(redis_server, out, "--json", "--count", "3", "--series", BTC.key)
-    try:
+    with reaped(watch(redis_server, out, "--json", "--count", "3", "--series", BTC.key)) as proc:
         await wait_for(lambda: subscribed(redis, BTC), 20, "watch to subscribe")
         sent = [prediction(BTC, i * MIN, 100.0 + i) for i in range(1, 4)]
         await bus.publish(prediction(ETH, MIN, 5.0))  # not followed: --series BTC only
         for p in sent:
             assert await bus.publish(p)
         assert await asyncio.to_thread(proc.wait, 20) == 0, out.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     lines = [ln for ln in out.read_text().splitlines() if ln.startswith('{"schema"')]
     assert [Prediction.from_json(ln) for ln in lines] == sent
 
@@ -85,17 +79,11 @@ async def test_watch_table_shows_latest_and_live_and_exits_on_ctrl_c(
     bus = PredictionBus(redis)
     await bus.publish(prediction(BTC, 5 * MIN, 43210.5))  # there before watch starts
     out = tmp_path / "watch.out"
-    proc = watch(redis_server, out)
-    try:
+    with reaped(watch(redis_server, out)) as proc:
         await wait_for(lambda: subscribed(redis, ETH), 20, "watch to subscribe")
         await bus.publish(prediction(ETH, 7 * MIN, 2345.25))
         await asyncio.sleep(1.0)  # at least one refresh of the live table
-        proc.send_signal(signal.SIGINT)
-        code = await asyncio.to_thread(proc.wait, 15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        code = await interrupt(proc, 15)
     text = out.read_text()
     assert code == 0, text
     assert "Traceback" not in text

@@ -24,8 +24,10 @@ from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from storage.candles import CandleStore
 from storage.client import Redis
+from storage.keys import Keys
+from storage.paths import PathStore
 from storage.predictions import PredictionBus
-from tests.web_support import prediction, serve
+from tests.web_support import forecast_path, prediction, serve
 from web.app import check_exposure, is_loopback
 from web.stream import StreamOverflow, Subscription
 
@@ -171,50 +173,50 @@ async def test_predictions_latest_and_status(redis: Redis, redis_server: RedisSe
         assert st["stream_clients"] == 0
 
 
-async def test_forecast_recursive_from_the_promoted_model(
-    redis: Redis, redis_server: RedisServer
-) -> None:
-    from forecaster.data import CandleArrays
-    from storage.registry import ModelRegistry
-    from tests.forecaster_support import btc_candles, trained_tiny
-
-    series = SeriesId.parse("binance:BTC/USDT:1h")
-    settings = load_settings(redis_url=redis_server.url, series=[series.key])
-    hist = list(btc_candles(3000))[-200:]
-    await CandleStore(redis).upsert(series, hist)
-    async with serve(settings, redis) as base, httpx.AsyncClient(timeout=60) as http:
-        r = await http.get(base + path(series.key, "forecast"), params={"steps": 5})
-        assert r.status_code == 409 and "no model" in r.json()["detail"]
-        result = trained_tiny()
-        registry = ModelRegistry(redis)
-        await registry.promote(series, await registry.put(series, result.artifact, result.meta))
-        r = await http.get(base + path(series.key, "forecast"), params={"steps": 24})
+async def test_forecast_slices_the_stored_path(redis: Redis, redis_server: RedisServer) -> None:
+    """The web answers from the path the forecaster stores (it computes nothing): ``steps``
+    and ``until`` cut the same path; beyond what is stored is a 422 naming the setting."""
+    series = SeriesId.parse(BTC)
+    store = PathStore(redis, Keys())
+    async with serve(web_settings(redis_server), redis) as base, httpx.AsyncClient() as http:
+        url = base + path(BTC, "forecast")
+        r = await http.get(url, params={"steps": 5})
+        assert r.status_code == 409 and "no forecast" in r.json()["detail"]
+        stored = forecast_path(BTC, T0, 240)
+        await store.write(stored)
+        assert await store.read(series) == stored
+        r = await http.get(url, params={"steps": 24})
         assert r.status_code == 200, r.text
         fc = r.json()
-        points = fc["points"]
-        assert fc["as_of"] == hist[-1].open_time and len(points) == 24
-        assert [p["time"] for p in points] == [
-            hist[-1].open_time + (i + 1) * 3_600_000 for i in range(24)
-        ]
-        model = result.model
-        one = model.predict_next(CandleArrays.from_candles(hist, series.timeframe))
-        assert points[0]["predicted_close"] == pytest.approx(one.pred_close, rel=1e-5)
-        assert points[0]["lower"] == pytest.approx(one.lower, rel=1e-5)
-        cum = math.log(hist[-1].close)
-        for p in points:
-            cum += p["predicted_return"]
-            assert p["predicted_close"] == pytest.approx(math.exp(cum), rel=1e-9)
-            assert p["lower"] <= p["predicted_close"] <= p["upper"]
-        widths = [math.log(p["upper"] / p["lower"]) for p in points]
-        assert widths[-1] == pytest.approx(widths[0] * math.sqrt(24), rel=1e-6)
-        until = hist[-1].open_time + 10 * 3_600_000
-        r = await http.get(base + path(series.key, "forecast"), params={"until": until})
-        assert r.status_code == 200 and len(r.json()["points"]) == 10
+        assert fc["series"] == BTC and fc["as_of"] == T0 and fc["steps"] == 24
+        assert fc["last_close"] == stored.last_close and fc["interval_level"] == 0.9
+        assert fc["model"] == {
+            "version": "v1-test",
+            "kind": "lstm",
+            "trained_at": T0 - 3_600_000,
+            "skill": 0.02,
+        }
+        assert fc["points"] == [p.model_dump() for p in stored.points[:24]]
+        assert len((await http.get(url)).json()["points"]) == 60  # the default
+        until = T0 + 10 * MIN
+        r = await http.get(url, params={"until": until + 30_000})  # inside the 10th candle
+        assert r.status_code == 200 and r.json()["steps"] == 10
+        assert r.json()["points"] == fc["points"][:10]
         assert r.json()["points"][-1]["time"] == until
-        assert r.json()["points"] == points[:10]  # same recursion, same path
-        for bad in ({"steps": 1001}, {"steps": 0}, {"until": hist[-1].open_time}):
-            r = await http.get(base + path(series.key, "forecast"), params=bad)
-            assert r.status_code == 422, bad
+        assert (await http.get(url, params={"steps": 240})).json()["steps"] == 240
+        for bad, why in (
+            ({"steps": 241}, "at most 240"),
+            ({"until": T0 + 241 * MIN}, "1..240 candles after"),
+            ({"until": T0}, "1..240 candles after"),
+            ({"steps": 5, "until": until}, "not both"),
+        ):
+            r = await http.get(url, params=bad)
+            assert r.status_code == 422 and why in r.json()["detail"], (bad, r.text)
+        for bad in ({"steps": 1001}, {"steps": 0}, {"until": -1}):
+            assert (await http.get(url, params=bad)).status_code == 422, bad
+        # a value this version cannot read is no forecast, not a 500
+        await redis.set(Keys().forecast_path(series), b'{"schema": 99}')
+        assert (await http.get(url)).status_code == 409
 
 
 def test_token_required_beyond_localhost(redis_server: RedisServer) -> None:

@@ -15,7 +15,7 @@ from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from storage.client import Redis
 from storage.predictions import PredictionBus
-from tests.e2e_support import Service, service_env, start_replay, wait_for
+from tests.e2e_support import service_env, start_pipeline, start_replay, wait_for
 from tests.web_support import serve
 
 pytestmark = pytest.mark.slow
@@ -40,15 +40,8 @@ async def test_dashboard_chart_follows_new_predictions(
     from playwright.async_api import async_playwright
 
     exchange = await start_replay(["LINK/USDT"], 1500, tmp_path, speed=90)
-    env = service_env(
-        redis_server.url,
-        exchange,
-        [SERIES.key],
-        CRYPTOCAST_SCHEDULE__RETRAIN_EVERY="400",
-        CRYPTOCAST_SCHEDULE__STALE_AFTER="30",
-    )
-    ingest = Service("ingest", env, tmp_path).start()
-    forecast = Service("forecast", env, tmp_path).start()
+    env = service_env(redis_server.url, exchange, [SERIES.key], retrain_every=400, stale_after=30)
+    ingest, forecast = start_pipeline(env, tmp_path)
     settings = load_settings(
         redis_url=redis_server.url,
         series=[SERIES.key],

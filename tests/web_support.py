@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,7 +12,8 @@ import uvicorn
 
 from config.settings import Settings
 from core.lifecycle import with_timeout
-from core.schemas import Prediction
+from core.schemas import ModelInfo, Prediction
+from storage.paths import ForecastPath, PathPoint
 from tests.factories import make_prediction
 from web.app import create_app
 
@@ -60,4 +62,32 @@ def prediction(series: str, as_of: int, close: float = 100.0, step_ms: int = 60_
         skill=0.02,
         published_at=as_of + step_ms + 5,
         latency_ms=1.5,
+    )
+
+
+def forecast_path(
+    series: str, as_of: int, steps: int, close: float = 100.0, step_ms: int = 60_000
+) -> ForecastPath:
+    """A well-formed stored path of ``steps`` candles after ``as_of`` (what the forecaster
+    writes), each step +0.1% with an interval widening as sqrt(k)."""
+    r = 0.001
+    points = [
+        PathPoint(
+            time=as_of + k * step_ms,
+            predicted_close=close * math.exp(r * k),
+            predicted_return=r,
+            lower=close * math.exp(r * k - 0.01 * math.sqrt(k)),
+            upper=close * math.exp(r * k + 0.01 * math.sqrt(k)),
+        )
+        for k in range(1, steps + 1)
+    ]
+    model = ModelInfo(version="v1-test", kind="lstm", trained_at=as_of - 3_600_000, skill=0.02)
+    return ForecastPath(
+        series=series,
+        model=model,
+        as_of=as_of,
+        last_close=close,
+        interval_level=0.9,
+        steps=steps,
+        points=points,
     )

@@ -1,10 +1,11 @@
 """The read-only HTTP/WebSocket API and the dashboard (``cryptocast web``).
 
 Everything is read through ``storage/``; every query is bounded (``limit`` ≤ 5000 candles or
-predictions, forecasts ≤ 1000 steps) and the per-series health, whose hole count reads the whole
-history's index, is computed at most once per ``web.status_cache_s`` however many viewers ask.
-The routes live in :mod:`web.routes` (one router per subject) and return the models of
-:mod:`web.models`, against which FastAPI checks every response.
+predictions; a forecast is a slice of the path the forecaster stores) and the per-series health,
+whose hole count reads the whole history's index, is computed at most once per
+``web.status_cache_s`` however many viewers ask. The routes live in :mod:`web.routes` (one
+router per subject) and return the models of :mod:`web.models`, against which FastAPI checks
+every response.
 
 Series travel in the URL path, percent-encoded or not: ``/api/series/binance:BTC%2FUSDT:1m/latest``
 and ``/api/series/binance:BTC/USDT:1m/latest`` name the same series (the route matches the fixed

@@ -1,6 +1,6 @@
 """What every route needs, built once per app: the storage objects over one Redis client, the
-configured series, the token, the stream hub, the forecaster and the status cache. Routes get
-it (and the resolved series, and the token check) through FastAPI dependencies."""
+configured series, the token, the stream hub, the stored forecast paths and the status cache.
+Routes get it (and the resolved series, and the token check) through FastAPI dependencies."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from core.series import SeriesError, SeriesId
 from storage.candles import CandleStore
 from storage.health import series_health
 from storage.keys import Keys
+from storage.paths import PathStore
 from storage.predictions import PredictionBus
-from storage.registry import ModelRegistry
-from web.forecast import Forecaster
+from web.forecast import PathReader
 from web.stream import PredictionHub
 
 
@@ -58,7 +58,7 @@ class WebContext:
     store: CandleStore
     bus: PredictionBus
     hub: PredictionHub
-    forecaster: Forecaster
+    forecasts: PathReader
     configured: dict[str, SeriesId]
     token: str | None
     status_cache: StatusCache
@@ -79,7 +79,7 @@ class WebContext:
             store=store,
             bus=bus,
             hub=PredictionHub(redis, bus, list(configured.values())),
-            forecaster=Forecaster(ModelRegistry(redis, keys), store),
+            forecasts=PathReader(PathStore(redis, keys)),
             configured=configured,
             token=settings.web.token.get_secret_value() if settings.web.token else None,
             status_cache=StatusCache(settings.web.status_cache_s),

@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.schemas import Prediction
+from core.schemas import ModelInfo, Prediction
+from storage.paths import PathPoint
 
 
 class CandleOut(BaseModel):
@@ -47,22 +48,16 @@ class SeriesOut(BaseModel):
     path: str = Field(description="The series percent-encoded for use in URLs")
 
 
-class ForecastPoint(BaseModel):
-    time: int
-    predicted_close: float
-    predicted_return: float
-    lower: float
-    upper: float
-
-
 class ForecastOut(BaseModel):
+    """A slice of the series' stored multi-step path (``storage.paths``)."""
+
     series: str
-    model: dict[str, Any]
+    model: ModelInfo
     as_of: int
     last_close: float
     steps: int
     interval_level: float
-    points: list[ForecastPoint]
+    points: list[PathPoint]
 
 
 class StatusOut(BaseModel):

@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
 from config.settings import ModelSettings
+from core.model_meta import ModelMeta
 from forecaster.baselines import return_history
-from forecaster.calibration import DEFAULT_GAMMA, AciState, run_aci
+from forecaster.calibration import AciState, run_aci
 from forecaster.data import CandleArrays
-from forecaster.distribution import PUBLISHED_QUANTILES, ReturnDistribution
+from forecaster.distribution import ReturnDistribution
 from forecaster.evaluation.models import (
     VOL_MODELS,
     FittedBaseline,
@@ -56,7 +56,18 @@ from forecaster.evaluation.models import (
     series_context,
     vol_distributions,
 )
-from forecaster.features import FeatureError, log_returns, target_rows
+from forecaster.evaluation.walkforward import (
+    DISTRIBUTION_MODELS,
+    MODEL_NAMES,
+    PUBLISHED,
+    BacktestOptions,
+    BacktestResult,
+    Fold,
+    ModelRun,
+    empty_run,
+    plan_folds,
+)
+from forecaster.features import FeatureError, log_returns
 from forecaster.metrics import price_from_return
 
 if TYPE_CHECKING:
@@ -76,159 +87,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-MODEL_NAMES = ("lstm", "seed", "naive", "drift", "ar", "ewma", "garch", "static")
-# Models with a predictive distribution: the candidates for what is published.
-DISTRIBUTION_MODELS = ("lstm", "naive", "drift", "ar", "ewma", "garch", "static")
-PUBLISHED = "published"
-LOOKAHEAD_MODELS = frozenset({"seed"})
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestOptions:
-    """How the walk-forward runs (all counts in candles of the series)."""
-
-    test_candles: int
-    retrain_every: int
-    train_window: int
-    models: tuple[str, ...] = MODEL_NAMES
-    ar_lags: int = 5
-    max_model_age: int = 1440
-    publish: bool = True  # add the ``published`` model (champion after calibration)
-    aci_gamma: float = DEFAULT_GAMMA
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
-        if unknown or not self.models:
-            raise ValueError(f"models must be among {', '.join(MODEL_NAMES)}, got {unknown}")
-        if min(self.test_candles, self.retrain_every, self.train_window) < 1:
-            raise ValueError("test_candles, retrain_every and train_window must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class Fold:
-    """One retraining: train on rows ``[train_start, start)``, predict target rows in the fold."""
-
-    number: int
-    start: int  # first row after the training data
-    stop: int  # first row of the next fold
-    train_start: int
-    rows: np.ndarray  # test target rows in [start, stop)
-
-
-@dataclass(slots=True)
-class ModelRun:
-    """One model's walk-forward output, aligned with :attr:`BacktestResult.rows`."""
-
-    name: str
-    pred_return: np.ndarray
-    pred: np.ndarray  # price
-    lower: np.ndarray | None
-    upper: np.ndarray | None
-    train_seconds: float = 0.0
-    lookahead: bool = False
-    folds: list[dict[str, Any]] = field(default_factory=list)
-    # The predictive distribution of the next log return per point (NaN: none, e.g. seed).
-    loc: np.ndarray | None = None
-    scale: np.ndarray | None = None
-    df: np.ndarray | None = None
-    level: np.ndarray | None = None  # interval level per point (published: ACI's)
-    champion: list[str] | None = None  # published: the model published at each point
-
-    def distribution(self) -> ReturnDistribution | None:
-        """The per-point distributions, or ``None`` for a model without one."""
-        if self.loc is None or self.scale is None or self.df is None:
-            return None
-        if not (np.isfinite(self.loc).all() and np.isfinite(self.scale).all()):
-            return None
-        return ReturnDistribution(self.loc, self.scale, self.df)
-
-    def quantiles(self) -> np.ndarray | None:
-        """Quantiles of the next log return at :data:`PUBLISHED_QUANTILES`, ``(n, 5)``."""
-        d = self.distribution()
-        return None if d is None else d.quantiles(PUBLISHED_QUANTILES)
-
-
-@dataclass(slots=True)
-class BacktestResult:
-    """Everything the report needs: points, per-model predictions, folds, settings."""
-
-    series: str
-    arrays: CandleArrays
-    options: BacktestOptions
-    settings: ModelSettings
-    folds: list[Fold]
-    rows: np.ndarray
-    fold_of: np.ndarray  # fold number per point
-    mase_scale: np.ndarray  # per point: its fold's in-sample naive MAE
-    models: dict[str, ModelRun]
-    fold_scales: list[float] = field(default_factory=list)
-    final_lstm: LoadedModel | None = None
-    final_baselines: dict[str, FittedBaseline] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def actual(self) -> np.ndarray:
-        return self.arrays.close[self.rows]
-
-    @property
-    def last_close(self) -> np.ndarray:
-        return self.arrays.close[self.rows - 1]
-
-    @property
-    def target_time(self) -> np.ndarray:
-        return self.arrays.open_time[self.rows]
-
-    @property
-    def as_of(self) -> np.ndarray:
-        """Open time of the last candle each prediction was made from."""
-        return self.arrays.open_time[self.rows - 1]
-
-
-def plan_folds(
-    arrays: CandleArrays, options: BacktestOptions, window: int
-) -> tuple[list[Fold], np.ndarray]:
-    """Folds over the last ``options.test_candles`` candles and the common test target rows.
-
-    A test point needs a full window of ``window`` candles inside its segment (as serving does),
-    so the points right after a hole are skipped, for every model alike.
-    """
-    n = len(arrays)
-    idx = arrays.index
-    # The span is counted in candles (open times), not rows, like the retrain schedule.
-    first, k = int(idx[-1]) - options.test_candles + 1, options.retrain_every
-    test_start = int(np.searchsorted(idx, first, side="left"))
-    if test_start < window + 2:
-        raise FeatureError(
-            f"{n} candles leave no training data before a test span of {options.test_candles}"
-        )
-    points = target_rows(arrays, window, test_start)
-    folds: list[Fold] = []
-    number = 0
-    while first + number * k <= int(idx[-1]):
-        lo = first + number * k
-        start = int(np.searchsorted(idx, lo, side="left"))
-        stop = int(np.searchsorted(idx, lo + k, side="left"))
-        rows = points[(points >= start) & (points < stop)]
-        folds.append(Fold(number, start, stop, max(0, start - options.train_window), rows))
-        number += 1
-    return folds, points
-
-
-def _empty_run(name: str, n: int, intervals: bool) -> ModelRun:
-    nan = np.full(n, np.nan)
-    return ModelRun(
-        name=name,
-        pred_return=nan.copy(),
-        pred=nan.copy(),
-        lower=nan.copy() if intervals else None,
-        upper=nan.copy() if intervals else None,
-        lookahead=name in LOOKAHEAD_MODELS,
-        loc=nan.copy() if intervals else None,
-        scale=nan.copy() if intervals else None,
-        df=nan.copy() if intervals else None,
-        level=nan.copy() if intervals else None,
-    )
 
 
 def run_backtest(
@@ -251,7 +109,7 @@ def run_backtest(
     n = points.size
     slot = {int(r): i for i, r in enumerate(points)}
     names = [m for m in MODEL_NAMES if m in options.models]
-    runs = {m: _empty_run(m, n, m != "seed") for m in names}
+    runs = {m: empty_run(m, n, m != "seed") for m in names}
     candidates = [m for m in DISTRIBUTION_MODELS if m in names]
     publish = options.publish and bool(candidates)
     ctx = series_context(series, arrays)
@@ -264,7 +122,7 @@ def run_backtest(
     vol_names = [m for m in names if m in VOL_MODELS]
 
     serving: LoadedModel | None = None
-    serving_meta: dict[str, Any] | None = None
+    serving_meta: ModelMeta | None = None
     seed_fit: Any = None
     seed_scaler: Any = None
     if "seed" in names:
@@ -408,7 +266,7 @@ def _published(
 ) -> ModelRun:
     """The champion's forecast at each point, its interval at the ACI-adjusted level."""
     n = points.size
-    run = _empty_run(PUBLISHED, n, True)
+    run = empty_run(PUBLISHED, n, True)
     run.champion = list(champions)
     for name in set(champions):
         idx = np.array([i for i, c in enumerate(champions) if c == name], dtype=np.int64)

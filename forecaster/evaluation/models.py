@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 
 from config.settings import ModelSettings
+from core.model_meta import ModelMeta
 from forecaster.baselines import (
     ARBaseline,
     Baseline,
@@ -112,8 +113,8 @@ def lstm_fold(
     settings: ModelSettings,
     max_model_age: int,
     serving: LoadedModel | None,
-    serving_meta: dict[str, Any] | None,
-) -> tuple[LoadedModel, dict[str, Any], dict[str, Any]]:
+    serving_meta: ModelMeta | None,
+) -> tuple[LoadedModel, ModelMeta, dict[str, Any]]:
     """One scheduled retrain, as ``forecaster.training.job.train_series`` does it."""
     from forecaster.training.promotion import decide_promotion  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
     from forecaster.training.train import train as train_model  # noqa: PLC0415 (pulls in TensorFlow; loaded only when the LSTM runs)
@@ -121,27 +122,26 @@ def lstm_fold(
     t0 = time.perf_counter()
     result = train_model(train, settings, current=serving, warm_start=True)
     seconds = time.perf_counter() - t0
-    tf = train.timeframe
-    expired = serving_meta is not None and (
-        int(train.index[-1]) - tf.index(int(serving_meta["training_range"]["last_open_time"]))
-        > max_model_age
+    meta = result.typed_meta
+    expired = serving_meta is not None and serving_meta.expired(
+        int(train.open_time[-1]), train.timeframe, max_model_age
     )
-    decision = decide_promotion(result.meta, serving_meta, expired)
+    decision = decide_promotion(meta, serving_meta, expired)
     info = {
         "train_seconds": round(seconds, 3),
-        "epochs_run": result.meta["epochs_run"],
-        "best_epoch": result.meta["best_epoch"],
-        "warm_started": result.meta["warm_started"],
-        "holdout_skill": result.meta["skill"],
+        "epochs_run": meta.epochs_run,
+        "best_epoch": meta.best_epoch,
+        "warm_started": meta.warm_started,
+        "holdout_skill": meta.skill,
         "promoted": decision.promote,
         "reason": decision.reason,
-        "train_first_time": result.meta["training_range"]["first_open_time"],
-        "train_last_time": result.meta["training_range"]["last_open_time"],
+        "train_first_time": meta.training_range.first_open_time,
+        "train_last_time": meta.training_range.last_open_time,
     }
     if decision.promote or serving is None:
         # serving is None only when the very first model had no valid score: serve it anyway,
         # the backtest must predict something (the live service would publish nothing).
-        return result.model, result.meta, info
+        return result.model, meta, info
     assert serving_meta is not None
     return serving, serving_meta, info
 

@@ -2,9 +2,10 @@
 
 Point scores are in price space on the same test points for every model (see
 :mod:`forecaster.metrics`); distribution scores (CRPS, pinball, Winkler, QLIKE, Brier,
-Christoffersen) are in log-return space, see :mod:`forecaster.evaluation.scores`. MASE divides
-each point's absolute error by the naive forecast's in-sample MAE on *its fold's* train window,
-then averages: every fold is scaled by what naive achieved on the data that fold's models were
+Christoffersen) are in log-return space, see :mod:`forecaster.evaluation.scores`. MASE (in
+Hyndman's sense; the live score's ``relative_mae`` is another figure) divides each point's
+absolute error by the naive forecast's in-sample MAE on *its fold's* train window, then
+averages: every fold is scaled by what naive achieved on the data that fold's models were
 trained on. Direction accuracy counts only candles
 that moved; the naive forecast calls no direction, so it scores 0 there by definition.
 
@@ -271,27 +272,27 @@ def _print_distribution_table(doc: dict[str, Any], console: Console) -> None:
         title="predictive distributions of the next log return (lower is better, but coverage)",
         title_justify="left",
     )
-    cols = ["model", "CRPS", "vs GARCH", "pinball", "Winkler 80", f"Winkler {level:.0%}"]
-    cols += ["vs static", f"cover {level:.0%}", "volatile", "LR ind.", "P(m|m)", "QLIKE", "Brier"]
-    for col in cols:
-        table.add_column(col, justify="right" if col != "model" else "left")
+    pct = f"{level:.0%}"
+    columns = [  # header, score, format
+        ("CRPS", "crps", ".4g"),
+        ("vs GARCH", "crps_vs_garch", "+.2%"),
+        ("pinball", "pinball", ".4g"),
+        ("Winkler 80", "winkler_80", ".4g"),
+        (f"Winkler {pct}", "winkler_90", ".4g"),
+        ("vs static", "winkler_vs_static", "+.2%"),
+        (f"cover {pct}", "coverage", ".1%"),
+        ("volatile", "coverage_volatile", ".1%"),
+        ("LR ind.", "christoffersen_lr", ".3g"),
+        ("P(m|m)", "p_miss_after_miss", ".2f"),
+        ("QLIKE", "qlike", ".5g"),
+        ("Brier", "brier", ".5f"),
+    ]
+    table.add_column("model", justify="left")
+    for header, _key, _spec in columns:
+        table.add_column(header, justify="right")
     for name in sorted(models, key=lambda n: models[n]["crps"]):
         m = models[name]
-        table.add_row(
-            name,
-            _fmt(m["crps"], ".4g"),
-            _fmt(m["crps_vs_garch"], "+.2%"),
-            _fmt(m["pinball"], ".4g"),
-            _fmt(m["winkler_80"], ".4g"),
-            _fmt(m["winkler_90"], ".4g"),
-            _fmt(m["winkler_vs_static"], "+.2%"),
-            _fmt(m["coverage"], ".1%"),
-            _fmt(m["coverage_volatile"], ".1%"),
-            _fmt(m["christoffersen_lr"], ".3g"),
-            _fmt(m["p_miss_after_miss"], ".2f"),
-            _fmt(m["qlike"], ".5g"),
-            _fmt(m["brier"], ".5f"),
-        )
+        table.add_row(name, *(_fmt(m[key], spec) for _h, key, spec in columns))
     console.print(table)
     pub = models.get("published", {}).get("champions")
     if pub:

@@ -21,18 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from forecaster import metrics
 from forecaster.distribution import PUBLISHED_QUANTILES
 from forecaster.features import log_returns
-from forecaster.metrics import (
-    brier_score,
-    christoffersen_independence,
-    crps,
-    pinball_loss,
-    qlike,
-    trailing_volatility,
-    volatile_mask,
-    winkler_score,
-)
 
 if TYPE_CHECKING:
     from forecaster.evaluation.backtest import BacktestResult
@@ -52,7 +43,7 @@ def outcomes(result: BacktestResult) -> np.ndarray:
 def volatility_at_as_of(result: BacktestResult) -> np.ndarray:
     """Trailing realised volatility known at each point's ``as_of`` (no later candle read)."""
     ret = log_returns(result.arrays)
-    return trailing_volatility(ret, result.rows - 1, VOL_WINDOW)
+    return metrics.trailing_volatility(ret, result.rows - 1, VOL_WINDOW)
 
 
 def _num(v: float) -> float | None:
@@ -64,7 +55,7 @@ def distribution_scores(result: BacktestResult) -> dict[str, dict[str, Any]]:
     y = outcomes(result)
     last = result.last_close
     level = result.settings.interval_level
-    volatile = volatile_mask(volatility_at_as_of(result), VOLATILE_TOP)
+    volatile = metrics.volatile_mask(volatility_at_as_of(result), VOLATILE_TOP)
     out: dict[str, dict[str, Any]] = {}
     for name, run in result.models.items():
         dist = run.distribution()
@@ -73,21 +64,21 @@ def distribution_scores(result: BacktestResult) -> dict[str, dict[str, Any]]:
         lo, hi = np.log(run.lower / last), np.log(run.upper / last)
         miss = (y < lo) | (y > hi)
         lo8, hi8 = dist.interval(LOWER_LEVEL)
-        ch = christoffersen_independence(miss)
+        ch = metrics.christoffersen_independence(miss)
         second_moment = dist.variance() + dist.loc**2
         s: dict[str, Any] = {
-            "crps": _num(crps(dist, y)),
-            "pinball": _num(pinball_loss(dist.quantiles(PUBLISHED_QUANTILES), y)),
-            "winkler_80": _num(winkler_score(lo8, hi8, y, LOWER_LEVEL)),
-            "winkler_90": _num(winkler_score(lo, hi, y, level)),
+            "crps": _num(metrics.crps(dist, y)),
+            "pinball": _num(metrics.pinball_loss(dist.quantiles(PUBLISHED_QUANTILES), y)),
+            "winkler_80": _num(metrics.winkler_score(lo8, hi8, y, LOWER_LEVEL)),
+            "winkler_90": _num(metrics.winkler_score(lo, hi, y, level)),
             "coverage_80": _num(float(np.mean((y >= lo8) & (y <= hi8)))) if y.size else None,
             "coverage_volatile": _num(float(np.mean(~miss[volatile]))) if volatile.any() else None,
             "volatile_points": int(volatile.sum()),
             "christoffersen_lr": _num(ch.lr),
             "christoffersen_p": _num(ch.p_value),
             "p_miss_after_miss": _num(ch.p_miss_after_miss),
-            "qlike": _num(qlike(second_moment, y)),
-            "brier": _num(brier_score(dist.p_up(), y)),
+            "qlike": _num(metrics.qlike(second_moment, y)),
+            "brier": _num(metrics.brier_score(dist.p_up(), y)),
             "sigma_mean": _num(float(np.mean(dist.sigma()))),
             "level_mean": _num(float(np.mean(run.level))) if run.level is not None else None,
         }

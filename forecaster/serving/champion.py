@@ -1,9 +1,10 @@
 """Serving a version's champion, and the live calibration of its interval.
 
 :class:`EconometricServer` publishes a GARCH-t / EWMA / static champion: its fixed parameters and
-filter state come from the version's metadata (``champion`` or ``econometric``, written at
-training), and the state is filtered forward one closed candle at a time (a few float operations),
-catching up from the candle store when the worker starts or a candle was missed. It is a pure
+filter state come from the version's metadata (``ModelMeta.econometric_entry``: the ``champion``
+or the ``econometric`` copy, written at training), and the state is filtered forward one closed
+candle at a time (a few float operations), catching up from the candle store when the worker
+starts or a candle was missed. It is a pure
 function of the metadata and the candles, so every replica derives the same state.
 
 :class:`LiveCalibration` is one series' adaptive conformal inference (forecaster.calibration):
@@ -20,33 +21,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.model_meta import EconometricEntry
 from core.schemas import Candle
 from core.series import Timeframe
 from forecaster.calibration import DEFAULT_GAMMA, MAX_LEVEL, MIN_LEVEL, AciState
 from forecaster.econometric import FilterState, VarianceModel
 from forecaster.heads import Forecast
 
-__all__ = ["EconometricServer", "LiveCalibration", "champion_entry"]
-
-
-def champion_entry(meta: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    """The stored parameters + state of econometric model ``kind`` in a version's metadata."""
-    champ = meta.get("champion") or {}
-    if champ.get("kind") == kind and "params" in champ:
-        return dict(champ)
-    entry = (meta.get("econometric") or {}).get(kind)
-    return dict(entry) if isinstance(entry, dict) and "params" in entry else None
+__all__ = ["EconometricServer", "LiveCalibration"]
 
 
 class EconometricServer:
     """An econometric model filtered forward over the closed candles of one series."""
 
-    def __init__(self, entry: dict[str, Any], timeframe: Timeframe) -> None:
-        self.model = VarianceModel.from_dict(entry["params"])
+    def __init__(self, entry: EconometricEntry, timeframe: Timeframe) -> None:
+        self.model = VarianceModel.from_dict(entry.params)
         self.kind = self.model.requested or self.model.kind
         self.tf = timeframe
-        self.naive_point = entry.get("point") == "naive"
-        self._base = (FilterState.from_dict(entry["state"]), int(entry["state_time"]))
+        self.naive_point = entry.point == "naive"
+        self._base = (FilterState.from_dict(entry.state), entry.state_time)
         self.state, self.time = self._base
         self.close: float | None = None  # close of the candle at self.time, once seen
 

@@ -1,7 +1,9 @@
 """Live scoring: each prediction is scored when its target candle closes.
 
 Rolling over the last ``window`` scored predictions of a series: MAE of the model and of the
-naive forecast (last close) on the same targets, MASE = MAE / naive MAE (< 1 beats naive),
+naive forecast (last close) on the same targets, relative MAE = MAE / naive MAE (< 1 beats
+naive; not the backtest's MASE, which scales by the naive MAE in sample, see
+:mod:`storage.scores`),
 direction hit rate on candles that moved, interval coverage (of the published, calibrated
 interval) and the mean CRPS of the published distribution of the log return (when the
 prediction came with one; a proper score, lower is better, comparable across model kinds).
@@ -19,6 +21,7 @@ from typing import Any
 
 from core.schemas import Candle, Prediction
 from forecaster.distribution import ReturnDistribution
+from storage.scores import LEGACY_RELATIVE_MAE, RELATIVE_MAE
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +60,13 @@ class _Sums:
     def summary(self) -> dict[str, Any]:
         n = self.n
         mae, naive = self.abs_err / n, self.naive_abs_err / n
+        relative = mae / naive if naive > 0 else None
         return {
             "n": n,
             "mae": mae,
             "naive_mae": naive,
-            "mase": mae / naive if naive > 0 else None,
+            RELATIVE_MAE: relative,
+            LEGACY_RELATIVE_MAE: relative,
             "direction": self.hits / self.moved if self.moved else None,
             "coverage": self.covered / n,
             "crps": self.crps / self.n_crps if self.n_crps > 0 else None,

@@ -26,5 +26,9 @@ MODEL_AGE = Gauge(
 TRAINING_SECONDS = Gauge("cryptocast_training_seconds", "Duration of the last training", ["series"])
 TRAININGS = Counter("cryptocast_trainings_total", "Training runs by outcome", ["series", "outcome"])
 LIVE_MAE = Gauge("cryptocast_live_mae", "Rolling live MAE of published predictions", ["series"])
-LIVE_MASE = Gauge("cryptocast_live_mase", "Rolling live MASE (< 1 beats naive)", ["series"])
+LIVE_MASE = Gauge(
+    "cryptocast_live_mase",
+    "Rolling live MAE / naive MAE on the same targets (< 1 beats naive; not a backtest MASE)",
+    ["series"],
+)
 SERIES_HELD = Gauge("cryptocast_series_served", "Series this replica serves (leases held)")

@@ -8,6 +8,10 @@ overdue it is, so that when training cannot keep up no series waits behind the o
 most one training runs per replica so serving keeps a core; the ``train`` lease inside the job keeps
 two replicas from training one series at once. A failed run is logged with its cause and retried
 ``retrain_every`` candles later.
+
+With the global scope (``model.scope``, the default) what is trained is the global model of each
+timeframe this replica serves, judged on the newest candle of any of its series
+(docs/architecture.md, decision 12); the ``train`` lease on it keeps replicas apart.
 """
 
 from __future__ import annotations
@@ -151,11 +155,10 @@ class TrainingScheduler:
             if since_attempt is None or since_attempt >= sched.retrain_every:
                 return "no model", (2, math.inf if since_attempt is None else since_attempt)
             return None
-        trained_last = int(rec.meta["training_range"]["last_open_time"])
-        age = newest - tf.floor_index(trained_last)
+        age = rec.meta.age_at(last, tf)
         if since_attempt is None:  # a model promoted by hand or restored: count from its data
             since_attempt = age
-        if age > sched.max_model_age and since_attempt >= 1:
+        if rec.meta.expired(last, tf, sched.max_model_age) and since_attempt >= 1:
             return f"model expired ({age} candles old)", (1, age)
         if since_attempt >= sched.retrain_every:
             return f"{since_attempt} candles since last training", (0, since_attempt)

@@ -23,14 +23,16 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from core.clock import ClockSync, ExchangeClock, WallClock
-from core.lifecycle import cancel_and_wait
+from core.lifecycle import Service, cancel_and_wait
 from core.series import SeriesId
+from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
 from forecaster.serving.scheduler import TrainingScheduler
 from forecaster.serving.worker import SeriesWorker, ServingContext
 from storage.candles import CandleStore
 from storage.events import CandleEvents
 from storage.leases import Leases, Replicas
+from storage.paths import PathStore
 from storage.predictions import PredictionBus
 from storage.registry import ModelRegistry
 from storage.scores import LiveScores
@@ -38,7 +40,7 @@ from storage.scores import LiveScores
 log = structlog.get_logger(__name__)
 
 
-class ForecastService:
+class ForecastService(Service):
     """One forecaster replica."""
 
     def __init__(
@@ -65,6 +67,7 @@ class ForecastService:
             scores=LiveScores(redis, keys),
             clock=self.clock,
             consumer=self.replica,
+            paths=PathRefresher(PathStore(redis, keys), settings.forecast.path_steps),
         )
         self.leases = Leases(redis, keys)
         self.replicas = Replicas(redis, keys)
@@ -75,6 +78,7 @@ class ForecastService:
             else None
         )
         self._stopped = asyncio.Event()
+        self._closed = False
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -99,12 +103,16 @@ class ForecastService:
                 for t in loops:
                     await cancel_and_wait(t)
         finally:
-            await self._shutdown()
+            await self.close()
 
     def stop(self) -> None:
         self._stopped.set()
 
-    async def _shutdown(self) -> None:
+    async def close(self) -> None:
+        """Stop the scheduler and every worker, give the leases back (once)."""
+        if self._closed:
+            return
+        self._closed = True
         if self.scheduler is not None:
             await self.scheduler.stop()
         for series in list(self.workers):
@@ -113,6 +121,8 @@ class ForecastService:
                 await self.leases.release(series, "serve", self.replica)
         if self.ctx.models is not None:
             await self.ctx.models.close()
+        if self.ctx.paths is not None:
+            await self.ctx.paths.close()
         with contextlib.suppress(RedisError, OSError):
             await self.replicas.leave(self.replica)
         log.info("forecast.stopped", replica=self.replica)

@@ -23,14 +23,16 @@ from config.logging import series_logger
 from config.settings import Settings
 from core.clock import Clock
 from core.lifecycle import cancel_and_wait
+from core.model_meta import ModelMeta
 from core.schemas import QUANTILE_LEVELS, Candle, ModelInfo, Prediction, stream_id_for
 from core.series import SeriesId, model_subject
 from forecaster.data import CandleArrays
 from forecaster.heads import Forecast
 from forecaster.inference import LoadedModel
 from forecaster.serving.batching import InferenceBatcher
-from forecaster.serving.champion import EconometricServer, LiveCalibration, champion_entry
+from forecaster.serving.champion import EconometricServer, LiveCalibration
 from forecaster.serving.live_score import LiveScorer
+from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
 from storage.calibration import CalibrationStore
 from storage.candles import CandleStore
@@ -58,6 +60,7 @@ class ServingContext:
     batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
     calibration: CalibrationStore | None = None
     models: ModelCache | None = None
+    paths: PathRefresher | None = None  # the dashboard's multi-step paths; None: not kept
 
     def __post_init__(self) -> None:
         if self.calibration is None:
@@ -171,7 +174,7 @@ class ModelHolder:
             )
             return
         self.model, self.record = model, rec
-        self.log.info("model.loaded", version=version, skill=rec.meta.get("skill"))
+        self.log.info("model.loaded", version=version, skill=rec.meta.skill)
 
     async def close(self) -> None:
         if self._loading is not None:
@@ -301,11 +304,10 @@ class SeriesWorker:
             return False
         kind, forecast = got
         meta = record.meta
-        trained_last = int(meta["training_range"]["last_open_time"])
-        age = tf.floor_index(ev.candle.open_time) - tf.floor_index(trained_last)
+        age = meta.age_at(ev.candle.open_time, tf)
         MODEL_AGE.labels(self.series.key).set(age)
         target_time = tf.next_open(ev.candle.open_time)
-        skill = meta.get("skill") if kind == "lstm" else (meta.get("champion") or {}).get("skill")
+        skill = meta.skill_of(kind)
         prediction = Prediction(
             exchange=self.series.exchange,
             symbol=self.series.symbol,
@@ -325,10 +327,10 @@ class SeriesWorker:
             model=ModelInfo(
                 version=record.version,
                 kind=kind,
-                trained_at=int(meta.get("trained_at", record.created_at)),
+                trained_at=record.trained_at,
                 skill=float(skill or 0.0),
             ),
-            stale_model=age > settings.schedule.max_model_age,
+            stale_model=meta.expired(ev.candle.open_time, tf, settings.schedule.max_model_age),
             published_at=self.ctx.clock.now_ms(),
             latency_ms=round(time.time() * 1000 - ev.arrived_ms, 3),
             id=stream_id_for(ev.candle.open_time),
@@ -350,6 +352,8 @@ class SeriesWorker:
             LATENCY.labels(self.series.key).observe(prediction.latency_ms / 1000)
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
             self.scorer.predicted(prediction, (forecast.loc, forecast.scale, forecast.df))
+            if self.ctx.paths is not None:  # off the hot path: returns at once
+                self.ctx.paths.submit(self.series, model, record, arrays)
         else:
             # A redelivered event (already published once), or a gap-filled candle older than
             # one already predicted: the stream only moves forward.
@@ -358,7 +362,7 @@ class SeriesWorker:
         return True  # acknowledged by the publish script either way
 
     async def _calibration(
-        self, version: str, meta: dict[str, Any], model: LoadedModel
+        self, version: str, meta: ModelMeta, model: LoadedModel
     ) -> LiveCalibration:
         """This series' calibration for ``version``: memory, else Redis, else a fresh start."""
         cal = self.calibration
@@ -371,8 +375,8 @@ class SeriesWorker:
                 self.log.warning("calibration.unreadable", error=str(e)[:200])
                 cal = None
         if cal is None or cal.version != version:
-            start = (meta.get("champion") or {}).get("calibrated_level")
-            level = float(start) if isinstance(start, int | float) else model.start_level
+            start = meta.champion.calibrated_level if meta.champion is not None else None
+            level = start if start is not None else model.start_level
             gamma = self.ctx.settings.forecast.calibration_gamma
             cal = LiveCalibration.start(model.interval_level, level, version, gamma)
             self.log.info("calibration.started", version=version, level=round(cal.level, 4))
@@ -389,7 +393,7 @@ class SeriesWorker:
         level: float,
     ) -> tuple[str, Forecast] | None:
         """The champion's forecast, or the first fallback that gives a finite one."""
-        champion = str((record.meta.get("champion") or {}).get("kind", "lstm"))
+        champion = record.meta.champion_kind
         for kind in dict.fromkeys((champion, "ewma", "static", "lstm")):
             try:
                 if kind == "lstm":
@@ -414,7 +418,7 @@ class SeriesWorker:
             self._econ, self._econ_version = {}, record.version
         server = self._econ.get(kind)
         if server is None:
-            entry = champion_entry(record.meta, kind)
+            entry = record.meta.econometric_entry(kind)
             if entry is None:
                 return None
             server = self._econ[kind] = EconometricServer(entry, self.series.timeframe)

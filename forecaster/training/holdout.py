@@ -38,7 +38,9 @@ __all__ = [
     "ECONOMETRIC_KINDS",
     "Candidate",
     "calibrated_level",
+    "champion_meta",
     "choose_champion",
+    "econ_entry",
     "econometric_candidates",
     "score_candidate",
 ]
@@ -153,6 +155,34 @@ def choose_champion(scores: dict[str, dict[str, Any]]) -> str:
         if isinstance(c, int | float) and math.isfinite(c) and c < best_crps:
             best, best_crps = kind, float(c)
     return best
+
+
+def champion_meta(holdout: dict[str, Any], econ: dict[str, Candidate]) -> dict[str, Any]:
+    """What serving needs to publish the champion (params and filter state for econometric)."""
+    kind = holdout["champion"]
+    scores = holdout["candidate"] if kind == "lstm" else holdout[kind]
+    naive_mae = holdout["naive"]["mae"]
+    champ: dict[str, Any] = {
+        "kind": kind,
+        "crps": scores["crps"],
+        "calibrated_level": scores["calibrated_level"],
+        "skill": _num(1.0 - scores["mae"] / naive_mae) if naive_mae else None,
+    }
+    if kind != "lstm":
+        champ.update(econ_entry(holdout, econ[kind]))
+    return champ
+
+
+def econ_entry(holdout: dict[str, Any], cand: Candidate) -> dict[str, Any]:
+    """Parameters and end-of-training filter state of an econometric candidate (for serving)."""
+    assert cand.model is not None and cand.state is not None
+    return {
+        "point": holdout[cand.kind].get("point", "model"),
+        "calibrated_level": holdout[cand.kind]["calibrated_level"],
+        "params": cand.model.to_dict(),
+        "state": cand.state.to_dict(),
+        "state_time": cand.state_time,
+    }
 
 
 def _num(v: float) -> float | None:

@@ -7,8 +7,9 @@ series of that timeframe (:mod:`forecaster.training.pooled`).
 Training is CPU-heavy and must never delay serving (docs/architecture.md, decision 3), so the
 service starts this module as a child process with TensorFlow's threads bounded
 (``CRYPTOCAST_MODEL__THREADS``). The run holds the series' ``train`` lease (renewed while it trains;
-a killed run's lease simply expires), reads the most recent candles, trains (warm-started from the
-current model when the architecture matches), stores the artifact as a new immutable version and
+a killed run's lease simply expires; a run that loses it, or gets SIGTERM, stops within a batch,
+storing nothing), reads the most recent candles, trains (warm-started from the current model when
+the architecture matches), stores the artifact as a new immutable version and
 promotes it only by the rules of decision 2. The registry write is one atomic step, so a run killed
 at any moment leaves either a complete version or nothing.
 
@@ -24,9 +25,9 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
-from typing import Any
 
 import structlog
 
@@ -34,6 +35,7 @@ from config.logging import configure_logging, series_logger
 from config.settings import Settings, load_settings
 from core.clock import shared_clock
 from core.lifecycle import cancel_and_wait, on_signals
+from core.model_meta import ModelMeta
 from core.schemas import Candle
 from core.series import SeriesId
 from storage.candles import CandleStore
@@ -48,14 +50,22 @@ EXIT_OK, EXIT_FAILED, EXIT_SKIPPED = 0, 1, 3
 log = structlog.get_logger(__name__)
 
 
-async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool = False) -> int:
-    """Train ``series`` once; returns an exit code (see the module docstring)."""
+async def train_series(
+    settings: Settings,
+    series: SeriesId,
+    *,
+    force_cold: bool = False,
+    stop: threading.Event | None = None,
+    lease_ttl_ms: int = LEASE_TTL_MS,
+) -> int:
+    """Train ``series`` once; returns an exit code (see the module docstring). The fit ends early,
+    storing nothing, when ``stop`` is set or the ``train`` lease is lost."""
     from forecaster.data import CandleArrays  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.inference import ArtifactError, LoadedModel  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.training.model import configure_tensorflow  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.training.pooled import train_global  # noqa: PLC0415 (TensorFlow loads after the lease is held)
     from forecaster.training.promotion import decide_promotion  # noqa: PLC0415 (TensorFlow loads after the lease is held)
-    from forecaster.training.train import train  # noqa: PLC0415 (TensorFlow loads after the lease is held)
+    from forecaster.training.train import TrainingStopped, train  # noqa: PLC0415 (TensorFlow loads after the lease is held)
 
     slog = series_logger(series, __name__)
     # Everything this process logs (the training module included) is about this series.
@@ -71,11 +81,12 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
         TrainingLog(redis, keys),
     )
     owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    if not await leases.acquire(series, "train", owner, LEASE_TTL_MS):
+    if not await leases.acquire(series, "train", owner, lease_ttl_ms):
         slog.info("training.skipped", reason="another training of this series is running")
         await redis.aclose()
         return EXIT_SKIPPED
-    renew = asyncio.create_task(_renew(leases, series, owner))
+    stop = threading.Event() if stop is None else stop
+    renew = asyncio.create_task(_renew(leases, series, owner, stop, lease_ttl_ms))
     started = time.time()
     try:
         by_series = await training_candles(store, settings, series)
@@ -92,7 +103,7 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
             await tlog.record(series, outcome="not_enough_data", finished_at=_ms())
             return EXIT_SKIPPED
         current: LoadedModel | None = None
-        current_meta: dict[str, Any] | None = None
+        current_meta: ModelMeta | None = None
         try:
             rec = await registry.current(series)
             if rec is not None:
@@ -111,7 +122,12 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
         )
         if series.is_global:
             result = await asyncio.to_thread(
-                train_global, arrays, settings.model, current=current, warm_start=not force_cold
+                train_global,
+                arrays,
+                settings.model,
+                current=current,
+                warm_start=not force_cold,
+                stop=stop,
             )
         else:
             result = await asyncio.to_thread(
@@ -121,14 +137,13 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
                 current=current,
                 warm_start=not force_cold,
                 series_context=series.log_fields(),
+                stop=stop,
             )
         assert last_open is not None
-        expired = current_meta is not None and (
-            tf.floor_index(last_open)
-            - tf.floor_index(int(current_meta["training_range"]["last_open_time"]))
-            > settings.schedule.max_model_age
+        expired = current_meta is not None and current_meta.expired(
+            last_open, tf, settings.schedule.max_model_age
         )
-        decision = decide_promotion(result.meta, current_meta, expired)
+        decision = decide_promotion(result.typed_meta, current_meta, expired)
         meta = {
             **result.meta,
             "trained_at": clock.now_ms(),
@@ -149,17 +164,21 @@ async def train_series(settings: Settings, series: SeriesId, *, force_cold: bool
             reason=decision.reason,
             finished_at=_ms(),
             duration_s=round(time.time() - started, 2),
-            skill=result.meta["skill"],
+            skill=result.typed_meta.skill,
         )
         slog.info(
             "training.finished",
             version=record.version,
             promoted=decision.promote,
             reason=decision.reason,
-            skill=result.meta["skill"],
+            skill=result.typed_meta.skill,
             duration_s=round(time.time() - started, 2),
         )
         return EXIT_OK
+    except TrainingStopped:
+        # Not recorded in the training log: a new holder of the lease may be writing there.
+        slog.warning("training.stopped", duration_s=round(time.time() - started, 2))
+        return EXIT_FAILED
     except Exception as e:
         slog.exception("training.failed", error=str(e)[:500])
         with contextlib.suppress(Exception):
@@ -187,10 +206,17 @@ async def training_candles(
     return {s.key: await store.last(s, n) for s in members}
 
 
-async def _renew(leases: Leases, series: SeriesId, owner: str) -> None:
+async def _renew(
+    leases: Leases, series: SeriesId, owner: str, stop: threading.Event, ttl_ms: int
+) -> None:
+    """Renew the ``train`` lease until cancelled; once lost (expired or taken), ``stop``."""
     while True:
-        await asyncio.sleep(LEASE_TTL_MS / 3000)
-        await leases.renew(series, "train", owner, LEASE_TTL_MS)
+        await asyncio.sleep(ttl_ms / 3000)
+        if not await leases.renew(series, "train", owner, ttl_ms):
+            holder = await leases.holder(series, "train")
+            series_logger(series, __name__).warning("training.lease_lost", holder=holder)
+            stop.set()
+            return
 
 
 def _ms() -> int:
@@ -211,11 +237,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _main(settings: Settings, series: SeriesId, cold: bool) -> int:
-    """Run the training; SIGTERM cancels it so the lease is released on the way out."""
+    """Run the training; SIGTERM stops the fit and cancels the run so the lease is released on
+    the way out (the fit's thread must end too: the interpreter waits for it)."""
+    stop = threading.Event()
+    task = asyncio.create_task(train_series(settings, series, force_cold=cold, stop=stop))
 
-    task = asyncio.create_task(train_series(settings, series, force_cold=cold))
+    def terminate() -> None:
+        stop.set()
+        task.cancel()
+
     try:
-        with on_signals(task.cancel, (signal.SIGTERM,)):
+        with on_signals(terminate, (signal.SIGTERM,)):
             return await task
     except asyncio.CancelledError:
         return EXIT_FAILED

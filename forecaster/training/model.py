@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -24,7 +25,7 @@ from forecaster.heads import DF_MIN, SCALE_FLOOR, head_outputs
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["build_model", "configure_tensorflow", "nll_loss", "set_seed"]
+__all__ = ["build_model", "configure_tensorflow", "nll_loss", "set_seed", "stop_callback"]
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +90,19 @@ def build_model(n_features: int, settings: ModelSettings) -> keras.Model:
     loss: Any = "mse" if settings.head == "mse" else nll_loss(settings.head)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss=loss)
     return model
+
+
+def stop_callback(stop: threading.Event) -> keras.callbacks.Callback:
+    """A Keras callback that ends ``fit`` after the batch during which ``stop`` was set: an
+    epoch of a real model takes minutes, too long to wait for once the run must end."""
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
+
+    class StopOnEvent(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if stop.is_set():
+                self.model.stop_training = True
+
+    return StopOnEvent()
 
 
 def nll_loss(head: str) -> Any:

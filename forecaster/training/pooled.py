@@ -18,9 +18,9 @@ worse than naive is listed in ``meta["worse_than_naive"]`` and logged, not hidde
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,18 +45,18 @@ from forecaster.features import (
     slice_bounds,
     target_rows,
 )
-from forecaster.inference import META_KIND, META_SCHEMA_VERSION, LoadedModel
+from forecaster.inference import LoadedModel
 from forecaster.metrics import score
-from forecaster.training.holdout import calibrated_level, point_is_naive, published, score_candidate
+from forecaster.training.fit import fit_keras, raise_if_stopped
+from forecaster.training.holdout import calibrated_level, published, score_candidate
 from forecaster.training.model import configure_tensorflow
 from forecaster.training.train import (
     TrainingResult,
-    _interval_quantiles,
     _lstm_dist,
     _num,
-    _save,
-    fit_keras,
-    model_forward,
+    calibrate_candidate,
+    finish_meta,
+    model_identity,
 )
 
 __all__ = ["candles_per_series", "train_global"]
@@ -92,19 +92,20 @@ def train_global(
     *,
     current: LoadedModel | None = None,
     warm_start: bool = True,
+    stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train one model on windows of every series in ``arrays_by_series`` (see the module doc).
 
     ``current`` (the serving global model, if any) is scored on the same holdout points and,
     when its architecture matches, seeds the weights. Series too short for three slices are left
     out (logged); :class:`FeatureError` when none is left or the normalisation is ``none``.
+    Once ``stop`` is set the run ends with ``TrainingStopped`` and stores nothing.
     """
     t0 = time.perf_counter()
     if settings.normalisation == "none":
         raise FeatureError("a global model needs per-window normalisation (trailing_rms)")
     configure_tensorflow(settings.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     names: list[str] = [str(f) for f in settings.features]
     window, norm = settings.window, settings.normalisation
@@ -128,29 +129,14 @@ def train_global(
     es_set = _concat([m.sets[1] for m in members.values() if m.sets])
     ho_set = _concat([m.sets[2] for m in members.values() if m.sets])
 
-    fitted = fit_keras(settings, train_set.x, train_set.y, es_set.x, es_set.y, current, warm_start)
+    fitted = fit_keras(
+        settings, train_set.x, train_set.y, es_set.x, es_set.y, current, warm_start, stop=stop
+    )
     model = fitted.model
     meta = _base_meta(members, scaler, settings, (len(train_set), len(es_set), len(ho_set)))
-    if settings.head == "mse":
-        resid = es_set.y.astype(np.float64) - np.asarray(model_forward(model, es_set.x))
-        meta["head_params"] = {"mse_scale": max(float(np.std(resid)), 1e-6)}
-    meta["interval"] = {"level": settings.interval_level, "q_low": 0.0, "q_high": 0.0}
-    candidate = LoadedModel.from_keras(model, meta)
-    dist_ho = _lstm_dist(candidate, ho_set)
-    naive_point = point_is_naive(dist_ho, ho_set)
-    meta["point"] = "naive" if naive_point else "model"
-    pub_ho = published(dist_ho, naive_point)
-    q_low, q_high = _interval_quantiles(ho_set.target_ret - pub_ho.loc, settings.interval_level)
-    cal = calibrated_level(pub_ho, ho_set.target_ret, settings.interval_level)
-    meta["interval"] = {
-        "level": settings.interval_level,
-        "q_low": q_low,
-        "q_high": q_high,
-        "calibrated_level": cal,
-        "calibrated_on": "holdout",
-    }
-    candidate = LoadedModel.from_keras(model, meta)
+    candidate, naive_point, _ = calibrate_candidate(model, meta, settings, es_set, ho_set)
     per_series, pooled = _score(members, candidate, current, naive_point, settings)
+    raise_if_stopped(stop)  # scoring every series takes a while too
     meta["per_series"] = per_series
     meta["holdout"] = pooled
     skills = [s["skill"] for s in per_series.values() if s["skill"] is not None]
@@ -165,24 +151,7 @@ def train_global(
     if meta["worse_than_naive"]:
         log.warning("global_model.worse_than_naive", series=meta["worse_than_naive"])
 
-    artifact = _save(model)
-    duration = time.perf_counter() - t0
-    meta.update(
-        epochs_run=len(fitted.val),
-        best_epoch=fitted.best_epoch,
-        duration_s=round(duration, 3),
-        warm_started=fitted.warm,
-        keras_version=keras.__version__,
-        artifact_sha256=hashlib.sha256(artifact).hexdigest(),
-    )
-    meta["training"] = {
-        "initial_val_loss": fitted.initial_val,
-        "best_val_loss": fitted.best_val,
-        "loss": fitted.history.get("loss", []),
-        "val_loss": fitted.val,
-        "warm_start_requested": warm_start,
-        "settings": settings.model_dump(mode="json"),
-    }
+    artifact = finish_meta(meta, fitted, settings, warm_start, t0)
     log.info(
         "global_model_trained",
         series=len(members),
@@ -192,15 +161,9 @@ def train_global(
         crps=pooled["candidate"]["crps"],
         static_crps=pooled["static"]["crps"],
         current_crps=(pooled["current"] or {}).get("crps"),
-        duration_s=round(duration, 3),
+        duration_s=meta["duration_s"],
     )
-    return TrainingResult(
-        artifact=artifact,
-        meta=meta,
-        model=candidate,
-        history=fitted.history,
-        npz=candidate.to_npz(),
-    )
+    return TrainingResult.of(artifact, meta, candidate, fitted)
 
 
 def _slice_members(
@@ -266,20 +229,9 @@ def _base_meta(
     lasts = [int(m.arrays.open_time[-1]) for m in members.values()]
     tf = next(iter(members.values())).arrays.timeframe
     return {
-        "schema": META_SCHEMA_VERSION,
-        "kind": META_KIND,
+        **model_identity(s, tf.text),
         "scope": "global",
-        "timeframe": tf.text,
         "members": list(members),
-        "architecture": {
-            "units": s.units,
-            "layers": s.layers,
-            "dropout": s.dropout,
-            "window": s.window,
-            "features": list(s.features),
-            "head": s.head,
-            "normalisation": s.normalisation,
-        },
         "scaler": scaler.to_json(),
         # Age is counted from the newest candle any member was trained on.
         "training_range": {
@@ -374,6 +326,6 @@ def _score(
         "ewma": {"crps": mean("ewma")},
         "champion": "lstm",
         "current": {"crps": mean("current")} if current is not None and current_ok else None,
-        "current_sha256": current.meta.get("artifact_sha256") if current is not None else None,
+        "current_sha256": current.meta.artifact_sha256 if current is not None else None,
     }
     return per, holdout

@@ -1,7 +1,8 @@
 """Whether a freshly trained model replaces the serving one (docs/architecture.md, decision 2).
 
-Pure functions over the metadata dicts :func:`forecaster.training.train.train` writes, so the
-serving side can decide without importing TensorFlow.
+Pure functions over the typed metadata (:class:`core.model_meta.ModelMeta`) of the candidate
+:func:`forecaster.training.train.train` made and of the serving version, so the serving side can
+decide without importing TensorFlow.
 
 Rules, with MAE in price space on the candidate's holdout as the score ("better" is strict; see
 the end for the CRPS of distributions that newer metadata is judged by):
@@ -30,9 +31,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
-__all__ = ["PromotionDecision", "decide_promotion", "should_promote"]
+from core.model_meta import Holdout, ModelMeta, Scores
+
+__all__ = ["PromotionDecision", "decide_promotion", "judge", "should_promote"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,27 +46,28 @@ class PromotionDecision:
     reason: str
 
 
-def _get(scores: Any, metric: str) -> float:
-    if not isinstance(scores, dict):
-        return math.nan
-    v = scores.get(metric)
-    return float(v) if isinstance(v, int | float) else math.nan
+class _Trained(Protocol):
+    @property
+    def typed_meta(self) -> ModelMeta: ...
 
 
-def _scores(holdout: dict[str, Any]) -> tuple[float, float, float]:
+def _get(scores: Scores | None, metric: str) -> float:
+    v = None if scores is None else getattr(scores, metric)
+    return float(v) if v is not None else math.nan
+
+
+def _scores(holdout: Holdout) -> tuple[float, float, float]:
     """``(candidate, naive, current)`` scores of one holdout (lower is better)."""
-    if holdout.get("metric") == "crps":
-        champ = holdout.get("champion", "lstm")
-        cand = holdout.get("candidate") if champ == "lstm" else holdout.get(champ)
+    if holdout.metric == "crps":
         return (
-            _get(cand, "crps"),
-            _get(holdout.get("static"), "crps"),
-            _get(holdout.get("current"), "crps"),
+            _get(holdout.scores(holdout.champion), "crps"),
+            _get(holdout.scores("static"), "crps"),
+            _get(holdout.current, "crps"),
         )
     return (
-        _get(holdout.get("candidate"), "mae"),
-        _get(holdout.get("naive"), "mae"),
-        _get(holdout.get("current"), "mae"),
+        _get(holdout.candidate, "mae"),
+        _get(holdout.naive, "mae"),
+        _get(holdout.current, "mae"),
     )
 
 
@@ -71,22 +75,21 @@ def _better(a: float, b: float) -> bool:
     return math.isfinite(a) and math.isfinite(b) and a < b
 
 
-def decide_promotion(
-    meta: dict[str, Any], current_meta: dict[str, Any] | None, current_expired: bool
+def judge(
+    holdout: Holdout | None, has_current: bool, current_sha: str | None, current_expired: bool
 ) -> PromotionDecision:
-    """Apply the promotion rules to a candidate's metadata (see the module docstring)."""
-    holdout = meta.get("holdout") or {}
+    """The rules on a candidate's ``holdout`` against a serving version (when ``has_current``)
+    whose artifact sha256 is ``current_sha`` (``None``: unknown, taken as the one scored)."""
+    holdout = holdout or Holdout()
     cand, naive, current = _scores(holdout)
     beats_naive = _better(cand, naive)
-    if current_meta is None:
+    if not has_current:
         if not math.isfinite(cand):
             return PromotionDecision(False, "no_valid_score")
         why = "first_model_beats_naive" if beats_naive else "first_model_worse_than_naive"
         return PromotionDecision(True, why)
-    scored_sha = holdout.get("current_sha256")
-    current_sha = current_meta.get("artifact_sha256")
-    same_current = holdout.get("current") is not None and (
-        current_sha is None or scored_sha == current_sha
+    same_current = holdout.current is not None and (
+        current_sha is None or holdout.current_sha256 == current_sha
     )
     if same_current and _better(cand, current):
         return PromotionDecision(True, "beats_current")
@@ -99,7 +102,17 @@ def decide_promotion(
     return PromotionDecision(False, "not_better_than_current")
 
 
-def should_promote(result: Any, current_meta: dict[str, Any] | None, current_expired: bool) -> bool:
-    """``True`` when ``result`` (a ``TrainingResult`` or its ``meta`` dict) should be served."""
-    meta = result if isinstance(result, dict) else result.meta
+def decide_promotion(
+    meta: ModelMeta, current_meta: ModelMeta | None, current_expired: bool
+) -> PromotionDecision:
+    """Apply the promotion rules to a candidate's metadata (see the module docstring)."""
+    current_sha = None if current_meta is None else current_meta.artifact_sha256
+    return judge(meta.holdout, current_meta is not None, current_sha, current_expired)
+
+
+def should_promote(
+    result: _Trained | ModelMeta, current_meta: ModelMeta | None, current_expired: bool
+) -> bool:
+    """``True`` when ``result`` (a ``TrainingResult`` or its metadata) should be served."""
+    meta = result if isinstance(result, ModelMeta) else result.typed_meta
     return decide_promotion(meta, current_meta, current_expired).promote

@@ -22,36 +22,50 @@ import hashlib
 import math
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import structlog
 
 from config.settings import ModelSettings
+from core.model_meta import META_KIND, META_SCHEMA_VERSION, ModelMeta
 from forecaster.baselines import ARBaseline, DriftBaseline, return_history
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
 from forecaster.econometric import VarianceModel
 from forecaster.features import PreparedData, WindowSet, prepare
-from forecaster.inference import META_KIND, META_SCHEMA_VERSION, LoadedModel
+from forecaster.inference import LoadedModel
 from forecaster.metrics import price_from_return, score
+from forecaster.training.fit import FitResult, TrainingStopped, fit_keras, raise_if_stopped
 from forecaster.training.holdout import (
     Candidate,
     calibrated_level,
+    champion_meta,
     choose_champion,
+    econ_entry,
     econometric_candidates,
     filtered_on,
     point_is_naive,
     published,
     score_candidate,
 )
-from forecaster.training.model import build_model, configure_tensorflow, set_seed
-from forecaster.training.promotion import decide_promotion, should_promote
+from forecaster.training.model import configure_tensorflow
+from forecaster.training.promotion import decide_promotion, judge, should_promote
 
-__all__ = ["TrainingResult", "decide_promotion", "should_promote", "train"]
+__all__ = [
+    "TrainingResult",
+    "TrainingStopped",
+    "base_meta",
+    "decide_promotion",
+    "prepare_for",
+    "should_promote",
+    "train",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -63,25 +77,46 @@ class TrainingResult:
     """What a training run hands to the registry (``artifact`` + ``meta``) and to callers."""
 
     artifact: bytes  # the .keras file
-    meta: dict[str, Any]  # JSON-serialisable (orjson) metadata; see train()
-    model: LoadedModel  # the candidate, ready to predict
+    meta: dict[str, Any]  # the JSON the registry stores (it parses as a ModelMeta); see train()
+    model: LoadedModel  # the candidate, ready to predict; ``model.meta`` is ``meta`` parsed
     history: dict[str, list[float]] = field(default_factory=dict)
     npz: bytes = b""  # the numpy artifact serving loads (forecaster.artifact)
 
     @property
+    def typed_meta(self) -> ModelMeta:
+        """``meta`` parsed, as the registry will hand it out."""
+        return self.model.meta
+
+    @classmethod
+    def of(
+        cls, artifact: bytes, meta: dict[str, Any], candidate: LoadedModel, fitted: FitResult
+    ) -> TrainingResult:
+        """A finished run's result: the candidate carries the finished metadata, parsed from
+        the bytes the registry will store, and its numpy artifact is written from it."""
+        candidate.meta = ModelMeta.parse(orjson.dumps(meta))
+        return cls(
+            artifact=artifact,
+            meta=meta,
+            model=candidate,
+            history=fitted.history,
+            npz=candidate.to_npz(),
+        )
+
+    @property
     def skill(self) -> float:
         """1 − MAE/MAE_naive on the holdout (> 0 beats naive)."""
-        s = self.meta.get("skill")
+        s = self.typed_meta.skill
         return float(s) if s is not None else math.nan
 
-    def promote(self, current_expired: bool, current_meta: dict[str, Any] | None = None) -> bool:
+    def promote(self, current_expired: bool, current_meta: ModelMeta | None = None) -> bool:
         """Decision 2 against ``current_meta`` (default: the ``current`` given to :func:`train`).
 
         Pass ``current_meta`` explicitly when the serving model may have changed since training.
         """
-        if current_meta is None and self.meta["holdout"].get("current") is not None:
-            current_meta = {"artifact_sha256": self.meta["holdout"]["current_sha256"]}
-        return should_promote(self.meta, current_meta, current_expired)
+        holdout = self.typed_meta.holdout
+        if current_meta is None and holdout is not None and holdout.current is not None:
+            return judge(holdout, True, holdout.current_sha256, current_expired).promote
+        return should_promote(self, current_meta, current_expired)
 
 
 def train(
@@ -91,177 +126,138 @@ def train(
     current: LoadedModel | None = None,
     warm_start: bool = True,
     series_context: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainingResult:
     """Train a candidate on the last ``settings.train_candles`` candles of ``arrays``.
 
     ``current`` (the serving model, if any) is scored on the candidate's holdout and, when
     ``warm_start`` is true and its architecture, window and features match ``settings``, seeds
     the candidate's weights. Raises :class:`~forecaster.features.FeatureError` when the candles
-    leave a slice without windows.
+    leave a slice without windows. Once ``stop`` is set (from another thread: the training
+    job's lease was lost, or it was told to end), the fit ends after its current batch and
+    :class:`TrainingStopped` is raised: a stopped run yields no model.
     """
     t0 = time.perf_counter()
     configure_tensorflow(settings.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
     used = arrays.tail(settings.train_candles)
     offset = len(arrays) - len(used)
-    data = prepare(
-        used,
-        settings.features,
-        settings.window,
-        settings.early_stop_fraction,
-        settings.holdout_fraction,
-        settings.normalisation,
-    )
+    data = prepare_for(used, settings)
     es_x, es_y = data.early_stop.x, data.early_stop.y
-    fitted = fit_keras(settings, data.train.x, data.train.y, es_x, es_y, current, warm_start)
-    model, history, warm = fitted.model, fitted.history, fitted.warm
-    val, best_epoch, best_val, initial_val = (
-        fitted.val,
-        fitted.best_epoch,
-        fitted.best_val,
-        fitted.initial_val,
+    fitted = fit_keras(
+        settings, data.train.x, data.train.y, es_x, es_y, current, warm_start, stop=stop
     )
+    model = fitted.model
 
-    meta = _base_meta(arrays, data, settings)
+    meta = base_meta(arrays, data, settings)
     es, ho = data.early_stop, data.holdout
+    candidate, _, pub_ho = calibrate_candidate(model, meta, settings, es, ho)
+
+    context = {"timeframe": arrays.timeframe.text, **(series_context or {})}
+    econ = econometric_candidates(data.arrays, data.bounds[0], ho, context)
+    meta["holdout"] = _score_holdout(arrays, offset, data, pub_ho, econ, current, settings)
+    meta["champion"] = champion_meta(meta["holdout"], econ)
+    # Every econometric candidate, so serving can fall back to one when the champion cannot
+    # forecast (a non-finite output): a few numbers each.
+    meta["econometric"] = {k: econ_entry(meta["holdout"], c) for k, c in econ.items()}
+    cand_mae = meta["holdout"]["candidate"]["mae"]
+    naive_mae = meta["holdout"]["naive"]["mae"]
+    meta["skill"] = _num(1.0 - cand_mae / naive_mae) if cand_mae is not None and naive_mae else None
+
+    raise_if_stopped(stop)  # the scoring takes seconds too
+    artifact = finish_meta(meta, fitted, settings, warm_start, t0)
+    duration = meta["duration_s"]
+    log.info(
+        "model_trained",
+        candles=len(used),
+        epochs=len(fitted.val),
+        best_epoch=fitted.best_epoch,
+        warm_started=fitted.warm,
+        skill=meta["skill"],
+        mae=cand_mae,
+        naive_mae=naive_mae,
+        current_mae=(meta["holdout"]["current"] or {}).get("mae"),
+        duration_s=duration,
+    )
+    return TrainingResult.of(artifact, meta, candidate, fitted)
+
+
+def calibrate_candidate(
+    model: Any, meta: dict[str, Any], settings: ModelSettings, es: WindowSet, ho: WindowSet
+) -> tuple[LoadedModel, bool, ReturnDistribution]:
+    """Fill ``meta``'s head parameters, point rule and interval from the early-stop and holdout
+    windows; returns the candidate, whether its point falls back to naive, and its published
+    distribution on the holdout."""
+    level = settings.interval_level
     if settings.head == "mse":
         resid = es.y.astype(np.float64) - np.asarray(model_forward(model, es.x), np.float64)
         meta["head_params"] = {"mse_scale": max(float(np.std(resid)), 1e-6)}
-    meta["interval"] = {"level": settings.interval_level, "q_low": 0.0, "q_high": 0.0}
+    meta["interval"] = {"level": level, "q_low": 0.0, "q_high": 0.0}
     candidate = LoadedModel.from_keras(model, meta)
-
     dist_ho = _lstm_dist(candidate, ho)
     naive_point = point_is_naive(dist_ho, ho)
     meta["point"] = "naive" if naive_point else "model"
     pub_ho = published(dist_ho, naive_point)
-    q_low, q_high = _interval_quantiles(ho.target_ret - pub_ho.loc, settings.interval_level)
-    cal = calibrated_level(pub_ho, ho.target_ret, settings.interval_level)
-    pub_es = published(_lstm_dist(candidate, es), naive_point)
-    lo_es, hi_es = pub_es.interval(cal)
+    q_low, q_high = _interval_quantiles(ho.target_ret - pub_ho.loc, level)
+    cal = calibrated_level(pub_ho, ho.target_ret, level)
+    lo_es, hi_es = published(_lstm_dist(candidate, es), naive_point).interval(cal)
     es_cov = float(np.mean((es.target_ret >= lo_es) & (es.target_ret <= hi_es)))
     meta["interval"] = {
-        "level": settings.interval_level,
+        "level": level,
         "q_low": q_low,
         "q_high": q_high,
         "calibrated_level": cal,
         "calibrated_on": "holdout",
         "coverage_early_stop": _num(es_cov),
     }
-    candidate = LoadedModel.from_keras(model, meta)
+    return LoadedModel.from_keras(model, meta), naive_point, pub_ho
 
-    context = {"timeframe": arrays.timeframe.text, **(series_context or {})}
-    econ = econometric_candidates(data.arrays, data.bounds[0], ho, context)
-    meta["holdout"] = _score_holdout(arrays, offset, data, pub_ho, econ, current, settings)
-    meta["champion"] = _champion_meta(meta["holdout"], econ)
-    # Every econometric candidate, so serving can fall back to one when the champion cannot
-    # forecast (a non-finite output): a few numbers each.
-    meta["econometric"] = {k: _econ_entry(meta["holdout"], c) for k, c in econ.items()}
-    cand_mae = meta["holdout"]["candidate"]["mae"]
-    naive_mae = meta["holdout"]["naive"]["mae"]
-    meta["skill"] = _num(1.0 - cand_mae / naive_mae) if cand_mae is not None and naive_mae else None
 
-    artifact = _save(model)
-    duration = time.perf_counter() - t0
+def finish_meta(
+    meta: dict[str, Any],
+    fitted: FitResult,
+    settings: ModelSettings,
+    warm_start: bool,
+    started: float,
+) -> bytes:
+    """The ``.keras`` bytes of the fitted model, with how the fit went recorded in ``meta``
+    (``started``: the run's ``time.perf_counter()`` at its start)."""
+    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
+
+    artifact = _save(fitted.model)
     meta.update(
-        epochs_run=len(val),
-        best_epoch=best_epoch,
-        duration_s=round(duration, 3),
-        warm_started=warm,
+        epochs_run=len(fitted.val),
+        best_epoch=fitted.best_epoch,
+        duration_s=round(time.perf_counter() - started, 3),
+        warm_started=fitted.warm,
         keras_version=keras.__version__,
         artifact_sha256=hashlib.sha256(artifact).hexdigest(),
     )
     meta["training"] = {
-        "initial_val_loss": initial_val,
-        "best_val_loss": best_val,
-        "loss": history.get("loss", []),
-        "val_loss": val,
+        "initial_val_loss": fitted.initial_val,
+        "best_val_loss": fitted.best_val,
+        "loss": fitted.history.get("loss", []),
+        "val_loss": fitted.val,
         "warm_start_requested": warm_start,
         "settings": settings.model_dump(mode="json"),
     }
-    log.info(
-        "model_trained",
-        candles=len(used),
-        epochs=len(val),
-        best_epoch=best_epoch,
-        warm_started=warm,
-        skill=meta["skill"],
-        mae=cand_mae,
-        naive_mae=naive_mae,
-        current_mae=(meta["holdout"]["current"] or {}).get("mae"),
-        duration_s=round(duration, 3),
-    )
-    return TrainingResult(
-        artifact=artifact, meta=meta, model=candidate, history=history, npz=candidate.to_npz()
+    return artifact
+
+
+def prepare_for(arrays: CandleArrays, s: ModelSettings) -> PreparedData:
+    """``arrays`` cut into windows and slices as a training run with settings ``s`` cuts them."""
+    return prepare(
+        arrays, s.features, s.window, s.early_stop_fraction, s.holdout_fraction, s.normalisation
     )
 
 
-@dataclass(frozen=True, slots=True)
-class FitResult:
-    """A fitted Keras model and how the fit went."""
-
-    model: Any
-    history: dict[str, list[float]]
-    warm: bool
-    val: list[float]
-    best_epoch: int
-    best_val: float
-    initial_val: float
-
-
-def fit_keras(
-    settings: ModelSettings,
-    x: np.ndarray,
-    y: np.ndarray,
-    es_x: np.ndarray,
-    es_y: np.ndarray,
-    current: LoadedModel | None,
-    warm_start: bool,
-) -> FitResult:
-    """Build the model, warm-start it from ``current`` when the architectures match, and fit it
-    with early stopping on ``(es_x, es_y)``; the starting weights win when no epoch beats them."""
-    import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
-
-    model = build_model(len(settings.features), settings)
-    warm = bool(warm_start and current is not None and current.matches(settings))
-    if warm:
-        assert current is not None
-        model.set_weights(current.keras_weight_list())
-    initial_weights = model.get_weights()
-    initial_val = float(model.evaluate(es_x, es_y, batch_size=settings.batch_size, verbose=0))
-    set_seed(settings.seed)  # the shuffling order, independent of what ran before
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=settings.patience, restore_best_weights=True
-    )
-    fit = model.fit(
-        x,
-        y,
-        validation_data=(es_x, es_y),
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        shuffle=True,
-        callbacks=[stopper],
-        verbose=0,
-    )
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    val = history.get("val_loss", [])
-    best_epoch = int(np.argmin(val)) + 1 if val else 0
-    best_val = float(min(val)) if val else initial_val
-    if initial_val <= best_val:
-        # No epoch improved on the starting point (common when warm-starting a good model):
-        # keep the starting weights rather than a worse epoch.
-        model.set_weights(initial_weights)
-        best_epoch, best_val = 0, initial_val
-    return FitResult(model, history, warm, val, best_epoch, best_val, initial_val)
-
-
-def _base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
-    used = data.arrays
+def model_identity(s: ModelSettings, timeframe: str) -> dict[str, Any]:
+    """The metadata naming what a model of ``s`` is: schema, kind, timeframe, architecture."""
     return {
         "schema": META_SCHEMA_VERSION,
         "kind": META_KIND,
-        "timeframe": arrays.timeframe.text,
+        "timeframe": timeframe,
         "architecture": {
             "units": s.units,
             "layers": s.layers,
@@ -271,6 +267,15 @@ def _base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> di
             "head": s.head,
             "normalisation": s.normalisation,
         },
+    }
+
+
+def base_meta(arrays: CandleArrays, data: PreparedData, s: ModelSettings) -> dict[str, Any]:
+    """The metadata a model of ``s`` trained on ``data`` carries before it is scored: what it
+    reads (architecture, scaler, features), and on what it was trained."""
+    used = data.arrays
+    return {
+        **model_identity(s, arrays.timeframe.text),
         "scaler": data.scaler.to_json(),
         "training_range": {
             "first_open_time": int(used.open_time[0]),
@@ -298,14 +303,16 @@ def _current_dist(
 ) -> tuple[str, ReturnDistribution | None, np.ndarray]:
     """The serving version's published distribution on ``rows`` of ``arrays`` and where it has
     one: its champion (the LSTM for versions that predate champions)."""
-    champ = current.meta.get("champion") or {}
-    kind = str(champ.get("kind", "lstm"))
+    kind = current.meta.champion_kind
     if kind == "lstm":
         # Rows it cannot forecast get a stand-in; they are dropped from every score.
         dist, ok = current.predict_distribution(arrays, rows)
         return kind, (dist if ok.any() else None), ok
-    model = VarianceModel.from_dict(champ["params"])
-    dist = published(filtered_on(model, arrays, rows), champ.get("point") == "naive")
+    entry = current.meta.econometric_entry(kind)
+    if entry is None:
+        raise ValueError(f"the current version's champion {kind!r} has no stored parameters")
+    model = VarianceModel.from_dict(entry.params)
+    dist = published(filtered_on(model, arrays, rows), entry.point == "naive")
     return kind, dist, np.ones(rows.size, dtype=bool)
 
 
@@ -368,45 +375,17 @@ def _score_holdout(
         out[kind]["fitted"] = cand.model.kind if cand.model is not None else kind
     if current is not None and cur_dist is not None:
         out["current"] = score_candidate(cur_dist.take(keep), ws, level, scale)
-        out["current_sha256"] = current.meta.get("artifact_sha256")
+        out["current_sha256"] = current.meta.artifact_sha256
         # A current model whose own training targets reach into this holdout has seen it; its
         # score is then optimistic. Flagged, not corrected: it only happens when settings change.
-        cur_train = (current.meta.get("slices") or {}).get("train") or {}
-        last_train = cur_train.get("last_target_time")
+        slices = current.meta.slices
+        last_train = slices.train.last_target_time if slices and slices.train else None
         out["current_overlaps_holdout"] = bool(
             last_train is not None and len(ws) and last_train >= int(ws.target_time[0])
         )
     scores = {"lstm": out["candidate"], **{k: out[k] for k in econ}}
     out["champion"] = choose_champion(scores)
     return out
-
-
-def _champion_meta(holdout: dict[str, Any], econ: dict[str, Candidate]) -> dict[str, Any]:
-    """What serving needs to publish the champion (params and filter state for econometric)."""
-    kind = holdout["champion"]
-    scores = holdout["candidate"] if kind == "lstm" else holdout[kind]
-    naive_mae = holdout["naive"]["mae"]
-    champ: dict[str, Any] = {
-        "kind": kind,
-        "crps": scores["crps"],
-        "calibrated_level": scores["calibrated_level"],
-        "skill": _num(1.0 - scores["mae"] / naive_mae) if naive_mae else None,
-    }
-    if kind != "lstm":
-        champ.update(_econ_entry(holdout, econ[kind]))
-    return champ
-
-
-def _econ_entry(holdout: dict[str, Any], cand: Candidate) -> dict[str, Any]:
-    """Parameters and end-of-training filter state of an econometric candidate (for serving)."""
-    assert cand.model is not None and cand.state is not None
-    return {
-        "point": holdout[cand.kind].get("point", "model"),
-        "calibrated_level": holdout[cand.kind]["calibrated_level"],
-        "params": cand.model.to_dict(),
-        "state": cand.state.to_dict(),
-        "state_time": cand.state_time,
-    }
 
 
 def model_forward(model: Any, x: np.ndarray) -> np.ndarray:

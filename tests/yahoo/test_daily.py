@@ -85,22 +85,13 @@ def test_daily_corrupt_last_volume_is_rejected_out_of_range(daily: list[Row]) ->
     assert close_on(result.candles, "2021-12-31") == pytest.approx(46306.45, abs=0.005)
 
 
-def test_daily_corrupt_last_row_still_forming_is_dropped_not_rejected(daily: list[Row]) -> None:
-    corrupt = [*daily[:-1], (*daily[-1][:6], QUOTED_CORRUPT_VOLUME)]
+@pytest.mark.parametrize("corrupt_volume", [False, True], ids=["clean", "corrupt-volume"])
+def test_daily_last_row_still_forming_is_dropped_not_rejected(
+    daily: list[Row], corrupt_volume: bool
+) -> None:
+    rows = [*daily[:-1], (*daily[-1][:6], QUOTED_CORRUPT_VOLUME)] if corrupt_volume else daily
     now = ms("2022-03-01 12:00")  # inside the last row's day
-    session = FakeYahooSession({"1d": corrupt}, now)
-    result = fetch_yahoo(SYMBOL, "1d", None, None, now_ms=now, session=session)
-
-    assert result.rows == 2723
-    assert result.forming_dropped == 1
-    assert result.rejected == {}
-    assert len(result.candles) == 2722
-    assert result.candles[-1].open_time == ms("2022-02-28")
-
-
-def test_daily_last_row_still_forming_is_dropped_not_rejected(daily: list[Row]) -> None:
-    now = ms("2022-03-01 12:00")  # inside the last row's day
-    session = FakeYahooSession({"1d": daily}, now)
+    session = FakeYahooSession({"1d": rows}, now)
     result = fetch_yahoo(SYMBOL, "1d", None, None, now_ms=now, session=session)
 
     assert result.rows == 2723

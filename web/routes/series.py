@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from core.schemas import Prediction
 from web.context import Context, Series, require_token
-from web.forecast import MAX_STEPS, ForecastUnavailable
+from web.forecast import DEFAULT_STEPS, MAX_STEPS, BeyondPath, ForecastUnavailable
 from web.models import CandleOut, CandlePage, ForecastOut, PredictionPage, SeriesOut
 
 MAX_LIMIT = 5000
@@ -102,13 +102,22 @@ async def latest(ctx: Context, series: Series) -> Prediction:
 @router.get(
     "/{series:path}/forecast",
     tags=["predictions"],
-    responses={409: {"description": "No model yet, or too few contiguous candles"}},
+    responses={
+        409: {"description": "No forecast stored yet (no model promoted, or no candle since)"},
+        422: {"description": "steps or until outside the stored path"},
+    },
 )
 async def forecast(
     ctx: Context,
     series: Series,
     steps: Annotated[
-        int | None, Query(ge=1, le=MAX_STEPS, description="Candles ahead (default 60)")
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_STEPS,
+            description=f"Candles ahead (default {DEFAULT_STEPS}; at most the forecaster's "
+            "forecast.path_steps)",
+        ),
     ] = None,
     until: Annotated[
         int | None,
@@ -116,21 +125,13 @@ async def forecast(
     ] = None,
 ) -> ForecastOut:
     """A multi-step forecast from the current model, each predicted return fed back as the
-    next input (recursive); intervals widen as √k. Computed once per candle and model."""
-    n = steps if steps is not None else 60
-    if until is not None:
-        if steps is not None:
-            raise HTTPException(422, "give steps or until, not both")
-        last = await ctx.store.last_open_time(series)
-        if last is None:
-            raise HTTPException(409, f"no candles stored for {series.key} yet")
-        tf = series.timeframe
-        n = tf.floor_index(until) - tf.floor_index(last)
-        if not 1 <= n <= MAX_STEPS:
-            raise HTTPException(
-                422, f"until must be 1..{MAX_STEPS} candles after the newest ({last})"
-            )
+    next input (recursive); intervals widen as √k. The forecaster stores the path after each
+    prediction; this slices it."""
+    if steps is not None and until is not None:
+        raise HTTPException(422, "give steps or until, not both")
     try:
-        return ForecastOut.model_validate(await ctx.forecaster.forecast(series, n))
+        return await ctx.forecasts.forecast(series, steps=steps, until=until)
     except ForecastUnavailable as e:
         raise HTTPException(409, str(e)) from None
+    except BeyondPath as e:
+        raise HTTPException(422, str(e)) from None

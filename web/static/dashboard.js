@@ -188,7 +188,9 @@ function renderStatus(h) {
   const s = h.live_score;
   if (s) {
     setText("s-mae", `${fmtNum(s.mae)} / ${fmtNum(s.naive_mae)}`);
-    setText("s-mase", fmtNum(s.mase), s.mase != null ? (s.mase < 1 ? "good" : "poor") : "");
+    // MAE / naive MAE on the same targets; `mase` is its first name (older forecasters).
+    const rel = s.relative_mae ?? s.mase;
+    setText("s-rel", fmtNum(rel), rel != null ? (rel < 1 ? "good" : "poor") : "");
     setText("s-dir", fmtPct(s.direction), s.direction != null ? (s.direction > 0.5 ? "good" : "poor") : "");
     setText("s-cov", fmtPct(s.coverage));
     setText("s-n", `${s.n} of ${s.window}`);
@@ -230,22 +232,32 @@ async function loadStatus() {
   }
 }
 
+// The forecaster stores a candle's multi-step path a moment after its prediction: while the
+// stored one is older than the newest prediction (or none is stored yet), ask again, a few times.
+const FORECAST_RETRIES = 5;
 let forecastTimer = null;
-function scheduleForecast() {
+let forecastRetries = 0;
+function scheduleForecast(retry = false) {
   clearTimeout(forecastTimer);
-  forecastTimer = setTimeout(loadForecast, 250);
+  forecastRetries = retry ? forecastRetries + 1 : 0;
+  forecastTimer = setTimeout(loadForecast, retry ? 1000 : 250);
 }
 async function loadForecast() {
   const until = $("until").value;
   const q = until ? `?until=${Date.parse(until + "Z")}` : `?steps=${$("horizon").value}`;
+  const newest = state.predictions[state.predictions.length - 1];
+  let behind = false;
   try {
     const fc = await api(seriesPath(state.series) + "/forecast" + q);
     state.forecast = fc;
     drawForecast(fc);
+    behind = newest != null && fc.as_of < newest.as_of;
   } catch (e) {
     state.forecast = null;
     drawForecast(null);
+    behind = newest != null && e.status === 409;
   }
+  if (behind && forecastRetries < FORECAST_RETRIES) scheduleForecast(true);
 }
 
 function addPrediction(p, live) {
