@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from prometheus_client import start_http_server
@@ -11,9 +11,9 @@ from prometheus_client import start_http_server
 from config.settings import Settings
 from core.backoff import Backoff
 from core.lifecycle import on_signals, wait_until
-from cryptocast.runtime import open_store
-from storage.candles import CandleStore
+from cryptocast.runtime import open_storage
 from storage.client import RedisUnavailable
+from storage.facade import Storage
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +25,7 @@ def start_metrics(settings: Settings, service: str) -> None:
         log.info("metrics.serving", service=service, port=settings.metrics_port)
 
 
-async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleStore] | None:
+async def wait_for_redis(settings: Settings, service: str) -> Storage | None:
     """Connect, waiting (with backoff, saying so) while Redis is unreachable: a service started
     before its Redis, or during a Redis restart, must not give up. ``None`` when SIGTERM or
     SIGINT arrived while waiting."""
@@ -34,7 +34,7 @@ async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleS
     with on_signals(stop.set):
         while not stop.is_set():
             try:
-                return await open_store(settings)
+                return await open_storage(settings)
             except RedisUnavailable as e:
                 delay = backoff.next_delay()
                 log.warning(
@@ -64,27 +64,25 @@ async def serve_ingest(settings: Settings) -> None:
     """``cryptocast ingest``."""
     from ingest.service import IngestService
 
-    opened = await wait_for_redis(settings, "ingest")
-    if opened is None:
+    storage = await wait_for_redis(settings, "ingest")
+    if storage is None:
         return
-    redis, store = opened
     start_metrics(settings, "ingest")
     try:
-        await run_until_signalled(IngestService(settings, store))
+        await run_until_signalled(IngestService(settings, storage))
     finally:
-        await redis.aclose()
+        await storage.redis.aclose()
 
 
 async def serve_forecast(settings: Settings, config_file: str | None) -> None:
     """``cryptocast forecast``."""
     from forecaster.serving.service import ForecastService
 
-    opened = await wait_for_redis(settings, "forecaster")
-    if opened is None:
+    storage = await wait_for_redis(settings, "forecaster")
+    if storage is None:
         return
-    redis, store = opened
     start_metrics(settings, "forecaster")
     try:
-        await run_until_signalled(ForecastService(settings, store, config_file=config_file))
+        await run_until_signalled(ForecastService(settings, storage, config_file=config_file))
     finally:
-        await redis.aclose()
+        await storage.redis.aclose()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -65,7 +65,7 @@ class CandleStore:
     """Candle history of every series, in one Redis (or Cluster)."""
 
     redis: Any
-    keys: Keys = field(default_factory=Keys)
+    keys: Keys
     retention: int = 100_000
     event_stream_len: int = 100_000
 

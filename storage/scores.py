@@ -17,9 +17,9 @@ from storage.keys import Keys
 
 
 class LiveScores:
-    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+    def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys
 
     async def write(self, series: SeriesId, figures: dict[str, Any]) -> None:
         await self.redis.hset(

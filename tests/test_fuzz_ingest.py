@@ -25,6 +25,7 @@ from ingest.csvfiles import CsvFormatError, read_csv
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
 from storage.client import connect
+from storage.keys import Keys
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
 T0 = 1_769_904_000_000  # 2026-02-01 00:00 UTC, a closed minute by the wall clock
@@ -97,7 +98,7 @@ def test_fuzzed_frames_never_crash_and_nothing_bad_is_stored(
         redis = await connect(settings)
         try:
             await redis.flushall()
-            store = CandleStore(redis)
+            store = CandleStore(redis, Keys())
             sink = CandleSink(store, WallClock())
             source = BinanceKlineSource([S], "ws://127.0.0.1:1", sink, IngestSettings())
             writer = asyncio.create_task(sink.run())

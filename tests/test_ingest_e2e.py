@@ -35,6 +35,7 @@ from ingest.service import IngestService
 from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import Redis
+from storage.facade import Storage
 from storage.keys import Keys
 from tests.market_data import market_file
 
@@ -192,9 +193,10 @@ async def test_faulty_feed_every_candle_exactly_once(
         list(csvs.values()), speed=2000.0, updates_per_candle=1, faults=faults
     ) as ex:
         cfg = _settings(settings, ex, [s.key for s in series], stale_factor=3.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
+        storage = Storage.from_settings(redis, cfg)
+        store = storage.candles
         # Four streams at 2000x send a message every ~4 ms: 0.15 s of silence is a stall.
-        service = IngestService(cfg, store, expected_interval_s=0.05)
+        service = IngestService(cfg, storage, expected_interval_s=0.05)
         async with _running(service):
             src = service.sources[0]
             replay_s = live * 60 / 2000.0
@@ -246,8 +248,9 @@ async def test_fifty_disconnects_and_server_closes_lose_nothing(
         connection_clock="wall",
     ) as ex:
         cfg = _settings(settings, ex, [s.key for s in series], stale_factor=3.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.05)
+        storage = Storage.from_settings(redis, cfg)
+        store = storage.candles
+        service = IngestService(cfg, storage, expected_interval_s=0.05)
         async with _running(service):
             src = service.sources[0]
             await _until(
@@ -280,9 +283,10 @@ async def test_healthy_feed_every_live_candle_over_websocket(
     # history fill and the first connect's fill could each need a page).
     async with _replay(list(csvs.values()), speed=600.0, updates_per_candle=1) as ex:
         cfg = _settings(settings, ex, [s.key for s in series])
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
+        storage = Storage.from_settings(redis, cfg)
+        store = storage.candles
         # Generous stale limit: a healthy feed must not be mistaken for a stalled one.
-        service = IngestService(cfg, store, expected_interval_s=0.5)
+        service = IngestService(cfg, storage, expected_interval_s=0.5)
         offered = _record_offers(service)
         async with _running(service):
             await _until(
@@ -334,8 +338,9 @@ async def test_candles_closed_early_and_flat_outage_candles_are_stored(
     rows = _rows(path)
     async with _replay([path], speed=600.0, updates_per_candle=1) as ex:
         cfg = _settings(settings, ex, [series.key])
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.5)
+        storage = Storage.from_settings(redis, cfg)
+        store = storage.candles
+        service = IngestService(cfg, storage, expected_interval_s=0.5)
         offered = _record_offers(service)
         async with _running(service):
             await _until(
@@ -366,8 +371,9 @@ async def test_ccxt_sources_store_closed_candles_only(
         csvs, speed=1000.0, updates_per_candle=3, faults=faults or FaultConfig()
     ) as ex:
         cfg = _settings(settings, ex, keys, mode=mode, poll_interval_s=0.05, stale_factor=4.0)
-        store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-        service = IngestService(cfg, store, expected_interval_s=0.1)
+        storage = Storage.from_settings(redis, cfg)
+        store = storage.candles
+        service = IngestService(cfg, storage, expected_interval_s=0.1)
         offered = _record_offers(service)
         async with _running(service):
             src = service.sources[0]
@@ -421,7 +427,7 @@ async def test_cli_ingest_stores_and_stops_on_sigterm(
         # Read its output all along: a full pipe would block the service's logging.
         done = asyncio.ensure_future(proc.communicate())
         try:
-            store = CandleStore(redis)
+            store = CandleStore(redis, Keys())
 
             async def history_and_live_stored() -> bool:
                 assert proc.returncode is None, "cryptocast ingest exited early"

@@ -13,10 +13,9 @@ from config.settings import load_settings
 from core.clock import WallClock
 from core.series import SeriesId, global_model_id
 from cryptocast.redis_server import RedisServer
-from storage.candles import CandleStore
 from storage.client import Redis
+from storage.facade import Storage
 from storage.health import series_health
-from storage.registry import ModelRegistry
 from tests.e2e_support import status_json
 from tests.forecaster_support import btc_candles
 from tests.web_support import serve
@@ -24,9 +23,11 @@ from tests.web_support import serve
 S = SeriesId.parse("binance:BTC/USDT:1h")
 
 
-async def test_an_aged_model_reports_its_true_age(redis: Redis, redis_server: RedisServer) -> None:
+async def test_an_aged_model_reports_its_true_age(
+    redis: Redis, storage: Storage, redis_server: RedisServer
+) -> None:
     candles = btc_candles(1000)
-    store, registry = CandleStore(redis), ModelRegistry(redis)
+    store, registry = storage.candles, storage.registry
     await store.upsert(S, candles)
     trained = candles[100]  # trained on candles up to this one: 899 have closed since
     meta = {
@@ -40,7 +41,7 @@ async def test_an_aged_model_reports_its_true_age(redis: Redis, redis_server: Re
     subject = global_model_id(S.timeframe)  # the default scope: the timeframe's global model
     await registry.promote(subject, await registry.put(subject, b"weights", meta))
 
-    entry = await series_health(redis, store, S, WallClock(), stale_after=3, scope="global")
+    entry = await series_health(storage, S, WallClock(), stale_after=3, scope="global")
     assert entry["model"]["age_candles"] == 899
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
