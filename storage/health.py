@@ -59,7 +59,8 @@ async def series_health(
             "skill": meta.skill,
             "age_candles": None if last is None else meta.age_at(last, tf),
         }
-    training = await storage.training_log.state(series)
+    # The training of the model that serves the series: with the global scope, its timeframe's.
+    training = await storage.training_log.state(model_subject(series, scope))
     live_score = await storage.scores.read(series)
     reasons: list[str] = []
     age_ms = None if last is None else max(0, now - tf.next_open(last))

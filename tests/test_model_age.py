@@ -54,3 +54,17 @@ async def test_an_aged_model_reports_its_true_age(
     async with serve(settings, redis) as base, httpx.AsyncClient(base_url=base) as client:
         api = (await client.get("/api/status")).json()
     assert api["series"][0]["model"]["age_candles"] == 899
+
+
+async def test_the_last_training_is_that_of_the_model_serving_the_series(storage: Storage) -> None:
+    """With the global scope a series has no training of its own: its ``last_training`` is its
+    timeframe's global model's (it was always null, whatever had trained)."""
+    await storage.candles.upsert(S, btc_candles(10))
+    await storage.training_log.record(
+        global_model_id(S.timeframe), outcome="promoted", version="v000001", duration_s=1.5
+    )
+    entry = await series_health(storage, S, WallClock(), stale_after=3, scope="global")
+    assert entry["last_training"]["outcome"] == "promoted"
+    assert entry["last_training"]["version"] == "v000001"
+    own = await series_health(storage, S, WallClock(), stale_after=3, scope="series")
+    assert own["last_training"] is None
