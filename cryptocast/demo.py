@@ -33,7 +33,7 @@ from config.settings import ENV_PREFIX, load_settings
 from core.clock import shared_clock
 from core.lifecycle import cancel_all, on_signals
 from core.schemas import Prediction
-from core.series import SeriesId
+from core.series import SeriesId, model_subject
 from cryptocast.demo_report import SeriesSummary, plot_predictions, print_summary, summarise
 from cryptocast.instance import Instance, announced
 from cryptocast.procs import ChildService, stop_all
@@ -253,17 +253,25 @@ class Demo:
         history_told: set[str] = set()
         training: set[str] = set()
         finished: dict[str, Any] = {}
+        # Trainings are the models': with the global scope one per timeframe, for all its series.
+        scope = self.opts.profile.get("CRYPTOCAST_MODEL__SCOPE", "global")
+        subjects = {s.key: model_subject(s, scope) for s in self.series}
         while True:
+            counts: dict[SeriesId, int] = {}
             for s in self.series:
                 key, name = s.key, s.symbol
                 count = await store.count(s)
+                counts[subjects[key]] = counts.get(subjects[key], 0) + count
                 if key not in history_told and count >= self.opts.history - 1:
                     history_told.add(key)
                     self._say(
                         f"[cyan]ingest[/cyan]   {name}: {count:,} candles of history stored; "
                         f"a live candle closes every {60 / self.opts.speed:.1f}s"
                     )
-                if await leases.holder(s, "train") is not None:
+            for m, count in counts.items():
+                key = m.key
+                name = f"global {m.timeframe.text} model" if m.is_global else m.symbol
+                if await leases.holder(m, "train") is not None:
                     if key not in training:
                         training.add(key)
                         self._say(
@@ -271,7 +279,7 @@ class Demo:
                         )
                 else:
                     training.discard(key)
-                state = await tlog.state(s)
+                state = await tlog.state(m)
                 if state.get("finished_at") and finished.get(key) != state["finished_at"]:
                     finished[key] = state["finished_at"]
                     self._say(self._training_line(name, state))
