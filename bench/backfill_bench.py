@@ -39,7 +39,7 @@ from ingest.backfill import BackfillReport, backfill_csv, store_candles
 from ingest.csvfiles import read_csv
 from storage.candles import CandleStore
 from storage.client import connect
-from storage.keys import BUCKET_SIZE
+from storage.keys import BUCKET_SIZE, Keys
 from tests.market_data import ARCHIVE
 
 FILES = {
@@ -67,7 +67,7 @@ async def measure_backfill(url: str) -> dict[str, float]:
     zips hold), then of the shipped ``.gz`` files as they are, then the store step alone (the
     same candles, parsed beforehand), each into an empty Redis."""
     redis = await connect(load_settings(redis_url=url))
-    store = CandleStore(redis, retention=1_000_000)
+    store = CandleStore(redis, Keys(), retention=1_000_000)
     out: dict[str, float] = {}
     for label, path in (("gz_seconds", shipped), ("seconds", data_file)):
         await redis.flushall()

@@ -34,6 +34,7 @@ from ingest.binance_ws import BinanceKlineSource
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
 from storage.client import connect
+from storage.keys import Keys
 
 MESSAGES = 60_000
 BASELINE_MESSAGES = 3_000
@@ -91,7 +92,7 @@ class Sender:
 async def measure_source(url: str, redis: Any, n_symbols: int, frames: list[bytes]) -> float:
     """Messages/s through BinanceKlineSource → CandleSink → CandleStore."""
     await redis.flushall()
-    store = CandleStore(redis, retention=1_000_000, event_stream_len=1_000_000)
+    store = CandleStore(redis, Keys(), retention=1_000_000, event_stream_len=1_000_000)
     sink = CandleSink(store, WallClock())
     series = [SeriesId.parse(f"binance:{s[:-4]}/USDT:1m") for s in _symbols(n_symbols)]
     sender = Sender(frames)
@@ -123,7 +124,7 @@ async def measure_naive(url: str, redis: Any, frames: list[bytes]) -> float:
     from websockets.asyncio.client import connect as ws_connect
 
     await redis.flushall()
-    store = CandleStore(redis, retention=1_000_000, event_stream_len=1_000_000)
+    store = CandleStore(redis, Keys(), retention=1_000_000, event_stream_len=1_000_000)
     sender = Sender(frames)
     series = {s: SeriesId.parse(f"binance:{s[:-4]}/USDT:1m") for s in _symbols(100)}
     async with serve(sender.handler, "127.0.0.1", 0) as server:

@@ -30,6 +30,7 @@ from core.series import SeriesId
 from replay import ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import connect
+from storage.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOL_COUNTS = (1, 100, 1000)
@@ -88,7 +89,7 @@ async def measure(url: str, n: int, tmp: Path) -> dict[str, Any]:
     )
     redis = await connect(load_settings(redis_url=url))
     await redis.flushall()
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     log = tmp / f"ingest-{n}.log"
     async with ReplayExchange(config) as exchange:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}

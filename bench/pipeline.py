@@ -31,8 +31,8 @@ from core.schemas import Candle
 from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
+from storage.facade import Storage
 from storage.keys import Keys
-from storage.registry import ModelRegistry
 
 HISTORY = 3000
 # Loading a Keras model costs a fraction of a second; 100 series load 100 of them.
@@ -62,7 +62,8 @@ async def prepare(
     t0 = time.perf_counter()
     redis = await connect(load_settings(redis_url=url))
     await redis.flushall()
-    store, registry = CandleStore(redis), ModelRegistry(redis)
+    storage = Storage.build(redis, Keys())
+    store, registry = storage.candles, storage.registry
     tf = series_names(1)[0].timeframe
     artifact, npz, meta = _seed_model(candles)
     names = series_names(n)
@@ -180,7 +181,7 @@ class Pipeline:
 
     async def __aenter__(self) -> Pipeline:
         self.redis = await connect(load_settings(redis_url=self.url))
-        self.store = CandleStore(self.redis)
+        self.store = CandleStore(self.redis, self.keys)
         self.pubsub = self.redis.pubsub()
         await self.pubsub.subscribe(*(self.keys.predictions(s) for s in self.series))
         self.listener = asyncio.create_task(self._listen())

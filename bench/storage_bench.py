@@ -17,6 +17,7 @@ from config.settings import load_settings
 from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
+from storage.keys import Keys
 
 FILES = {
     "binanceusdm:AVAX/USDT:USDT:1m": "avaxusdt_binance_futures_1m_2026-02.csv",
@@ -30,7 +31,7 @@ MEMORY_CANDLES = 100_000
 
 async def measure(url: str) -> dict[str, float]:
     redis = await connect(load_settings(redis_url=url))
-    store = CandleStore(redis, retention=1_000_000)
+    store = CandleStore(redis, Keys(), retention=1_000_000)
     data = {SeriesId.parse(s): binance_1m_candles(f) for s, f in FILES.items()}
     total = sum(len(c) for c in data.values())
 

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from config.settings import Settings
 from core.clock import WallClock
 from core.series import SeriesError, SeriesId
-from cryptocast.runtime import SourceUnavailable, open_store
+from cryptocast.runtime import SourceUnavailable, open_storage
 
 
 @contextlib.contextmanager
@@ -66,7 +66,8 @@ async def run_backfill(
     except SeriesError as e:
         raise UsageError(f"--series: {e}") from None
     since, until = parse_time(since_text, "--since"), parse_time(until_text, "--until")
-    redis, store = await open_store(settings)
+    storage = await open_storage(settings)
+    redis, store = storage.redis, storage.candles
     clock = WallClock()
     progress = progress_bar(quiet)
     try:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cryptocast.app import app
-from cryptocast.runtime import AppState, fail, open_store, run
+from cryptocast.runtime import AppState, fail, open_storage, run
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -53,7 +53,8 @@ async def _load_redis(settings: Settings, series: str) -> tuple[CandleArrays, st
     from forecaster.data import CandleArrays
 
     sid = SeriesId.parse(series)
-    redis, store = await open_store(settings)
+    storage = await open_storage(settings)
+    redis, store = storage.redis, storage.candles
     try:
         candles = await store.range(sid)
     finally:

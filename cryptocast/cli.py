@@ -18,7 +18,7 @@ from config.settings import SettingsError
 from core.clock import shared_clock
 from cryptocast import backtest_cmd, demo_cmd, up_cmd, watch_cmd, web_cmd  # noqa: F401
 from cryptocast.app import app
-from cryptocast.runtime import AppState, fail, open_store, run
+from cryptocast.runtime import AppState, fail, open_storage, run
 from storage.health import series_health
 
 
@@ -36,13 +36,13 @@ def status(
     settings = state.reader_settings(**({"series": series} if series else {}))
 
     async def main() -> list[dict[str, object]]:
-        redis, store = await open_store(settings)
+        storage = await open_storage(settings)
+        redis = storage.redis
         try:
-            clock = await shared_clock(redis, store.keys.clock(), settings.clock)
+            clock = await shared_clock(redis, storage.keys.clock(), settings.clock)
             return [
                 await series_health(
-                    redis,
-                    store,
+                    storage,
                     s,
                     clock,
                     settings.schedule.stale_after,

@@ -40,11 +40,10 @@ from cryptocast.procs import ChildService, stop_all
 from cryptocast.redis_server import RedisServer
 from cryptocast.views import print_status
 from replay import FaultConfig, ReplayConfig, ReplayExchange, ReplaySource
-from storage.candles import CandleStore
 from storage.client import Redis, connect
+from storage.facade import Storage
 from storage.health import series_health
 from storage.keys import Keys
-from storage.predictions import PredictionBus
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +119,7 @@ class Demo:
         self.server: RedisServer | None = None
         self.exchange: ReplayExchange | None = None
         self.redis: Redis | None = None
+        self.storage: Storage | None = None
         self.services: list[ChildService] = []
         self.env: dict[str, str] = {}
         self.received: dict[str, list[Prediction]] = {s.key: [] for s in self.series}
@@ -150,6 +150,7 @@ class Demo:
         self.server = RedisServer(out / "redis")
         await asyncio.to_thread(self.server.start)
         self.redis = await connect(load_settings(redis_url=self.redis_url))
+        self.storage = Storage.build(self.redis, self.keys)
         self.exchange = ReplayExchange(
             ReplayConfig(
                 sources=[ReplaySource(path, m, "1m") for m, path in DEMO_MARKETS.items()],
@@ -199,7 +200,7 @@ class Demo:
             await self.exchange.stop()
         if self.redis is not None:
             await self.redis.aclose()
-            self.redis = None
+            self.redis = self.storage = None
         if self.server is not None:
             await asyncio.to_thread(self.server.stop)
         return codes
@@ -213,8 +214,8 @@ class Demo:
     ) -> bool:
         """Receive predictions until every series has ``opts.predictions`` (True), or the
         timeout, a dead service or ``stop`` (False). Narrates ingest and training meanwhile."""
-        assert self.redis is not None
-        bus = PredictionBus(self.redis, self.keys)
+        assert self.storage is not None
+        bus = self.storage.predictions
         done = asyncio.Event()
         target = self.opts.predictions
 
@@ -239,8 +240,7 @@ class Demo:
             asyncio.create_task(listen(), name="demo-listen"),
             asyncio.create_task(
                 self.narrator.follow(
-                    self.redis,
-                    self.keys,
+                    self.storage,
                     self.series,
                     self.opts.history,
                     self.opts.speed,
@@ -264,8 +264,8 @@ class Demo:
     async def results(self) -> tuple[dict[str, list[Prediction]], dict[str, dict[int, float]]]:
         """Every published prediction (from the streams: the channel is only for speed) and the
         actual closes of the candles they predicted."""
-        assert self.redis is not None
-        bus, store = PredictionBus(self.redis, self.keys), CandleStore(self.redis, self.keys)
+        assert self.storage is not None
+        bus, store = self.storage.predictions, self.storage.candles
         preds: dict[str, list[Prediction]] = {}
         closes: dict[str, dict[int, float]] = {}
         for s in self.series:
@@ -279,12 +279,11 @@ class Demo:
 
     async def status(self) -> list[dict[str, Any]]:
         """``cryptocast status --json``'s entries for the demo's series."""
-        assert self.redis is not None
-        store = CandleStore(self.redis, self.keys)
-        clock = await shared_clock(self.redis, self.keys.clock(), "exchange")
+        assert self.storage is not None
+        clock = await shared_clock(self.storage.redis, self.keys.clock(), "exchange")
         stale_after = int(self.opts.profile.get("CRYPTOCAST_SCHEDULE__STALE_AFTER", "3"))
         return [
-            await series_health(self.redis, store, s, clock, stale_after, scope=self.opts.scope)
+            await series_health(self.storage, s, clock, stale_after, scope=self.opts.scope)
             for s in self.series
         ]
 

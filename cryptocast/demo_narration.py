@@ -12,11 +12,7 @@ from rich.console import Console
 
 from core.schemas import Prediction
 from core.series import SeriesId, model_subject
-from storage.candles import CandleStore
-from storage.client import Redis
-from storage.keys import Keys
-from storage.leases import Leases
-from storage.registry import TrainingLog
+from storage.facade import Storage
 
 __all__ = ["Narrator"]
 
@@ -30,19 +26,12 @@ class Narrator:
         self._header_shown = False
 
     async def follow(
-        self,
-        redis: Redis,
-        keys: Keys,
-        series: list[SeriesId],
-        history: int,
-        speed: float,
-        scope: str = "global",
+        self, storage: Storage, series: list[SeriesId], history: int, speed: float, scope: str
     ) -> None:
         """Say what ingest and training do, as a user would want to know, once each (until
         cancelled); ``history`` candles are expected before live ones, at ``speed`` x; the
         models trained are those of ``scope`` (one per timeframe, or one per series)."""
-        store = CandleStore(redis, keys)
-        tlog, leases = TrainingLog(redis, keys), Leases(redis, keys)
+        store, tlog, leases = storage.candles, storage.training_log, storage.leases
         history_told: set[str] = set()
         training: set[str] = set()
         finished: dict[str, Any] = {}

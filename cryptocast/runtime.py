@@ -13,9 +13,8 @@ import typer
 from config.logging import configure_logging
 from config.settings import Settings, SettingsError, load_settings
 from cryptocast.instance import Instance, instance_overrides
-from storage.candles import CandleStore
 from storage.client import RedisUnavailable, connect
-from storage.keys import Keys
+from storage.facade import Storage
 
 T = TypeVar("T")
 
@@ -75,13 +74,6 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         sys.exit(130)
 
 
-async def open_store(settings: Settings) -> tuple[Any, CandleStore]:
-    """Connect to Redis (one-line error when unreachable) and build the candle store."""
-    redis = await connect(settings)
-    store = CandleStore(
-        redis,
-        Keys(settings.key_prefix),
-        retention=settings.retention,
-        event_stream_len=settings.event_stream_len,
-    )
-    return redis, store
+async def open_storage(settings: Settings) -> Storage:
+    """Connect to Redis (one-line error when unreachable) and build the process's storage."""
+    return Storage.from_settings(await connect(settings), settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 from prometheus_client import start_http_server
@@ -12,9 +11,9 @@ from prometheus_client import start_http_server
 from config.settings import Settings
 from core.backoff import Backoff
 from core.lifecycle import Service, on_signals, wait_until
-from cryptocast.runtime import open_store
-from storage.candles import CandleStore
+from cryptocast.runtime import open_storage
 from storage.client import RedisUnavailable
+from storage.facade import Storage
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +25,7 @@ def start_metrics(settings: Settings, service: str) -> None:
         log.info("metrics.serving", service=service, port=settings.metrics_port)
 
 
-async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleStore] | None:
+async def wait_for_redis(settings: Settings, service: str) -> Storage | None:
     """Connect, waiting (with backoff, saying so) while Redis is unreachable: a service started
     before its Redis, or during a Redis restart, must not give up. ``None`` when SIGTERM or
     SIGINT arrived while waiting."""
@@ -35,7 +34,7 @@ async def wait_for_redis(settings: Settings, service: str) -> tuple[Any, CandleS
     with on_signals(stop.set):
         while not stop.is_set():
             try:
-                return await open_store(settings)
+                return await open_storage(settings)
             except RedisUnavailable as e:
                 delay = backoff.next_delay()
                 log.warning(
@@ -53,24 +52,23 @@ async def run_until_signalled(service: Service) -> None:
             await service.run()
 
 
-async def serve(settings: Settings, name: str, build: Callable[[CandleStore], Service]) -> None:
+async def serve(settings: Settings, name: str, build: Callable[[Storage], Service]) -> None:
     """Wait for Redis, then run the service ``build`` makes until a signal stops it."""
-    opened = await wait_for_redis(settings, name)
-    if opened is None:
+    storage = await wait_for_redis(settings, name)
+    if storage is None:
         return
-    redis, store = opened
     start_metrics(settings, name)
     try:
-        await run_until_signalled(build(store))
+        await run_until_signalled(build(storage))
     finally:
-        await redis.aclose()
+        await storage.redis.aclose()
 
 
 async def serve_ingest(settings: Settings) -> None:
     """``cryptocast ingest``."""
     from ingest.service import IngestService
 
-    await serve(settings, "ingest", lambda store: IngestService(settings, store))
+    await serve(settings, "ingest", lambda storage: IngestService(settings, storage))
 
 
 async def serve_forecast(settings: Settings, config_file: str | None) -> None:
@@ -80,5 +78,5 @@ async def serve_forecast(settings: Settings, config_file: str | None) -> None:
     await serve(
         settings,
         "forecaster",
-        lambda store: ForecastService(settings, store, config_file=config_file),
+        lambda storage: ForecastService(settings, storage, config_file=config_file),
     )

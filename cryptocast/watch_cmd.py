@@ -23,9 +23,8 @@ from core.lifecycle import cancel_all, on_signals
 from core.schemas import Prediction
 from core.series import SeriesId
 from cryptocast.app import app
-from cryptocast.runtime import AppState, open_store, run
+from cryptocast.runtime import AppState, open_storage, run
 from cryptocast.views import Column, fitted_table, fmt_skill
-from storage.predictions import PredictionBus
 
 
 def _time(ms: int) -> str:
@@ -81,11 +80,12 @@ async def watch_predictions(
     """Follow the channels until Ctrl-C/SIGTERM or ``count`` messages; returns messages seen."""
     settings = state.reader_settings(**({"series": series} if series else {}))
     ids: list[SeriesId] = settings.series_ids
-    redis, store = await open_store(settings)
+    storage = await open_storage(settings)
+    redis = storage.redis
     # stderr, so `watch --json | jq` still reads pure JSON lines
     where = state.queried(settings)
     sys.stderr.write(f"cryptocast watch: following {len(ids)} series on {where}\n")
-    bus = PredictionBus(redis, store.keys)
+    bus = storage.predictions
     latest: dict[str, Prediction | None] = {s.key: await bus.latest(s) for s in ids}
     received = 0
     stop = asyncio.Event()

@@ -30,7 +30,7 @@ from ingest.gapfill import GapFiller
 from ingest.prom import INGEST_LAG, SERIES_STALE
 from ingest.rest import CcxtKlineFetcher, binance_server_time, make_exchange, make_pro_exchange
 from ingest.sink import CandleSink
-from storage.candles import CandleStore
+from storage.facade import Storage
 
 log = structlog.get_logger(__name__)
 
@@ -47,12 +47,14 @@ class IngestService(Service):
     """Runs ingestion for ``settings.series`` against one Redis."""
 
     def __init__(
-        self, settings: Settings, store: CandleStore, *, expected_interval_s: float = 2.0
+        self, settings: Settings, storage: Storage, *, expected_interval_s: float = 2.0
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.store = storage.candles
         self.clock: Clock = ExchangeClock() if settings.clock == "exchange" else WallClock()
-        self.sink = CandleSink(store, self.clock, clock_margin_s=settings.ingest.clock_margin_s)
+        self.sink = CandleSink(
+            self.store, self.clock, clock_margin_s=settings.ingest.clock_margin_s
+        )
         self.expected_interval_s = expected_interval_s
         self.fetchers: dict[str, CcxtKlineFetcher] = {}
         self.fillers: dict[str, GapFiller] = {}

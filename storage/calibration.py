@@ -21,9 +21,9 @@ __all__ = ["CalibrationStore", "levels"]
 
 
 class CalibrationStore:
-    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+    def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys
 
     async def read(self, series: SeriesId) -> dict[str, Any] | None:
         """The stored state, or None (none yet, or unreadable: the forecaster starts afresh)."""

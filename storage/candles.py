@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,7 +58,7 @@ class CandleStore:
     """Candle history of every series, in one Redis (or Cluster)."""
 
     redis: Any
-    keys: Keys = field(default_factory=Keys)
+    keys: Keys
     retention: int = 100_000
     event_stream_len: int = 100_000
 

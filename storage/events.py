@@ -35,9 +35,9 @@ class CandleEvent:
 class CandleEvents:
     """Reading and acknowledging the closed-candle event streams."""
 
-    def __init__(self, redis: Any, keys: Keys | None = None, group: str = DEFAULT_GROUP) -> None:
+    def __init__(self, redis: Any, keys: Keys, group: str = DEFAULT_GROUP) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys
         self.group = group
 
     async def ensure_group(self, series: SeriesId, start_id: str = "0") -> None:

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from core.clock import Clock
 from core.series import SeriesId, model_subject
-from storage.calibration import CalibrationStore, levels
-from storage.candles import CandleStore
-from storage.predictions import PredictionBus
-from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
+from storage.calibration import levels
+from storage.facade import Storage
+from storage.registry import ModelIntegrityError
 from storage.scores import relative_mae
 
 # A live relative MAE over fewer scored predictions than this says nothing either way.
@@ -29,8 +26,7 @@ DEGRADED_MIN_SCORED = 30
 
 
 async def series_health(
-    redis: Any,
-    store: CandleStore,
+    storage: Storage,
     series: SeriesId,
     clock: Clock,
     stale_after: int,
@@ -41,19 +37,17 @@ async def series_health(
     ``scope`` (``model.scope``) says whose model serves the series."""
     tf = series.timeframe
     now = clock.now_ms()
-    keys = store.keys
+    store = storage.candles
     # The prediction first: it is published after its candle is stored, so a candle and its
     # prediction arriving while we read can make the lag look longer, never negative.
-    latest = await PredictionBus(redis, keys).latest(series)
+    latest = await storage.predictions.latest(series)
     count = await store.count(series)
     last = await store.last_open_time(series)
     holes = await store.holes(series) if count else []
     unfillable = set(await store.unfillable(series))
-    registry = ModelRegistry(redis, keys)
-    subject = model_subject(series, scope)
     model: dict[str, Any] | None = None
     try:
-        rec = await registry.current(subject, with_artifact=False)
+        rec = await storage.registry.current(model_subject(series, scope), with_artifact=False)
     except ModelIntegrityError as e:
         model = {"error": str(e)}
         rec = None
@@ -67,9 +61,9 @@ async def series_health(
             "skill": meta.skill,
             "age_candles": None if last is None else meta.age_at(last, tf),
         }
-    training = await TrainingLog(redis, keys).state(subject)  # its model's last training
-    raw_score = await redis.hgetall(keys.live_score(series))
-    live_score = {k.decode(): orjson.loads(v) for k, v in raw_score.items()} if raw_score else None
+    # The training of the model that serves the series: with the global scope, its timeframe's.
+    training = await storage.training_log.state(model_subject(series, scope))
+    live_score = await storage.scores.read(series)
     reasons: list[str] = []
     age_ms = None if last is None else max(0, now - tf.next_open(last))
     if last is None:
@@ -104,7 +98,7 @@ async def series_health(
         else tf.floor_index(last) - tf.floor_index(latest.as_of),
         "last_prediction_age_ms": None if latest is None else max(0, now - latest.published_at),
         "live_score": live_score,
-        "calibration": levels(await CalibrationStore(redis, keys).read(series)),
+        "calibration": levels(await storage.calibration.read(series)),
         "last_training": {
             k: training.get(k)
             for k in ("outcome", "version", "started_at", "finished_at", "duration_s", "skill")

@@ -27,9 +27,9 @@ return 0
 class Leases:
     """Acquire, renew and release named leases per series."""
 
-    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+    def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -55,9 +55,9 @@ class Replicas:
     """Which replicas of a role are alive: each heartbeats into one sorted set, so every replica
     can compute its fair share of the series (see forecaster.serving.service)."""
 
-    def __init__(self, redis: Any, keys: Keys | None = None, role: str = "forecast") -> None:
+    def __init__(self, redis: Any, keys: Keys, role: str = "forecast") -> None:
         self.redis = redis
-        self.key = (keys or Keys()).replicas(role)
+        self.key = keys.replicas(role)
 
     async def heartbeat(self, replica: str, now_ms: int) -> None:
         await self.redis.zadd(self.key, {replica: now_ms})

@@ -21,9 +21,9 @@ from storage.scripts import load_script
 class PredictionBus:
     """Writes and reads published predictions."""
 
-    def __init__(self, redis: Any, keys: Keys | None = None, stream_len: int = 10_000) -> None:
+    def __init__(self, redis: Any, keys: Keys, stream_len: int = 10_000) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys
         self.stream_len = stream_len
         self._publish = redis.register_script(load_script("publish_prediction.lua"))
 

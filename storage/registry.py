@@ -60,9 +60,9 @@ def sha256_hex(data: bytes) -> str:
 class ModelRegistry:
     """Versioned model artifacts per series, with an atomically promoted ``current`` one."""
 
-    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+    def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys
         self._put = redis.register_script(load_script("put_model.lua"))
         self._promote = redis.register_script(load_script("promote_model.lua"))
 
@@ -173,9 +173,9 @@ class ModelRegistry:
 class TrainingLog:
     """The last training attempt per series, which the scheduler counts candles from."""
 
-    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+    def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys
 
     async def record(self, series: SeriesId, **fields: Any) -> None:
         await self.redis.hset(

@@ -36,9 +36,9 @@ def relative_mae(figures: dict[str, Any] | None) -> float | None:
 class LiveScores:
     """The live-score hash of each series."""
 
-    def __init__(self, redis: Any, keys: Keys | None = None) -> None:
+    def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
-        self.keys = keys or Keys()
+        self.keys = keys
 
     async def write(self, series: SeriesId, figures: dict[str, Any]) -> None:
         await self.redis.hset(

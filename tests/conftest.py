@@ -13,6 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from config.settings import Settings, load_settings
 from cryptocast.redis_server import RedisServer
 from storage.client import Redis, connect
+from storage.facade import Storage
+from storage.keys import Keys
 
 PROJECT_DATA = Path(__file__).resolve().parents[1] / "cryptocast" / "data"
 
@@ -41,3 +43,9 @@ async def redis(settings: Settings, redis_server: RedisServer) -> AsyncIterator[
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def storage(redis: Redis) -> Storage:
+    """Every store over the test's Redis, under the default prefix (passed explicitly)."""
+    return Storage.build(redis, Keys())

@@ -21,7 +21,7 @@ from ingest.service import IngestService
 from replay import ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import Redis
-from storage.keys import Keys
+from storage.facade import Storage
 from tests.market_data import market_file
 
 FILES = {
@@ -78,8 +78,8 @@ def ingest_service(
     redis: Redis, cfg: Settings, expected_interval_s: float
 ) -> tuple[CandleStore, IngestService]:
     """A candle store under ``cfg``'s key prefix and an ingest service writing to it."""
-    store = CandleStore(redis, Keys(cfg.key_prefix), retention=cfg.retention)
-    return store, IngestService(cfg, store, expected_interval_s=expected_interval_s)
+    storage = Storage.from_settings(redis, cfg)
+    return storage.candles, IngestService(cfg, storage, expected_interval_s=expected_interval_s)
 
 
 @asynccontextmanager

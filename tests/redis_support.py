@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from config.settings import Settings
 from storage.candles import CandleStore
 from storage.client import connect
+from storage.keys import Keys
 
 
 @asynccontextmanager
@@ -16,6 +17,6 @@ async def empty_store(settings: Settings) -> AsyncIterator[CandleStore]:
     redis = await connect(settings)
     try:
         await redis.flushall()
-        yield CandleStore(redis)
+        yield CandleStore(redis, Keys())
     finally:
         await redis.aclose()

@@ -16,6 +16,7 @@ from cryptocast.cli import app
 from cryptocast.redis_server import RedisServer
 from storage.candles import CandleStore
 from storage.client import Redis
+from storage.keys import Keys
 from tests.market_data import market_file
 
 BTC_1H = market_file("btcusdt_binance_1h.csv")
@@ -69,7 +70,7 @@ async def test_csv_backfill_is_idempotent_and_reports_the_real_hole(
         backfill, redis_server, "--source", "csv", "--file", str(altered), "--series", SERIES
     )
     assert (third["stored"], third["replaced"], third["skipped"]) == (0, 1, 27082)
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     s = SeriesId.parse(SERIES)
     got = await store.get(s, 1676127600000)
     assert got is not None and got.close == pytest.approx(float(row[6]))

@@ -279,10 +279,11 @@ def test_cli_usage_errors_are_one_line(tmp_path: Path) -> None:
 async def test_cli_reads_a_series_from_redis(redis: Any, redis_server: Any) -> None:
     from core.series import SeriesId
     from storage.candles import CandleStore
+    from storage.keys import Keys
     from tests.forecaster_support import btc_candles
 
     series = "binance:BTC/USDT:1h"
-    await CandleStore(redis).upsert(SeriesId.parse(series), btc_candles(900))
+    await CandleStore(redis, Keys()).upsert(SeriesId.parse(series), btc_candles(900))
     args = ["--series", series, "--model", "naive,ar", "--test-candles", "100"]
     args += ["--start", "2023-01-05"]  # drops the first 96 candles
     r = await asyncio.to_thread(_cli, args, {"CRYPTOCAST_REDIS_URL": redis_server.url})

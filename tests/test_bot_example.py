@@ -45,7 +45,7 @@ def start_bot(url: str, since: str, state: Path, out: Path) -> subprocess.Popen[
 async def test_bot_resumes_from_its_id_then_follows_live(
     redis: Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    bus = PredictionBus(redis)
+    bus = PredictionBus(redis, Keys())
     first, missed, live = prediction(MIN), prediction(2 * MIN), prediction(3 * MIN)
     await bus.publish(first)
     await bus.publish(missed)  # published while the bot was away

@@ -15,7 +15,7 @@ from core.series import SeriesId
 from storage.candles import CandleStore, Hole, find_holes
 from storage.client import Redis
 from storage.events import CandleEvents
-from storage.keys import BUCKET_SIZE
+from storage.keys import BUCKET_SIZE, Keys
 from tests.redis_support import empty_store
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
@@ -27,7 +27,7 @@ def candle(i: int, close: float = 100.0) -> Candle:
 
 
 async def test_same_candle_twice_is_stored_once(redis: Redis) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     cs = [candle(i) for i in range(300)]
     first = await store.upsert(S, cs)
     again = await store.upsert(S, cs)
@@ -38,7 +38,7 @@ async def test_same_candle_twice_is_stored_once(redis: Redis) -> None:
 
 
 async def test_revised_candle_replaces_the_old_one(redis: Redis) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     await store.upsert(S, [candle(i) for i in range(10)])
     revised = replace(candle(4), close=100.5)
     res = await store.upsert(S, [candle(3), revised])
@@ -48,7 +48,7 @@ async def test_revised_candle_replaces_the_old_one(redis: Redis) -> None:
 
 
 async def test_reads_last_window_range_and_open_times(redis: Redis) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     cs = [candle(i) for i in range(1000) if i not in (500, 501, 777)]
     await store.upsert(S, list(reversed(cs)))  # order of arrival does not matter
     assert await store.last_open_time(S) == 999 * MIN
@@ -64,7 +64,7 @@ async def test_reads_last_window_range_and_open_times(redis: Redis) -> None:
 
 
 async def test_holes_are_found_and_reported_as_ranges(redis: Redis) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     await store.upsert(S, [candle(i) for i in range(1000) if i not in (500, 501, 777)])
     assert await store.holes(S) == [Hole(500 * MIN, 501 * MIN, 2), Hole(777 * MIN, 777 * MIN, 1)]
     # an explicit range reports missing candles at its edges too
@@ -76,7 +76,7 @@ async def test_holes_are_found_and_reported_as_ranges(redis: Redis) -> None:
 
 
 async def test_retention_caps_each_series_and_keeps_the_newest(redis: Redis) -> None:
-    store = CandleStore(redis, retention=300)
+    store = CandleStore(redis, Keys(), retention=300)
     other = SeriesId.parse("binance:ETH/USDT:1m")
     await store.upsert(other, [candle(i) for i in range(50)])
     for start in range(0, 1000, 170):  # several batches crossing bucket boundaries
@@ -91,8 +91,8 @@ async def test_retention_caps_each_series_and_keeps_the_newest(redis: Redis) -> 
 
 
 async def test_events_only_for_new_or_revised_candles(redis: Redis) -> None:
-    store = CandleStore(redis)
-    events = CandleEvents(redis)
+    store = CandleStore(redis, Keys())
+    events = CandleEvents(redis, Keys())
     await events.ensure_group(S)
     await store.upsert(S, [candle(1), candle(2)], emit_events=True, arrived_ms=123)
     await store.upsert(S, [candle(2)], emit_events=True)  # duplicate: no event
@@ -108,14 +108,14 @@ async def test_events_only_for_new_or_revised_candles(redis: Redis) -> None:
 
 
 async def test_upsert_is_atomic_per_batch_with_its_events(redis: Redis) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     res = await store.upsert(S, [candle(i) for i in range(2500)], emit_events=True)
     assert res.new == 2500
     assert await redis.xlen(store.keys.events(S)) == 2500
 
 
 async def test_memory_encoding_stays_compact(redis: Redis) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     await store.upsert(S, [candle(i) for i in range(BUCKET_SIZE * 3)])
     assert await redis.object("encoding", store.keys.candle_bucket(S, 1)) == b"listpack"
 
@@ -176,7 +176,7 @@ def test_any_sequence_of_upserts_leaves_the_last_value_per_open_time(
 
 
 async def test_rest_copy_without_trade_count_is_not_a_revision(redis: Redis) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     await store.upsert(S, [candle(1)])
     res = await store.upsert(S, [replace(candle(1), trades=None)], emit_events=True)
     assert (res.new, res.replaced, res.unchanged) == (0, 0, 1)
@@ -187,7 +187,7 @@ async def test_rest_copy_without_trade_count_is_not_a_revision(redis: Redis) -> 
 
 
 async def test_upserts_survive_a_flushed_script_cache(redis: Redis) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     await store.upsert(S, [candle(1)])
     await redis.script_flush()  # what a restarted Redis looks like to a long-lived client
     res = await store.upsert(S, [candle(1), candle(2)], emit_events=True)

@@ -14,6 +14,7 @@ from storage.candles import CandleStore
 from storage.client import Redis
 from storage.codec import pack_record
 from storage.columns import OK, CandleColumns, candle_problems, pack_records
+from storage.keys import Keys
 
 T0 = 1769904000000  # 2026-02-01 00:00 UTC, on every grid up to 1d
 prices = st.one_of(
@@ -76,7 +77,7 @@ def test_packed_records_are_the_codecs() -> None:
 async def test_columns_and_objects_store_alike(redis: Redis) -> None:
     cs = [Candle(T0 + i * 60_000, 10.0, 11.0, 9.0, 10.5, float(i), i) for i in range(0, 700, 3)]
     a, b = SeriesId.parse("binance:A/USDT:1m"), SeriesId.parse("binance:B/USDT:1m")
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     ra = await store.upsert(a, cs)
     rb = await store.upsert(b, CandleColumns.from_candles(cs))
     assert (ra.new, ra.count, ra.last_open_time) == (rb.new, rb.count, rb.last_open_time)
@@ -88,7 +89,7 @@ async def test_columns_and_objects_store_alike(redis: Redis) -> None:
 
 async def test_a_candle_twice_in_one_batch_is_judged_in_order(redis: Redis) -> None:
     s = SeriesId.parse("binance:C/USDT:1m")
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     c = Candle(T0, 10.0, 11.0, 9.0, 10.5, 1.0, 3)
     revised = Candle(T0, 10.0, 11.0, 9.0, 10.6, 2.0, 4)
     res = await store.upsert(s, [c, c])
@@ -100,7 +101,7 @@ async def test_a_candle_twice_in_one_batch_is_judged_in_order(redis: Redis) -> N
 
 async def test_holes_besides_what_was_written_are_the_stores_holes(redis: Redis) -> None:
     s = SeriesId.parse("binance:D/USDT:1m")
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     earlier = [T0 + i * 60_000 for i in (5, 6, 300)]  # stored before, inside the file's gaps
     await store.upsert(s, [Candle(t, *(10.0, 11.0, 9.0, 10.5, 1.0, 3)) for t in earlier])
     written = [T0 + i * 60_000 for i in range(400) if i not in (5, 6, 7, 200, 300, 301)]

@@ -32,6 +32,7 @@ from ingest.csvfiles import CsvFile, read_csv
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
 from storage.client import Redis
+from storage.keys import Keys
 from tests.market_data import FUTURES_1M, market_file
 
 LINK = market_file(FUTURES_1M["LINK"])
@@ -206,10 +207,10 @@ async def test_backfill_stores_every_real_candle_and_notes_the_early_closes(
 ) -> None:
     path = _write(tmp_path / "LINKUSDT-1m-2026-02.csv", _odd_rows(), False, "us")
     series = SeriesId.parse("binance:LINK/USDT:1m")
-    report = await backfill_csv(CandleStore(redis), series, path, WallClock())
+    report = await backfill_csv(CandleStore(redis, Keys()), series, path, WallClock())
     assert (report.stored, report.rejected, report.holes) == (20, {}, [])
     assert any("2 candle(s) closed early" in n for n in report.notes), report.notes
-    stored = await CandleStore(redis).range(series)
+    stored = await CandleStore(redis, Keys()).range(series)
     assert [c.open_time for c in stored] == [c.open_time for c in read_csv(path).candles]
 
 
@@ -244,7 +245,7 @@ def _frame(row: list[str], close_time: int | None) -> str:
 async def test_websocket_kline_closed_early_is_stored(redis: Redis) -> None:
     rows = _odd_rows()
     series = SeriesId.parse("binance:LINK/USDT:1m")
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     t2 = int(rows[2][0])
     # the exchange closed row 2's candle 25.5 s in; we are 30 s into its minute
     sink = CandleSink(store, _At(t2 + 30_000), clock_margin_s=0)

@@ -20,14 +20,10 @@ from core.series import SeriesId, global_model_id
 from cryptocast.redis_server import RedisServer
 from forecaster.data import CandleArrays
 from forecaster.inference import LoadedModel
-from storage.candles import CandleStore
 from storage.client import Redis
-from storage.events import CandleEvents
-from storage.keys import Keys
+from storage.facade import Storage
 from storage.leases import Leases
-from storage.paths import PathStore
 from storage.predictions import PredictionBus
-from storage.registry import ModelRegistry, TrainingLog
 from tests.e2e_support import Service, service_env, start_pipeline, start_replay, wait_for
 
 pytestmark = pytest.mark.slow
@@ -73,15 +69,15 @@ async def subscribe(
 
 
 async def test_one_prediction_per_closed_candle_from_the_promoted_model(
-    redis: Redis, redis_server: RedisServer, tmp_path: Path
+    redis: Redis, storage: Storage, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     exchange = await start_replay(SYMBOLS, 1400, tmp_path, speed=90)
     env = service_env(
         redis_server.url, exchange, [s.key for s in SERIES], retrain_every=25, stale_after=30
     )
     ingest, forecast = start_pipeline(env, tmp_path)
-    bus, registry, leases = PredictionBus(redis), ModelRegistry(redis), Leases(redis)
-    store = CandleStore(redis)
+    bus, registry, leases = storage.predictions, storage.registry, storage.leases
+    store = storage.candles
     received: list[tuple[Prediction, bool]] = []
     ready = asyncio.Event()
     sub = asyncio.create_task(subscribe(redis, bus, received, leases, ready))
@@ -140,7 +136,7 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
             assert p.predicted_close == pytest.approx(ref.pred_close, rel=1e-6, abs=0)
             assert p.latency_ms >= 0
         # the dashboard's path, stored by the forecaster after a prediction of this run
-        stored = await PathStore(redis, Keys()).read(s)
+        stored = await storage.paths.read(s)
         assert stored is not None, f"no forecast path stored for {s}"
         assert as_ofs[0] <= stored.as_of <= as_ofs[-1] and stored.steps == 240
         assert stored.model.version in promoted and stored.points[0].time == stored.as_of + step
@@ -148,7 +144,7 @@ async def test_one_prediction_per_closed_candle_from_the_promoted_model(
 
 
 async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
-    redis: Redis, redis_server: RedisServer, tmp_path: Path
+    redis: Redis, storage: Storage, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     exchange = await start_replay(SYMBOLS, 1600, tmp_path, speed=60)
     series, added = SERIES
@@ -165,8 +161,8 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
     ingest = Service("ingest", {**env, "CRYPTOCAST_SERIES": ",".join(SERIES_KEYS)}, tmp_path)
     ingest.start()
     forecast = Service("forecast", env, tmp_path).start()
-    bus, registry, leases = PredictionBus(redis), ModelRegistry(redis), Leases(redis)
-    events = CandleEvents(redis)
+    bus, registry, leases = storage.predictions, storage.registry, storage.leases
+    events = storage.events
     try:
 
         async def serving_and_training() -> bool:
@@ -183,7 +179,7 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
         forecast.kill()  # mid-stream and mid-training: the training child dies with it
         published_before = await bus.count(series)
 
-        store = CandleStore(redis)
+        store = storage.candles
         last_at_kill = await store.last_open_time(series)
         assert last_at_kill is not None
 
@@ -246,4 +242,4 @@ async def test_killed_forecaster_loses_no_event_and_serves_the_last_good_model(
     # the added series was served by the global model at once, with no training of its own
     for_added = await bus.since(added)
     assert for_added and {p.model.version for p in for_added} <= set(versions)
-    assert await registry.versions(added) == [] and await TrainingLog(redis).state(added) == {}
+    assert await registry.versions(added) == [] and await storage.training_log.state(added) == {}

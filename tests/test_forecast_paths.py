@@ -18,14 +18,11 @@ from cryptocast.redis_server import RedisServer
 from forecaster.data import CandleArrays
 from forecaster.serving.paths import PathRefresher
 from forecaster.serving.worker import SeriesWorker, ServingContext
-from storage.candles import CandleStore
 from storage.client import Redis
-from storage.events import CandleEvents
+from storage.facade import Storage
 from storage.keys import Keys
 from storage.paths import ForecastPath, PathStore
-from storage.predictions import PredictionBus
 from storage.registry import ModelRecord, ModelRegistry
-from storage.scores import LiveScores
 from tests.e2e_support import wait_for
 from tests.forecaster_support import (
     FixedClock,
@@ -54,19 +51,15 @@ async def _stored_at(store: PathStore, series: SeriesId, as_of: int) -> Forecast
 async def test_published_prediction_refreshes_the_stored_path_the_web_serves(
     redis: Redis, redis_server: RedisServer
 ) -> None:
-    keys = Keys()
-    record = await _promoted(redis, keys)
+    storage = Storage.build(redis, Keys())
+    record = await _promoted(redis, storage.keys)
     candles = btc_candles(3000)
-    store = CandleStore(redis, keys)
+    store = storage.candles
     await store.upsert(SERIES, list(candles[:START]))
-    paths = PathRefresher(PathStore(redis, keys), 48, settle_s=0.05)
+    paths = PathRefresher(storage.paths, 48, settle_s=0.05)
     ctx = ServingContext(
         settings=load_settings(schedule={"stale_after": 10**6}),
-        store=store,
-        events=CandleEvents(redis, keys),
-        bus=PredictionBus(redis, keys),
-        registry=ModelRegistry(redis, keys),
-        scores=LiveScores(redis, keys),
+        storage=storage,
         clock=FixedClock(candles[-1].open_time + 3_600_000),
         consumer="test",
         paths=paths,

@@ -17,6 +17,7 @@ from ingest.binance_ws import BinanceKlineSource
 from ingest.sink import CandleSink
 from storage.candles import CandleStore
 from storage.client import Redis
+from storage.keys import Keys
 from tests.e2e_support import wait_for
 
 S = SeriesId.parse("binance:BTC/USDT:1m")
@@ -68,7 +69,7 @@ async def test_ten_megabyte_frame_is_refused_and_ingest_goes_on(redis: Redis) ->
 
     async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
         port = server.sockets[0].getsockname()[1]
-        store = CandleStore(redis)
+        store = CandleStore(redis, Keys())
         sink = CandleSink(store, WallClock())
         settings = IngestSettings(
             max_frame_bytes=1 << 20, reconnect_min_s=0.05, reconnect_max_s=0.2

@@ -25,12 +25,7 @@ from forecaster.serving.scheduler import TrainingScheduler
 from forecaster.serving.worker import SeriesWorker, ServingContext
 from forecaster.training.pooled import MIN_HOLDOUT_PER_SERIES, candles_per_series, train_global
 from forecaster.training.promotion import decide_promotion
-from storage.candles import CandleStore
-from storage.client import Redis
-from storage.events import CandleEvents
-from storage.predictions import PredictionBus
-from storage.registry import ModelRegistry, TrainingLog
-from storage.scores import LiveScores
+from storage.facade import Storage
 from tests.forecaster_support import promote_trained, tiny_settings
 from tests.market_data import FUTURES_1M, market_file
 
@@ -142,7 +137,7 @@ def _candles(arrays: CandleArrays) -> list[Candle]:
 
 
 async def test_a_new_series_is_served_from_its_first_full_window_without_training(
-    redis: Redis,
+    storage: Storage,
 ) -> None:
     """A series the global model never saw (here NEAR, relabelled and left out of training)
     is predicted by it as soon as its first ``window + 1`` candles exist, and nothing trains
@@ -150,19 +145,15 @@ async def test_a_new_series_is_served_from_its_first_full_window_without_trainin
     members = {k: a for k, a in futures_arrays().items() if "NEAR" not in k}
     result = train_global(members, settings_for_test())
     new = SeriesId.parse("binance:NEW/USDT:1m")
-    registry = ModelRegistry(redis)
+    registry = storage.registry
     rec = await promote_trained(registry, new, result, trained_at=1)
     candles = _candles(futures_arrays()["binance:NEAR/USDT:1m"].slice(2000, 2040))
     settings = load_settings(series=[new.key], schedule={"stale_after": 10**6})
     assert settings.model.scope == "global"
-    store = CandleStore(redis)
+    store = storage.candles
     ctx = ServingContext(
         settings=settings,
-        store=store,
-        events=CandleEvents(redis),
-        bus=PredictionBus(redis),
-        registry=registry,
-        scores=LiveScores(redis),
+        storage=storage,
         clock=ExchangeClock(ClockSync(candles[-1].open_time + 60_000, 0, 0.0)),
         consumer="test",
     )
@@ -178,8 +169,8 @@ async def test_a_new_series_is_served_from_its_first_full_window_without_trainin
     assert {p.model.version for p in published} == {rec.version}
     assert worker.stats.skipped == {"incomplete_window": window}
     # no model, no training of its own: the scheduler only ever trains the global model
-    assert await registry.versions(new) == [] and await TrainingLog(redis).state(new) == {}
-    scheduler = TrainingScheduler(settings, store, lambda: [new])
+    assert await registry.versions(new) == [] and await storage.training_log.state(new) == {}
+    scheduler = TrainingScheduler(settings, storage, lambda: [new])
     assert scheduler.subjects() == [global_model_id(M1)]
     await worker.holder.close()
     assert ctx.models is not None

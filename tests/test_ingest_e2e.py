@@ -27,6 +27,7 @@ from ingest.ccxt_source import CcxtPollSource, CcxtWatchSource
 from replay import FaultConfig
 from storage.candles import CandleStore
 from storage.client import Redis
+from storage.keys import Keys
 from tests.e2e_support import wait_for
 from tests.ingest_support import (
     FILES,
@@ -288,7 +289,7 @@ async def test_cli_ingest_stores_and_stops_on_sigterm(
         # Read its output all along: a full pipe would block the service's logging.
         done = asyncio.ensure_future(proc.communicate())
         try:
-            store = CandleStore(redis)
+            store = CandleStore(redis, Keys())
 
             async def history_and_live_stored() -> bool:
                 assert proc.returncode is None, "cryptocast ingest exited early"

@@ -23,15 +23,11 @@ from forecaster.calibration import AciState
 from forecaster.econometric import FilterState, VarianceModel
 from forecaster.features import log_returns
 from forecaster.serving.worker import SeriesWorker, ServingContext
-from storage.calibration import CalibrationStore, levels
-from storage.candles import CandleStore
+from storage.calibration import levels
 from storage.client import Redis
-from storage.events import CandleEvents
+from storage.facade import Storage
 from storage.health import series_health
 from storage.keys import Keys
-from storage.predictions import PredictionBus
-from storage.registry import ModelRegistry
-from storage.scores import LiveScores
 from tests.forecaster_support import H1, btc_arrays, btc_candles, promote_trained, trained_tiny
 
 SERIES = SeriesId.parse("binance:BTC/USDT:1h")
@@ -47,26 +43,22 @@ class FixedClock:
         return self.now
 
 
-async def _setup(redis: Redis, prefix: str, meta_change: dict[str, Any] | None = None) -> Any:
-    keys = Keys(prefix)
+async def _setup(redis: Redis, prefix: str, meta_change: dict[str, Any] | None = None) -> Storage:
+    storage = Storage.build(redis, Keys(prefix))
     result = trained_tiny()
-    registry = ModelRegistry(redis, keys)
+    registry = storage.registry
     meta = {**result.meta, "trained_at": 1, **(meta_change or {})}
     await promote_trained(registry, SERIES, result, **meta)
-    store = CandleStore(redis, keys)
+    store = storage.candles
     await store.upsert(SERIES, list(btc_candles(3000)[:START]))
-    return keys, registry, store
+    return storage
 
 
-def _worker(redis: Redis, keys: Keys, registry: ModelRegistry, store: CandleStore, name: str):
+def _worker(storage: Storage, name: str):
     settings = load_settings(schedule={"stale_after": 10**6}, forecast={"calibration_gamma": GAMMA})
     ctx = ServingContext(
         settings=settings,
-        store=store,
-        events=CandleEvents(redis, keys),
-        bus=PredictionBus(redis, keys),
-        registry=registry,
-        scores=LiveScores(redis, keys),
+        storage=storage,
         clock=FixedClock(btc_candles(3000)[-1].open_time + 3_600_000),
         consumer=name,
     )
@@ -85,20 +77,20 @@ async def _feed(ctx: ServingContext, worker: SeriesWorker, candles: list[Candle]
 async def _run(
     redis: Redis, prefix: str, split: bool, meta_change: dict[str, Any] | None = None
 ) -> tuple[list[Prediction], dict[str, Any] | None]:
-    keys, registry, store = await _setup(redis, prefix, meta_change)
+    storage = await _setup(redis, prefix, meta_change)
     live = list(btc_candles(3000)[START:END])
     if split:
         # A worker serves the first part and goes away; another consumer (a restarted process
         # or another replica) takes the series over with fresh memory.
-        ctx, worker = _worker(redis, keys, registry, store, "replica-a")
+        ctx, worker = _worker(storage, "replica-a")
         await _feed(ctx, worker, live[: SPLIT - START])
-        ctx, worker = _worker(redis, keys, registry, store, "replica-b")
+        ctx, worker = _worker(storage, "replica-b")
         await _feed(ctx, worker, live[SPLIT - START :])
     else:
-        ctx, worker = _worker(redis, keys, registry, store, "only")
+        ctx, worker = _worker(storage, "only")
         await _feed(ctx, worker, live)
     msgs = await ctx.bus.recent(SERIES, count=1000)
-    return msgs, await CalibrationStore(redis, keys).read(SERIES)
+    return msgs, await storage.calibration.read(SERIES)
 
 
 def _check_message(p: Prediction) -> None:
@@ -142,11 +134,11 @@ async def test_calibration_survives_a_hand_over_and_has_no_look_ahead(redis: Red
 
 
 async def test_status_shows_nominal_and_effective_level(redis: Redis) -> None:
-    keys, registry, store = await _setup(redis, "st")
-    ctx, worker = _worker(redis, keys, registry, store, "st")
+    storage = await _setup(redis, "st")
+    ctx, worker = _worker(storage, "st")
     await _feed(ctx, worker, list(btc_candles(3000)[START : START + 5]))
     health = await series_health(
-        redis, store, SERIES, ctx.clock, stale_after=10**6, scope=ctx.settings.model.scope
+        storage, SERIES, ctx.clock, stale_after=10**6, scope=ctx.settings.model.scope
     )
     cal = health["calibration"]
     assert cal["nominal"] == 0.9 and cal["scored"] == 4
@@ -196,8 +188,8 @@ def _flat_after(n: int) -> list[Candle]:
 
 
 async def test_zero_range_candles_never_give_a_nan(redis: Redis) -> None:
-    keys, registry, store = await _setup(redis, "flat")
-    ctx, worker = _worker(redis, keys, registry, store, "flat")
+    storage = await _setup(redis, "flat")
+    ctx, worker = _worker(storage, "flat")
     await _feed(ctx, worker, _flat_after(40))  # longer than the window: a constant series
     msgs = await ctx.bus.recent(SERIES, count=100)
     assert len(msgs) == 40

@@ -13,10 +13,9 @@ from config.settings import load_settings
 from core.clock import WallClock
 from core.series import SeriesId, global_model_id
 from cryptocast.redis_server import RedisServer
-from storage.candles import CandleStore
 from storage.client import Redis
+from storage.facade import Storage
 from storage.health import series_health
-from storage.registry import ModelRegistry
 from tests.e2e_support import status_json
 from tests.forecaster_support import btc_candles
 from tests.web_support import serve
@@ -24,9 +23,11 @@ from tests.web_support import serve
 S = SeriesId.parse("binance:BTC/USDT:1h")
 
 
-async def test_an_aged_model_reports_its_true_age(redis: Redis, redis_server: RedisServer) -> None:
+async def test_an_aged_model_reports_its_true_age(
+    redis: Redis, storage: Storage, redis_server: RedisServer
+) -> None:
     candles = btc_candles(1000)
-    store, registry = CandleStore(redis), ModelRegistry(redis)
+    store, registry = storage.candles, storage.registry
     await store.upsert(S, candles)
     trained = candles[100]  # trained on candles up to this one: 899 have closed since
     meta = {
@@ -40,7 +41,7 @@ async def test_an_aged_model_reports_its_true_age(redis: Redis, redis_server: Re
     subject = global_model_id(S.timeframe)  # the default scope: the timeframe's global model
     await registry.promote(subject, await registry.put(subject, b"weights", meta))
 
-    entry = await series_health(redis, store, S, WallClock(), stale_after=3, scope="global")
+    entry = await series_health(storage, S, WallClock(), stale_after=3, scope="global")
     assert entry["model"]["age_candles"] == 899
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
@@ -53,3 +54,17 @@ async def test_an_aged_model_reports_its_true_age(redis: Redis, redis_server: Re
     async with serve(settings, redis) as base, httpx.AsyncClient(base_url=base) as client:
         api = (await client.get("/api/status")).json()
     assert api["series"][0]["model"]["age_candles"] == 899
+
+
+async def test_the_last_training_is_that_of_the_model_serving_the_series(storage: Storage) -> None:
+    """With the global scope a series has no training of its own: its ``last_training`` is its
+    timeframe's global model's (it was always null, whatever had trained)."""
+    await storage.candles.upsert(S, btc_candles(10))
+    await storage.training_log.record(
+        global_model_id(S.timeframe), outcome="promoted", version="v000001", duration_s=1.5
+    )
+    entry = await series_health(storage, S, WallClock(), stale_after=3, scope="global")
+    assert entry["last_training"]["outcome"] == "promoted"
+    assert entry["last_training"]["version"] == "v000001"
+    own = await series_health(storage, S, WallClock(), stale_after=3, scope="series")
+    assert own["last_training"] is None

@@ -13,9 +13,10 @@ from core.series import SeriesId
 from forecaster.serving.scheduler import TrainingScheduler
 from forecaster.serving.worker import ModelCache, ModelHolder
 from forecaster.training.job import EXIT_FAILED, train_series
-from storage.candles import CandleStore
 from storage.client import Redis
-from storage.registry import ModelRegistry, TrainingLog
+from storage.facade import Storage
+from storage.keys import Keys
+from storage.registry import ModelRegistry
 from tests.forecaster_support import btc_candles, trained_tiny
 
 S = SeriesId.parse("binance:BTC/USDT:1h")
@@ -25,7 +26,7 @@ async def test_bad_artifacts_are_refused_and_the_last_good_model_keeps_serving(
     redis: Redis,
 ) -> None:
     good = trained_tiny()
-    registry = ModelRegistry(redis)
+    registry = ModelRegistry(redis, Keys())
     cache = ModelCache(registry)
     holder = ModelHolder(cache, S, structlog.get_logger("test"))
 
@@ -83,9 +84,9 @@ def _npz_with(npz: bytes, dense_kernel: np.ndarray) -> bytes:
 
 
 async def test_failed_training_is_recorded_with_its_cause_and_retried_later(
-    redis: Redis, settings: Settings
+    storage: Storage, settings: Settings
 ) -> None:
-    store = CandleStore(redis)
+    store = storage.candles
     await store.upsert(S, btc_candles(700))
     # a window longer than the slices can hold makes training fail for a real reason
     bad = settings.model_copy(
@@ -109,12 +110,12 @@ async def test_failed_training_is_recorded_with_its_cause_and_retried_later(
         }
     )
     assert await train_series(bad, S) == EXIT_FAILED
-    state = await TrainingLog(redis).state(S)
+    state = await storage.training_log.state(S)
     assert state["outcome"] == "failed" and state["error"]
-    assert await ModelRegistry(redis).current(S) is None  # nothing half-made was promoted
-    assert await redis.get(store.keys.lease(S, "train")) is None  # the lease was released
+    assert await storage.registry.current(S) is None  # nothing half-made was promoted
+    assert await storage.redis.get(storage.keys.lease(S, "train")) is None  # the lease was released
 
-    scheduler = TrainingScheduler(bad, store, lambda: [S])
+    scheduler = TrainingScheduler(bad, storage, lambda: [S])
     assert await scheduler.needs_training(S) is None  # not at once: after retrain_every candles
     more = btc_candles(760)[700:]
     await store.upsert(S, more)
@@ -122,7 +123,7 @@ async def test_failed_training_is_recorded_with_its_cause_and_retried_later(
 
 
 async def test_scheduler_trains_the_most_overdue_series_first(
-    redis: Redis, settings: Settings
+    storage: Storage, settings: Settings
 ) -> None:
     """When training cannot keep up, the first configured series must not take every turn:
     no model first, then an expired model, then the series longest since its last attempt."""
@@ -131,7 +132,7 @@ async def test_scheduler_trains_the_most_overdue_series_first(
     )
     model = settings.model.model_copy(update={"scope": "series"})
     cfg = settings.model_copy(update={"schedule": sched, "model": model})
-    store, registry, tlog = CandleStore(redis), ModelRegistry(redis), TrainingLog(redis)
+    store, registry, tlog = storage.candles, storage.registry, storage.training_log
     candles = btc_candles(1000)
     tf = S.timeframe
     newest = tf.floor_index(candles[-1].open_time)
@@ -147,7 +148,7 @@ async def test_scheduler_trains_the_most_overdue_series_first(
         age = newest - tf.floor_index(trained.open_time)
         await tlog.record(s, index=newest - (60 if name == "expired" else age))
     held = [series[n] for n in names]
-    scheduler = TrainingScheduler(cfg, store, lambda: held)
+    scheduler = TrainingScheduler(cfg, storage, lambda: held)
     assert await scheduler.most_urgent() == (series["new"], "no model")
     held.remove(series["new"])
     assert await scheduler.most_urgent() == (series["expired"], "model expired (499 candles old)")

@@ -13,9 +13,10 @@ import pytest
 from core.clock import WallClock
 from core.model_meta import ModelMeta, ModelMetaError
 from core.series import SeriesId, Timeframe
-from storage.candles import CandleStore
 from storage.client import Redis
+from storage.facade import Storage
 from storage.health import series_health
+from storage.keys import Keys
 from storage.registry import ModelIntegrityError, ModelRegistry
 from tests.forecaster_support import btc_candles, trained_tiny
 
@@ -38,7 +39,7 @@ async def test_trained_metadata_round_trips_through_the_registry(redis: Redis) -
         "holdout": {**result.meta["holdout"], "per_series": {"binance:ETH/USDT:1h": {"crps": 1}}},
         "future_field": {"nested": [1, 2.5, None]},
     }
-    reg = ModelRegistry(redis)
+    reg = ModelRegistry(redis, Keys())
     put = await reg.put(S, result.artifact, newer)
     stored = await redis.hget(reg.keys.model_version(S, put.version), "meta")
     # Byte-compatible: the writer's dict, plus what the registry adds, as orjson writes it.
@@ -126,15 +127,17 @@ def test_age_in_calendar_frames() -> None:
 async def test_invalid_metadata_is_refused_on_put(
     redis: Redis, meta: dict[str, Any], where: str
 ) -> None:
-    reg = ModelRegistry(redis)
+    reg = ModelRegistry(redis, Keys())
     with pytest.raises(ModelMetaError, match=re.escape(where)):
         await reg.put(S, b"weights", meta)
     assert await reg.versions(S) == []  # nothing half-stored
 
 
-async def test_metadata_invalid_in_redis_is_an_integrity_error(redis: Redis) -> None:
+async def test_metadata_invalid_in_redis_is_an_integrity_error(
+    redis: Redis, storage: Storage
+) -> None:
     candles = btc_candles(200)
-    store, reg = CandleStore(redis), ModelRegistry(redis)
+    store, reg = storage.candles, storage.registry
     await store.upsert(S, candles)
     rec = await reg.put(S, b"weights", _meta(candles[100].open_time, trained_at=1))
     await reg.promote(S, rec)
@@ -145,5 +148,5 @@ async def test_metadata_invalid_in_redis_is_an_integrity_error(redis: Redis) -> 
     await redis.hset(key, "meta", orjson.dumps(raw))
     with pytest.raises(ModelIntegrityError, match=re.escape("training_range.last_open_time")):
         await reg.current(S)
-    entry = await series_health(redis, store, S, WallClock(), stale_after=3, scope="series")
+    entry = await series_health(storage, S, WallClock(), stale_after=3, scope="series")
     assert entry["model"] is not None and "training_range" in entry["model"]["error"]

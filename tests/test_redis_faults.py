@@ -18,6 +18,7 @@ from cryptocast.redis_server import RedisServer
 from replay import ReplayExchange
 from storage.candles import CandleStore
 from storage.client import connect
+from storage.keys import Keys
 from storage.predictions import PredictionBus
 from tests.e2e_support import Service, service_env, start_pipeline, start_replay, wait_for
 
@@ -46,7 +47,7 @@ async def _kill_and_restart(
     settings = load_settings(redis_url=server.url)
     try:
         redis = await connect(settings)
-        store, bus = CandleStore(redis), PredictionBus(redis)
+        store, bus = CandleStore(redis, Keys()), PredictionBus(redis, Keys())
 
         async def predicting() -> bool:
             return await bus.count(SERIES) >= 3
@@ -63,7 +64,7 @@ async def _kill_and_restart(
         server.start()  # same port, same data directory
 
         redis = await connect(settings)
-        store, bus = CandleStore(redis), PredictionBus(redis)
+        store, bus = CandleStore(redis, Keys()), PredictionBus(redis, Keys())
         after_restart = set(await store.open_times(SERIES))
         assert before <= after_restart, "a candle stored before the kill was lost"
 
@@ -111,7 +112,7 @@ async def test_services_wait_for_redis_at_start(tmp_path: Path) -> None:
             redis = await connect(load_settings(redis_url=server.url))
 
             async def stored() -> bool:
-                return await CandleStore(redis).count(SERIES) > 100
+                return await CandleStore(redis, Keys()).count(SERIES) > 100
 
             await wait_for(stored, 60, "ingest to start once Redis is up", on_fail=ingest.tail)
             await redis.aclose()

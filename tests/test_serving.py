@@ -7,12 +7,7 @@ import time
 from config.settings import load_settings
 from core.series import SeriesId
 from forecaster.serving.worker import SeriesWorker, ServingContext
-from storage.candles import CandleStore
-from storage.client import Redis
-from storage.events import CandleEvents
-from storage.predictions import PredictionBus
-from storage.registry import ModelRegistry
-from storage.scores import LiveScores
+from storage.facade import Storage
 from tests.forecaster_support import btc_candles, promote_trained, tiny_settings, trained_tiny
 
 SERIES = SeriesId.parse("binance:BTC/USDT:1h")
@@ -28,7 +23,7 @@ class FixedClock:
         return self.now
 
 
-async def test_events_after_a_hole_are_skipped_until_the_window_is_whole(redis: Redis) -> None:
+async def test_events_after_a_hole_are_skipped_until_the_window_is_whole(storage: Storage) -> None:
     """A candle is missing (a hole gap fill has not repaired yet). Every event whose window
     reaches back over it is skipped as ``incomplete_window``; the worker survives (it used to
     crash here: its in-memory window kept the short read across the hole and later grew to
@@ -37,18 +32,14 @@ async def test_events_after_a_hole_are_skipped_until_the_window_is_whole(redis: 
     candles = btc_candles(2900)
     hole = 2850
     result = trained_tiny()  # trained on the first 2,800: the hole is in its future
-    registry = ModelRegistry(redis)
+    registry = storage.registry
     await promote_trained(registry, SERIES, result, trained_at=1)
-    store = CandleStore(redis)
+    store = storage.candles
     await store.upsert(SERIES, [c for c in candles[:hole]])
     settings = load_settings(schedule={"stale_after": 10**6})
     ctx = ServingContext(
         settings=settings,
-        store=store,
-        events=CandleEvents(redis),
-        bus=PredictionBus(redis),
-        registry=registry,
-        scores=LiveScores(redis),
+        storage=storage,
         clock=FixedClock(candles[-1].open_time + 3_600_000),
         consumer="test",
     )

@@ -15,6 +15,7 @@ from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import Redis
 from storage.events import CandleEvents
+from storage.keys import Keys
 from storage.leases import Leases
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRegistry
@@ -29,7 +30,7 @@ def prediction(as_of: int, close: float = 100.0) -> Prediction:
 
 
 async def test_pending_events_survive_a_dead_consumer_and_are_claimed(redis: Redis) -> None:
-    store, events = CandleStore(redis), CandleEvents(redis)
+    store, events = CandleStore(redis, Keys()), CandleEvents(redis, Keys())
     await events.ensure_group(S)
     await events.ensure_group(S)  # idempotent
     await store.upsert(S, [Candle(i * MIN, 1, 2, 0.5, 1.5, 1) for i in range(5)], emit_events=True)
@@ -48,7 +49,7 @@ async def test_pending_events_survive_a_dead_consumer_and_are_claimed(redis: Red
 
 
 async def test_prediction_published_once_on_channel_stream_and_latest(redis: Redis) -> None:
-    bus = PredictionBus(redis, stream_len=100)
+    bus = PredictionBus(redis, Keys(), stream_len=100)
     received: list[Prediction] = []
     ready = asyncio.Event()
 
@@ -80,7 +81,7 @@ async def test_prediction_published_once_on_channel_stream_and_latest(redis: Red
 
 
 async def test_subscribe_helper_yields_predictions(redis: Redis) -> None:
-    bus = PredictionBus(redis)
+    bus = PredictionBus(redis, Keys())
     it = bus.subscribe([S])
     first = asyncio.ensure_future(it.__anext__())
     deadline = asyncio.get_running_loop().time() + 5
@@ -93,7 +94,7 @@ async def test_subscribe_helper_yields_predictions(redis: Redis) -> None:
 
 
 async def test_leases_are_exclusive_and_only_the_holder_renews_or_releases(redis: Redis) -> None:
-    leases = Leases(redis)
+    leases = Leases(redis, Keys())
     assert await leases.acquire(S, "serve", "a", 10_000)
     assert not await leases.acquire(S, "serve", "b", 10_000)
     assert await leases.acquire(S, "serve", "a", 10_000)  # re-acquire = renew
@@ -114,7 +115,7 @@ TRAINED = {"training_range": {"last_open_time": 0}}
 
 
 async def test_registry_versions_promotion_and_pruning(redis: Redis) -> None:
-    reg = ModelRegistry(redis)
+    reg = ModelRegistry(redis, Keys())
     assert await reg.current(S) is None
     r1 = await reg.put(S, b"model-one", {**TRAINED, "window": 60})
     r2 = await reg.put(S, b"model-two", {**TRAINED, "window": 60})
@@ -137,7 +138,7 @@ async def test_registry_versions_promotion_and_pruning(redis: Redis) -> None:
 
 
 async def test_registry_refuses_corrupted_or_mismatched_artifacts(redis: Redis) -> None:
-    reg = ModelRegistry(redis)
+    reg = ModelRegistry(redis, Keys())
     rec = await reg.put(S, b"good bytes", {**TRAINED, "features": ["ret"]})
     await reg.promote(S, rec)
     key = reg.keys.model_version(S, rec.version)

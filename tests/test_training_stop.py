@@ -25,6 +25,7 @@ from forecaster.training.job import EXIT_FAILED, train_series
 from forecaster.training.train import TrainingStopped, train
 from storage.candles import CandleStore
 from storage.client import Redis
+from storage.keys import Keys
 from storage.leases import Leases
 from storage.registry import ModelRegistry, TrainingLog
 from tests.e2e_support import reaped, wait_for
@@ -47,7 +48,7 @@ def _start_job(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 async def _running(redis: Redis) -> bool:
-    return (await TrainingLog(redis).state(S)).get("outcome") == "running"
+    return (await TrainingLog(redis, Keys()).state(S)).get("outcome") == "running"
 
 
 def test_a_set_stop_flag_ends_the_fit_at_the_first_batch() -> None:
@@ -62,7 +63,7 @@ def test_a_set_stop_flag_ends_the_fit_at_the_first_batch() -> None:
 async def test_a_lease_taken_by_another_owner_stops_the_training_without_a_version(
     redis: Redis, settings: Settings
 ) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     await store.upsert(S, btc_candles(1500))
     lease = store.keys.lease(S, "train")
     stop = threading.Event()
@@ -70,7 +71,7 @@ async def test_a_lease_taken_by_another_owner_stops_the_training_without_a_versi
     run = asyncio.create_task(train_series(_endless(settings), S, stop=stop, lease_ttl_ms=600))
     try:
         await wait_for(lambda: _running(redis), 60, "the training to start")
-        holder = await Leases(redis).holder(S, "train")
+        holder = await Leases(redis, Keys()).holder(S, "train")
         assert holder is not None and holder != "thief"
         # As after a pause longer than the TTL: the lease expired and another job took it.
         await redis.set(lease, "thief", px=60_000)
@@ -82,15 +83,17 @@ async def test_a_lease_taken_by_another_owner_stops_the_training_without_a_versi
         await asyncio.gather(run, return_exceptions=True)
     assert code == EXIT_FAILED and stop.is_set()
     assert took < 20, took
-    assert await ModelRegistry(redis).versions(S) == []  # nothing stored
-    assert await Leases(redis).holder(S, "train") == "thief"  # and its lease left alone
-    assert (await TrainingLog(redis).state(S))["outcome"] == "running"  # the thief's to write
+    assert await ModelRegistry(redis, Keys()).versions(S) == []  # nothing stored
+    assert await Leases(redis, Keys()).holder(S, "train") == "thief"  # and its lease left alone
+    assert (await TrainingLog(redis, Keys()).state(S))[
+        "outcome"
+    ] == "running"  # the thief's to write
 
 
 async def test_sigterm_ends_a_training_process_promptly(
     redis: Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    await CandleStore(redis).upsert(S, btc_candles(1500))
+    await CandleStore(redis, Keys()).upsert(S, btc_candles(1500))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOCAST_")}
     env |= {f"CRYPTOCAST_MODEL__{k.upper()}": str(v) for k, v in ENDLESS.items()}
     env |= {
@@ -108,5 +111,5 @@ async def test_sigterm_ends_a_training_process_promptly(
         took = time.monotonic() - t0
     assert code == EXIT_FAILED, log.read_text()[-2000:]
     assert took < 20, took
-    assert await ModelRegistry(redis).versions(S) == []
-    assert await Leases(redis).holder(S, "train") is None  # released on the way out
+    assert await ModelRegistry(redis, Keys()).versions(S) == []
+    assert await Leases(redis, Keys()).holder(S, "train") is None  # released on the way out

@@ -28,6 +28,7 @@ from cryptocast.up_cmd import redis_url_configured
 from replay import ReplayConfig, ReplayExchange, ReplaySource
 from storage.candles import CandleStore
 from storage.client import connect
+from storage.keys import Keys
 from tests.e2e_support import TINY_MODEL, free_port_pair, status_json, wait_for
 
 pytestmark = pytest.mark.slow
@@ -131,7 +132,7 @@ async def test_up_runs_both_services_on_a_private_redis_and_stops_cleanly(
         started = await wait_for(redis_started, 20, "the private redis-server", on_fail=up_tail(up))
         redis_port = int(started[0]["port"])  # type: ignore[call-overload]
         redis = await connect(load_settings(redis_url=f"redis://127.0.0.1:{redis_port}/0"))
-        store = CandleStore(redis)
+        store = CandleStore(redis, Keys())
 
         async def candles_and_metrics() -> bool:
             return (

@@ -60,7 +60,7 @@ async def subscribed(redis: Redis, series: SeriesId) -> bool:
 async def test_watch_json_prints_each_published_prediction(
     redis: Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    bus = PredictionBus(redis)
+    bus = PredictionBus(redis, Keys())
     out = tmp_path / "watch.out"
     with reaped(watch(redis_server, out, "--json", "--count", "3", "--series", BTC.key)) as proc:
         await wait_for(lambda: subscribed(redis, BTC), 20, "watch to subscribe")
@@ -76,7 +76,7 @@ async def test_watch_json_prints_each_published_prediction(
 async def test_watch_table_shows_latest_and_live_and_exits_on_ctrl_c(
     redis: Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    bus = PredictionBus(redis)
+    bus = PredictionBus(redis, Keys())
     await bus.publish(prediction(BTC, 5 * MIN, 43210.5))  # there before watch starts
     out = tmp_path / "watch.out"
     with reaped(watch(redis_server, out)) as proc:

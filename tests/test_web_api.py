@@ -93,7 +93,7 @@ async def test_series_docs_and_health(redis: Redis, redis_server: RedisServer) -
 
 
 async def test_candles_newest_paging_and_limits(redis: Redis, redis_server: RedisServer) -> None:
-    store = CandleStore(redis)
+    store = CandleStore(redis, Keys())
     stored = candles(300)
     await store.upsert(SeriesId.parse(BTC), stored)
     async with serve(web_settings(redis_server), redis) as base, httpx.AsyncClient() as http:
@@ -135,11 +135,11 @@ async def test_bad_and_unknown_series(redis: Redis, redis_server: RedisServer) -
 
 
 async def test_predictions_latest_and_status(redis: Redis, redis_server: RedisServer) -> None:
-    bus = PredictionBus(redis)
+    bus = PredictionBus(redis, Keys())
     published = [prediction(BTC, T0 + i * MIN) for i in range(30)]
     for p in published:
         assert await bus.publish(p, scores={"mae": 0.5, "naive_mae": 0.6, "mase": 0.83, "n": 30})
-    await CandleStore(redis).upsert(SeriesId.parse(BTC), candles(31))
+    await CandleStore(redis, Keys()).upsert(SeriesId.parse(BTC), candles(31))
     async with serve(web_settings(redis_server), redis) as base, httpx.AsyncClient() as http:
         r = await http.get(base + path(BTC, "predictions"), params={"limit": 10})
         assert r.status_code == 200
@@ -252,7 +252,7 @@ def _clean_env() -> dict[str, str]:
 
 async def test_token_guards_api_and_stream(redis: Redis, redis_server: RedisServer) -> None:
     settings = web_settings(redis_server, token="s3cret")
-    await PredictionBus(redis).publish(prediction(BTC, T0))
+    await PredictionBus(redis, Keys()).publish(prediction(BTC, T0))
     async with serve(settings, redis) as base, httpx.AsyncClient() as http:
         assert (await http.get(base + "/api/series")).status_code == 401
         wrong = await http.get(base + "/api/series", headers={"Authorization": "Bearer nope"})
@@ -299,7 +299,7 @@ async def test_stream_resumes_after_forced_disconnects_without_loss_or_repeat(
     """A publisher runs throughout; the client is cut off (TCP abort, no close handshake) four
     times and reconnects with ``since`` = the last id it got; meanwhile the hub's own pub/sub
     connection is killed too. The client ends with every prediction exactly once, in order."""
-    bus = PredictionBus(redis)
+    bus = PredictionBus(redis, Keys())
     total = 400
     published: list[Prediction] = []
     backlog = [prediction(BTC, T0 + i * MIN) for i in range(40)]
@@ -355,7 +355,7 @@ async def test_stream_resumes_after_forced_disconnects_without_loss_or_repeat(
 async def test_live_stream_survives_hub_disconnect_without_reconnecting(
     redis: Redis, redis_server: RedisServer
 ) -> None:
-    bus = PredictionBus(redis)
+    bus = PredictionBus(redis, Keys())
     async with serve(web_settings(redis_server), redis) as base:
         url = base.replace("http", "ws") + "/api/stream"  # every series, live only
         async with ws_connect(url) as ws:

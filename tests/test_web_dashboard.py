@@ -14,6 +14,7 @@ from config.settings import load_settings
 from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from storage.client import Redis
+from storage.keys import Keys
 from storage.predictions import PredictionBus
 from tests.e2e_support import service_env, start_pipeline, start_replay, wait_for
 from tests.web_support import serve
@@ -49,7 +50,7 @@ async def test_dashboard_chart_follows_new_predictions(
         schedule={"stale_after": 30},
         web={"status_cache_s": 1},
     )
-    bus = PredictionBus(redis)
+    bus = PredictionBus(redis, Keys())
     try:
 
         async def some_predictions() -> bool:

@@ -1,6 +1,7 @@
-"""What every route needs, built once per app: the storage objects over one Redis client, the
-configured series, the token, the stream hub, the stored forecast paths and the status cache.
-Routes get it (and the resolved series, and the token check) through FastAPI dependencies."""
+"""What every route needs, built once per app: the process's storage (one facade over one Redis
+client), the configured series, the token, the stream hub, the stored forecast paths and the
+status cache. Routes get it (and the resolved series, and the token check) through FastAPI
+dependencies."""
 
 from __future__ import annotations
 
@@ -17,11 +18,8 @@ from fastapi import Path as PathParam
 from config.settings import Settings
 from core.clock import shared_clock
 from core.series import SeriesError, SeriesId
-from storage.candles import CandleStore
+from storage.facade import Storage
 from storage.health import series_health
-from storage.keys import Keys
-from storage.paths import PathStore
-from storage.predictions import PredictionBus
 from web.forecast import PathReader
 from web.stream import PredictionHub
 
@@ -53,10 +51,7 @@ class WebContext:
     """The app's shared objects (``app.state.ctx``)."""
 
     settings: Settings
-    redis: Any
-    keys: Keys
-    store: CandleStore
-    bus: PredictionBus
+    storage: Storage
     hub: PredictionHub
     forecasts: PathReader
     configured: dict[str, SeriesId]
@@ -66,20 +61,13 @@ class WebContext:
 
     @classmethod
     def build(cls, settings: Settings, redis: Any) -> WebContext:
-        keys = Keys(settings.key_prefix)
-        store = CandleStore(
-            redis, keys, retention=settings.retention, event_stream_len=settings.event_stream_len
-        )
-        bus = PredictionBus(redis, keys, settings.prediction_stream_len)
+        storage = Storage.from_settings(redis, settings)
         configured = {s.key: s for s in settings.series_ids}
         return cls(
             settings=settings,
-            redis=redis,
-            keys=keys,
-            store=store,
-            bus=bus,
-            hub=PredictionHub(redis, bus, list(configured.values())),
-            forecasts=PathReader(PathStore(redis, keys)),
+            storage=storage,
+            hub=PredictionHub(redis, storage.predictions, list(configured.values())),
+            forecasts=PathReader(storage.paths),
             configured=configured,
             token=settings.web.token.get_secret_value() if settings.web.token else None,
             status_cache=StatusCache(settings.web.status_cache_s),
@@ -108,10 +96,10 @@ class WebContext:
         """``status --json``'s entry for ``series``, through the cache."""
 
         async def compute() -> dict[str, Any]:
-            clock = await shared_clock(self.redis, self.keys.clock(), self.settings.clock)
-            s = self.settings
+            storage, s = self.storage, self.settings
+            clock = await shared_clock(storage.redis, storage.keys.clock(), s.clock)
             return await series_health(
-                self.redis, self.store, series, clock, s.schedule.stale_after, scope=s.model.scope
+                storage, series, clock, s.schedule.stale_after, scope=s.model.scope
             )
 
         return await self.status_cache.get(series.key, compute)

@@ -33,9 +33,8 @@ from config.settings import Settings
 from core.lifecycle import with_timeout
 from core.series import SeriesId, global_model_id
 from forecaster.serving.prom import TRAINING_SECONDS, TRAININGS
-from storage.candles import CandleStore
-from storage.leases import Leases
-from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
+from storage.facade import Storage
+from storage.registry import ModelIntegrityError
 
 log = structlog.get_logger(__name__)
 
@@ -46,19 +45,18 @@ class TrainingScheduler:
     def __init__(
         self,
         settings: Settings,
-        store: CandleStore,
+        storage: Storage,
         held: Callable[[], list[SeriesId]],
         *,
         config_file: str | None = None,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.store = storage.candles
         self.held = held
         self.config_file = config_file
-        keys = store.keys
-        self.registry = ModelRegistry(store.redis, keys)
-        self.tlog = TrainingLog(store.redis, keys)
-        self.leases = Leases(store.redis, keys)
+        self.registry = storage.registry
+        self.tlog = storage.training_log
+        self.leases = storage.leases
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.proc: asyncio.subprocess.Process | None = None
         self.training: SeriesId | None = None

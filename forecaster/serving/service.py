@@ -29,13 +29,7 @@ from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
 from forecaster.serving.scheduler import TrainingScheduler
 from forecaster.serving.worker import SeriesWorker, ServingContext
-from storage.candles import CandleStore
-from storage.events import CandleEvents
-from storage.leases import Leases, Replicas
-from storage.paths import PathStore
-from storage.predictions import PredictionBus
-from storage.registry import ModelRegistry
-from storage.scores import LiveScores
+from storage.facade import Storage
 
 log = structlog.get_logger(__name__)
 
@@ -46,34 +40,32 @@ class ForecastService(Service):
     def __init__(
         self,
         settings: Settings,
-        store: CandleStore,
+        storage: Storage,
         *,
         config_file: str | None = None,
         train: bool = True,
     ) -> None:
         self.settings = settings
-        self.store = store
-        redis, keys = store.redis, store.keys
+        self.storage = storage
+        self.store = storage.candles
         self.replica = settings.forecast.replica_id or (
             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
         self.clock = ExchangeClock() if settings.clock == "exchange" else WallClock()
         self.ctx = ServingContext(
             settings=settings,
-            store=store,
-            events=CandleEvents(redis, keys),
-            bus=PredictionBus(redis, keys, settings.prediction_stream_len),
-            registry=ModelRegistry(redis, keys),
-            scores=LiveScores(redis, keys),
+            storage=storage,
             clock=self.clock,
             consumer=self.replica,
-            paths=PathRefresher(PathStore(redis, keys), settings.forecast.path_steps),
+            paths=PathRefresher(storage.paths, settings.forecast.path_steps),
         )
-        self.leases = Leases(redis, keys)
-        self.replicas = Replicas(redis, keys)
+        self.leases = storage.leases
+        self.replicas = storage.replicas
         self.workers: dict[SeriesId, tuple[SeriesWorker, asyncio.Task[None]]] = {}
         self.scheduler = (
-            TrainingScheduler(settings, store, lambda: list(self.workers), config_file=config_file)
+            TrainingScheduler(
+                settings, storage, lambda: list(self.workers), config_file=config_file
+            )
             if train
             else None
         )

@@ -37,6 +37,7 @@ from forecaster.serving.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTI
 from storage.calibration import CalibrationStore
 from storage.candles import CandleStore
 from storage.events import CandleEvent, CandleEvents
+from storage.facade import Storage
 from storage.predictions import PredictionBus
 from storage.registry import ModelIntegrityError, ModelRecord, ModelRegistry
 from storage.scores import LiveScores
@@ -50,21 +51,24 @@ class ServingContext:
     """What every worker of one forecaster process shares."""
 
     settings: Settings
-    store: CandleStore
-    events: CandleEvents
-    bus: PredictionBus
-    registry: ModelRegistry
-    scores: LiveScores
+    storage: Storage
     clock: Clock
     consumer: str
     batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
-    calibration: CalibrationStore | None = None
     models: ModelCache | None = None
     paths: PathRefresher | None = None  # the dashboard's multi-step paths; None: not kept
+    # The stores the workers use, all the process's one Storage's.
+    store: CandleStore = field(init=False)
+    events: CandleEvents = field(init=False)
+    bus: PredictionBus = field(init=False)
+    registry: ModelRegistry = field(init=False)
+    scores: LiveScores = field(init=False)
+    calibration: CalibrationStore = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.calibration is None:
-            self.calibration = CalibrationStore(self.bus.redis, self.bus.keys)
+        s = self.storage
+        self.store, self.events, self.bus = s.candles, s.events, s.predictions
+        self.registry, self.scores, self.calibration = s.registry, s.scores, s.calibration
         if self.models is None:
             self.models = ModelCache(
                 self.registry, keras=self.settings.forecast.inference == "keras"

@@ -40,9 +40,9 @@ from core.schemas import Candle
 from core.series import SeriesId
 from storage.candles import CandleStore
 from storage.client import connect
-from storage.keys import Keys
+from storage.facade import Storage
 from storage.leases import Leases
-from storage.registry import ModelIntegrityError, ModelRegistry, TrainingLog
+from storage.registry import ModelIntegrityError
 
 LEASE_TTL_MS = 60_000
 EXIT_OK, EXIT_FAILED, EXIT_SKIPPED = 0, 1, 3
@@ -72,13 +72,13 @@ async def train_series(
     structlog.contextvars.bind_contextvars(**series.log_fields(), series=series.key)
     configure_tensorflow(settings.model.threads)
     redis = await connect(settings)
-    keys = Keys(settings.key_prefix)
-    clock = await shared_clock(redis, keys.clock(), settings.clock)
-    store = CandleStore(redis, keys, retention=settings.retention)
-    registry, leases, tlog = (
-        ModelRegistry(redis, keys),
-        Leases(redis, keys),
-        TrainingLog(redis, keys),
+    storage = Storage.from_settings(redis, settings)
+    clock = await shared_clock(redis, storage.keys.clock(), settings.clock)
+    store, registry, leases, tlog = (
+        storage.candles,
+        storage.registry,
+        storage.leases,
+        storage.training_log,
     )
     owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     if not await leases.acquire(series, "train", owner, lease_ttl_ms):

@@ -16,10 +16,8 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ResponseError
 
 from config.settings import load_settings
-from storage.candles import CandleStore
 from storage.client import close_quietly, connect
-from storage.events import CandleEvents
-from storage.predictions import PredictionBus
+from storage.facade import Storage
 
 
 async def anonymous_refused(url: str) -> bool:
@@ -40,7 +38,8 @@ async def main() -> dict[str, Any]:
     settings = load_settings()
     redis = await connect(settings)
     try:
-        store, bus, events = CandleStore(redis), PredictionBus(redis), CandleEvents(redis)
+        storage = Storage.from_settings(redis, settings)
+        store, bus, events = storage.candles, storage.predictions, storage.events
         out: dict[str, Any] = {"series": {}}
         for s in settings.series_ids:
             candles = await store.range(s)

@@ -22,7 +22,7 @@ router = APIRouter(tags=["ops"])
 async def healthz(ctx: Context) -> HealthOut | JSONResponse:
     """Liveness and Redis reachability (no token needed): 200, or 503 when Redis is down."""
     try:
-        await with_timeout(ctx.redis.ping(), 2.0)
+        await with_timeout(ctx.storage.redis.ping(), 2.0)
     except (RedisError, OSError, TimeoutError):
         down = HealthOut(ok=False, redis="unreachable")
         return JSONResponse(down.model_dump(exclude_none=True), 503)

@@ -45,7 +45,7 @@ async def candles(
 ) -> CandlePage:
     """Closed candles, oldest first: the newest ``limit``, or ``limit`` candle slots from
     ``since`` (fewer items where the history has holes; follow ``next_since``)."""
-    tf, store = series.timeframe, ctx.store
+    tf, store = series.timeframe, ctx.storage.candles
     last = await store.last_open_time(series)
     if since is None:
         rows = await store.last(series, limit)
@@ -78,10 +78,10 @@ async def predictions(
 ) -> PredictionPage:
     """Published predictions from the prediction stream, oldest first."""
     if since is None:
-        items = await ctx.bus.recent(series, limit)
+        items = await ctx.storage.predictions.recent(series, limit)
         nxt = None
     else:
-        items = await ctx.bus.since(series, since, count=limit)
+        items = await ctx.storage.predictions.since(series, since, count=limit)
         nxt = items[-1].id if len(items) == limit else None
     return PredictionPage(series=series.key, predictions=items, next_since=nxt)
 
@@ -93,7 +93,7 @@ async def predictions(
 )
 async def latest(ctx: Context, series: Series) -> Prediction:
     """The latest Prediction message of the series."""
-    p = await ctx.bus.latest(series)
+    p = await ctx.storage.predictions.latest(series)
     if p is None:
         raise HTTPException(404, f"no prediction published for {series.key} yet")
     return p
