@@ -265,6 +265,17 @@ class LoadedModel:
         lv = self.start_level if level is None else level
         return Forecast.of(float(loc[0]), float(scale[0]), float(df[0]), last_close, lv)
 
+    def finish_many(
+        self, raw: np.ndarray, last_close: np.ndarray, sigma: np.ndarray, level: np.ndarray
+    ) -> list[Forecast | ValueError]:
+        """:meth:`finish` for a batch of windows (``raw`` ``(N,)`` or ``(N, k)``) in one set of
+        numpy calls; ``level`` NaN reads at :attr:`start_level`. A row that :meth:`finish` would
+        refuse gets its ``ValueError`` in its place."""
+        raw = np.asarray(raw)
+        loc, scale, df = self.distribution(raw.reshape(raw.shape[0], -1), np.asarray(sigma))
+        lv = np.where(np.isnan(level), self.start_level, level)
+        return Forecast.many(loc, scale, df, np.asarray(last_close), lv)
+
     def predict_next(self, recent: CandleArrays, level: float | None = None) -> Forecast:
         """Forecast the candle after the last row of ``recent`` (fast numpy path).
 
