@@ -111,6 +111,8 @@ class ForecastService:
             await self._stop_worker(series)
             with contextlib.suppress(RedisError, OSError):
                 await self.leases.release(series, "serve", self.replica)
+        if self.ctx.fanin is not None:
+            await self.ctx.fanin.close()
         with contextlib.suppress(RedisError, OSError):
             await self.replicas.leave(self.replica)
         log.info("forecast.stopped", replica=self.replica)

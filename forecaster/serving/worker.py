@@ -30,6 +30,7 @@ from forecaster.heads import Forecast
 from forecaster.inference import LoadedModel
 from forecaster.serving.batching import InferenceBatcher
 from forecaster.serving.champion import EconometricServer, LiveCalibration, champion_entry
+from forecaster.serving.fanin import EventFanIn
 from forecaster.serving.live_score import LiveScorer
 from forecaster.serving.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
 from storage.calibration import CalibrationStore
@@ -57,10 +58,14 @@ class ServingContext:
     consumer: str
     batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
     calibration: CalibrationStore | None = None
+    fanin: EventFanIn | None = None  # one read for all series (standalone Redis only)
 
     def __post_init__(self) -> None:
         if self.calibration is None:
             self.calibration = CalibrationStore(self.bus.redis, self.bus.keys)
+        if self.fanin is None and self.bus.pipelined:
+            read_batch = self.settings.forecast.read_batch
+            self.fanin = EventFanIn(self.events, self.consumer, read_batch)
 
 
 class ModelHolder:
@@ -151,6 +156,8 @@ class SeriesWorker:
                 await self.handle(batch)
             while batch := await ctx.events.read(s, ctx.consumer, pending=True, count=500):
                 await self.handle(batch)
+            if ctx.fanin is not None:
+                await self._serve_fanned_in(ctx.fanin)
             while True:
                 batch = await ctx.events.read(
                     s, ctx.consumer, count=ctx.settings.forecast.read_batch, block_ms=1000
@@ -160,6 +167,18 @@ class SeriesWorker:
         finally:
             await cancel_and_wait(refresher)
             await self.holder.close()
+
+    async def _serve_fanned_in(self, fanin: EventFanIn) -> None:
+        """Serve the events the process-wide read hands this series (never returns)."""
+        queue = await fanin.join(self.series)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                await self.handle(item)
+        finally:  # before the lease goes (see forecaster.serving.fanin)
+            await fanin.leave(self.series)
 
     async def _refresh_model_loop(self) -> None:
         # Off the hot path: a promotion is picked up within a second.
@@ -228,10 +247,9 @@ class SeriesWorker:
         if len(candles) < model.window + 1:
             self._skip("incomplete_window")  # a hole inside the window: never predict across it
             return False
-        arrays = CandleArrays.from_candles(candles, tf)
         cal = await self._calibration(record.version, record.meta, model)
         cal.settle(ev.candle)  # the interval published for this candle meets its outcome
-        got = await self._forecast(ev, model, record, arrays, candles, cal.level)
+        got = await self._forecast(ev, model, record, candles, cal.level)
         if got is None:
             self._skip("no_forecast")
             return False
@@ -320,7 +338,6 @@ class SeriesWorker:
         ev: CandleEvent,
         model: LoadedModel,
         record: ModelRecord,
-        arrays: CandleArrays,
         candles: list[Candle],
         level: float,
     ) -> tuple[str, Forecast] | None:
@@ -329,6 +346,8 @@ class SeriesWorker:
         for kind in dict.fromkeys((champion, "ewma", "static", "lstm")):
             try:
                 if kind == "lstm":
+                    # Built here only: an econometric champion needs the candles alone.
+                    arrays = CandleArrays.from_candles(candles, self.series.timeframe)
                     if self.ctx.settings.forecast.inference == "keras":
                         return kind, model.predict_keras(arrays, level)  # the slow baseline
                     return kind, await self.ctx.batcher.forecast(model, arrays, level)
