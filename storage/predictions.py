@@ -67,8 +67,9 @@ class PredictionBus:
             len(ack),
             *ack,
         ]
-        for field, value in (scores or {}).items():
-            args += [field, orjson.dumps(value)]
+        if scores:
+            pairs = [x for f, v in scores.items() for x in (f, orjson.dumps(v).decode())]
+            args.append(orjson.dumps(pairs))
         keys = [
             key,
             self.keys.latest_prediction(series),

@@ -6,6 +6,7 @@ import asyncio
 import math
 from dataclasses import replace
 
+import orjson
 import pytest
 from redis.exceptions import ResponseError
 
@@ -174,11 +175,14 @@ async def test_publishes_requested_together_are_one_pipeline_each_still_once(
     def pred(s: SeriesId, as_of: int) -> Prediction:
         return make_prediction(s, as_of, last_close=100.0, predicted_return=math.log(1.001))
 
+    scores = {"mae": 0.1 / 3, "model": 'v1-"é"', "model_figures": {"n": 3, "mase": None}}
     done = await asyncio.gather(
-        *(bus.publish(pred(s, MIN), ack=[read[s][0].id]) for s in series),
+        *(bus.publish(pred(s, MIN), ack=[read[s][0].id], scores=scores) for s in series),
         bus.publish(pred(series[0], 0)),  # older than the one published with it
     )
     assert done == [True] * 5 + [False]
+    stored = await redis.hgetall(bus.keys.live_score(series[0]))
+    assert stored == {k.encode(): orjson.dumps(v) for k, v in scores.items()}
     for s in series:
         assert await bus.count(s) == 1
         assert await events.pending_count(s) == 0
