@@ -84,24 +84,37 @@ def _check_features(features: Sequence[str]) -> list[str]:
     return names
 
 
-def _raw_features(a: CandleArrays, names: list[str]) -> np.ndarray:
-    """Features of rows 1..n-1 computed from rows 0..n-1 of one contiguous run."""
+def _raw_features(a: CandleArrays | _Stacked, names: list[str]) -> np.ndarray:
+    """Features of rows 1..n-1 computed from rows 0..n-1 of one contiguous run (along the last
+    axis: a :class:`_Stacked` of N windows gives ``(N, n-1, F)``, row by row the same numbers)."""
     cols: list[np.ndarray] = []
     for name in names:
         if name == "ret":
             cols.append(np.diff(np.log(a.close)))
         elif name == "range":
-            cols.append(np.log(a.high[1:] / a.low[1:]))
+            cols.append(np.log(a.high[..., 1:] / a.low[..., 1:]))
         elif name == "vol":
             cols.append(np.diff(np.log1p(a.volume)))
         elif name == "gk":
-            hl = np.log(a.high[1:] / a.low[1:])
-            co = np.log(a.close[1:] / a.open[1:])
+            hl = np.log(a.high[..., 1:] / a.low[..., 1:])
+            co = np.log(a.close[..., 1:] / a.open[..., 1:])
             cols.append(np.sqrt(np.maximum(0.5 * hl * hl - _GK_C * co * co, 0.0)))
         else:
-            phase = (a.open_time[1:] % _DAY_MS) * (2.0 * np.pi / _DAY_MS)
+            phase = (a.open_time[..., 1:] % _DAY_MS) * (2.0 * np.pi / _DAY_MS)
             cols.append(np.sin(phase) if name == "tod_sin" else np.cos(phase))
     return np.stack(cols, axis=-1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stacked:
+    """The candle columns of N windows of equal length, one row per window."""
+
+    open_time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
 
 
 def feature_matrix(arrays: CandleArrays, features: Sequence[str]) -> np.ndarray:
@@ -177,6 +190,33 @@ def window_input(
     return input_from_features(
         _raw_features(last, names), np.diff(np.log(last.close)), scaler, normalisation
     )
+
+
+def check_window(recent: CandleArrays, window: int) -> None:
+    """Raise :class:`FeatureError` where :func:`window_input` would refuse ``recent``."""
+    if len(recent) < window + 1:
+        raise FeatureError(f"need {window + 1} candles for a window of {window}, got {len(recent)}")
+    if not recent.tail(window + 1).is_contiguous():
+        raise FeatureError("the last window crosses a hole in the candles")
+
+
+def windows_input(
+    recents: Sequence[CandleArrays], window: int, scaler: Scaler, normalisation: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`window_input` for N series' candles at once (each passed :func:`check_window`):
+    inputs ``(N, window, F)`` and sigmas ``(N,)``, the same numbers from one set of numpy calls
+    (series closing together, served by one model)."""
+    _check_norm(normalisation)
+    names = list(scaler.features)
+    tails = [r.tail(window + 1) for r in recents]
+    cols = _Stacked(
+        *(np.stack([getattr(t, c) for t in tails]) for c in _Stacked.__dataclass_fields__)
+    )
+    feats = _raw_features(cols, names)
+    rets = np.diff(np.log(cols.close))
+    n = len(tails)
+    sigma = np.ones(n) if normalisation == "none" else window_sigma(rets)
+    return scaler.transform(_normalise(feats, sigma, names, normalisation)), sigma
 
 
 def input_from_features(

@@ -35,9 +35,11 @@ from forecaster.features import (
     Scaler,
     _normalise,
     _raw_windows,
+    check_window,
     feature_matrix,
     target_rows,
     window_input,
+    windows_input,
 )
 from forecaster.heads import Forecast, head_outputs, head_params
 from forecaster.numpy_lstm import ArtifactError, NumpyLSTM, extract_numpy, wavefront
@@ -255,6 +257,17 @@ class LoadedModel:
         """The scaled input window ``(1, T, F)``, the last close and the window's sigma."""
         x, sigma = window_input(recent, self.window, self.scaler, self.normalisation)
         return x, float(recent.close[-1]), sigma
+
+    def check(self, recent: CandleArrays) -> None:
+        """Raise :class:`~forecaster.features.FeatureError` where :meth:`prepare` would."""
+        check_window(recent, self.window)
+
+    def prepare_many(
+        self, recents: list[CandleArrays]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`prepare` for N checked windows at once: ``(N, T, F)``, last closes, sigmas."""
+        x, sigma = windows_input(recents, self.window, self.scaler, self.normalisation)
+        return x, np.array([float(r.close[-1]) for r in recents]), sigma
 
     def finish(
         self, raw: np.ndarray, last_close: float, sigma: float, level: float | None = None

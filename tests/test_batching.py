@@ -146,3 +146,16 @@ async def test_series_sharing_one_model_are_one_forward_pass() -> None:
             assert getattr(g, field) == pytest.approx(getattr(ref, field), rel=1e-6, abs=1e-12)
         np.testing.assert_allclose(g.quantiles, ref.quantiles, rtol=1e-6)
     assert len({g.upper for g in got}) == 30
+
+
+def test_inputs_of_many_windows_equal_each_window_alone() -> None:
+    """The shared model's inputs for N series are built in one set of numpy calls: the same
+    numbers, exactly, as each series' window alone."""
+    model = trained_tiny().model
+    arrays = btc_arrays(900)
+    n = tiny_settings().window + 1
+    windows = [arrays.slice(i * 17, i * 17 + n + i % 3) for i in range(25)]  # longer ones too
+    x, lasts, sigmas = model.prepare_many(windows)
+    for i, w in enumerate(windows):
+        xi, last, sigma = model.prepare(w)
+        assert np.array_equal(x[i], xi[0]) and lasts[i] == last and sigmas[i] == sigma

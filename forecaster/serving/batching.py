@@ -60,9 +60,7 @@ def forward_many(
 @dataclass(slots=True)
 class _Request:
     model: LoadedModel
-    x: np.ndarray
-    last: float
-    sigma: float
+    recent: CandleArrays  # checked; turned into the model's input when the batch runs
     level: float | None
     fut: asyncio.Future[Forecast]
 
@@ -71,10 +69,10 @@ def stack_blocks(nets: list[NumpyLSTM]) -> np.ndarray:
     return np.stack([n.block for n in nets])
 
 
-def _shape_key(model: LoadedModel, x: np.ndarray) -> tuple[Any, ...]:
+def _shape_key(model: LoadedModel) -> tuple[Any, ...]:
     net = model.net
     dtype = np.dtype(net.dtype).str
-    return (net.units, net.n_layers, net.n_features, net.n_out, dtype, x.shape[1])
+    return (net.units, net.n_layers, net.n_features, net.n_out, dtype, model.window)
 
 
 class InferenceBatcher:
@@ -91,10 +89,10 @@ class InferenceBatcher:
         self, model: LoadedModel, recent: CandleArrays, level: float | None = None
     ) -> Forecast:
         """The model's forecast after ``recent``, interval at ``level`` (batched, see above)."""
-        x, last, sigma = model.prepare(recent)
+        model.check(recent)  # a window the model cannot read fails here, alone
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Forecast] = loop.create_future()
-        self._queue.append(_Request(model, x, last, sigma, level, fut))
+        self._queue.append(_Request(model, recent, level, fut))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -115,7 +113,7 @@ class InferenceBatcher:
                 for i in range(0, len(reqs), MAX_SHARED):
                     self._run_shared(reqs[i : i + MAX_SHARED])
             else:
-                groups[_shape_key(reqs[0].model, reqs[0].x)].append(reqs[0])
+                groups[_shape_key(reqs[0].model)].append(reqs[0])
         for members in groups.values():
             for i in range(0, len(members), MAX_STACK):
                 self._run_stacked(members[i : i + MAX_STACK])
@@ -124,22 +122,25 @@ class InferenceBatcher:
     def _run_shared(self, items: list[_Request]) -> None:
         """One forward pass of one set of weights over the windows of ``items`` (S=1, B=N)."""
         self.batches += 1
+        # Inputs and forecasts are built per model (metadata: scaler, head), together.
+        by_model: dict[int, list[_Request]] = defaultdict(list)
+        for r in items:
+            by_model[id(r.model)].append(r)
+        parts = list(by_model.values())
         try:
-            raw = items[0].model.net(np.concatenate([r.x for r in items]))
+            prepared = [p[0].model.prepare_many([r.recent for r in p]) for p in parts]
+            raw = items[0].model.net(np.concatenate([x for x, _last, _sigma in prepared]))
         except Exception as e:  # a broken model fails its own requests, not the loop
             _fail(items, e)
             return
-        # The forecasts of each model (metadata: scaler, head, levels) are built together.
-        rows: dict[int, list[int]] = defaultdict(list)
-        for i, r in enumerate(items):
-            rows[id(r.model)].append(i)
-        for idx in rows.values():
-            part = [items[i] for i in idx]
+        start = 0
+        for part, (_x, lasts, sigmas) in zip(parts, prepared, strict=True):
+            rows, start = raw[start : start + len(part)], start + len(part)
             try:
                 got = part[0].model.finish_many(
-                    raw[idx],
-                    np.array([r.last for r in part]),
-                    np.array([r.sigma for r in part]),
+                    rows,
+                    lasts,
+                    sigmas,
                     np.array([np.nan if r.level is None else r.level for r in part]),
                 )
             except Exception as e:
@@ -157,16 +158,17 @@ class InferenceBatcher:
         """Different models of one shape, one window each, stacked (see the module docstring)."""
         self.batches += 1
         try:
+            prepared = [r.model.prepare(r.recent) for r in items]
             nets = [r.model.net for r in items]
-            out = forward_many(nets, [r.x for r in items], self._blocks(nets))
+            out = forward_many(nets, [x for x, _l, _s in prepared], self._blocks(nets))
         except Exception as e:  # a broken model fails its own requests, not the loop
             _fail(items, e)
             return
-        for r, raw in zip(items, out, strict=True):
+        for r, raw, (_x, last, sigma) in zip(items, out, prepared, strict=True):
             if r.fut.done():
                 continue
             try:
-                r.fut.set_result(r.model.finish(raw, r.last, r.sigma, r.level))
+                r.fut.set_result(r.model.finish(raw, last, sigma, r.level))
             except Exception as e:  # e.g. a non-finite output: that request only
                 r.fut.set_exception(e)
 

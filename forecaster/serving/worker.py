@@ -1,7 +1,8 @@
 """Serving one series: closed-candle event in, Prediction out, within milliseconds.
 
-A :class:`SeriesWorker` reads the series' closed-candle events through the consumer group,
-builds the window from the candle store, runs the model's numpy forward pass (no
+A :class:`SeriesWorker` reads the series' closed-candle events through the consumer group (on a
+standalone Redis through the process's one read for all series, :mod:`.fanin`), builds the
+window from the candle store, runs the model's numpy forward pass (no
 ``model.predict``), publishes the Prediction exactly once (the Lua script keys it by ``as_of``)
 and only then acknowledges the event, so a worker that dies leaves it pending for the next
 holder of the series. Loading a newly promoted model happens in a thread while the old one keeps
