@@ -18,6 +18,7 @@ No TensorFlow here: this module is imported by the web and CLI.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,6 +28,7 @@ __all__ = [
     "FEATURE_NAMES",
     "RETURN_UNITS",
     "FeatureError",
+    "Stacked",
     "check_features",
     "feature_matrix",
     "last_window",
@@ -55,24 +57,37 @@ def check_features(features: Sequence[str]) -> list[str]:
     return names
 
 
-def raw_features(a: CandleArrays, names: list[str]) -> np.ndarray:
-    """Features of rows 1..n-1 computed from rows 0..n-1 of one contiguous run."""
+def raw_features(a: CandleArrays | Stacked, names: list[str]) -> np.ndarray:
+    """Features of rows 1..n-1 computed from rows 0..n-1 of one contiguous run (along the last
+    axis: a :class:`Stacked` of N windows gives ``(N, n-1, F)``, row by row the same numbers)."""
     cols: list[np.ndarray] = []
     for name in names:
         if name == "ret":
             cols.append(np.diff(np.log(a.close)))
         elif name == "range":
-            cols.append(np.log(a.high[1:] / a.low[1:]))
+            cols.append(np.log(a.high[..., 1:] / a.low[..., 1:]))
         elif name == "vol":
             cols.append(np.diff(np.log1p(a.volume)))
         elif name == "gk":
-            hl = np.log(a.high[1:] / a.low[1:])
-            co = np.log(a.close[1:] / a.open[1:])
+            hl = np.log(a.high[..., 1:] / a.low[..., 1:])
+            co = np.log(a.close[..., 1:] / a.open[..., 1:])
             cols.append(np.sqrt(np.maximum(0.5 * hl * hl - _GK_C * co * co, 0.0)))
         else:
-            phase = (a.open_time[1:] % _DAY_MS) * (2.0 * np.pi / _DAY_MS)
+            phase = (a.open_time[..., 1:] % _DAY_MS) * (2.0 * np.pi / _DAY_MS)
             cols.append(np.sin(phase) if name == "tod_sin" else np.cos(phase))
     return np.stack(cols, axis=-1)
+
+
+@dataclass(frozen=True, slots=True)
+class Stacked:
+    """The candle columns of N windows of equal length, one row per window."""
+
+    open_time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
 
 
 def feature_matrix(arrays: CandleArrays, features: Sequence[str]) -> np.ndarray:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 __all__ = ["PUBLISHED_QUANTILES", "ReturnDistribution"]
 
@@ -31,6 +31,23 @@ Values = float | np.ndarray | Sequence[float]
 
 def _arr(x: Values) -> np.ndarray:
     return np.atleast_1d(np.asarray(x, dtype=np.float64))
+
+
+_NORM_PDF_C = np.sqrt(2 * np.pi)
+
+
+def _norm_pdf(z: np.ndarray) -> np.ndarray:
+    return np.exp(-(z**2) / 2.0) / _NORM_PDF_C
+
+
+def _t_pdf(z: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The standard t's density for finite ``d``, as ``scipy.stats.t.pdf`` computes it."""
+    log_pdf = (
+        np.log(special.poch(0.5 * d, 0.5))
+        - 0.5 * (np.log(d) + np.log(np.pi))
+        - (d + 1) / 2 * np.log1p(z * z / d)
+    )
+    return np.exp(log_pdf)
 
 
 @dataclass(frozen=True)
@@ -115,11 +132,14 @@ class ReturnDistribution:
     def crps(self, r: float | np.ndarray) -> np.ndarray:
         """Continuous ranked probability score of observed returns ``r`` (lower is better)."""
         z = (_arr(r) - self.loc) / self.scale
-        gauss = z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / math.sqrt(math.pi)
+        # scipy.stats' own formulas (norm: _norm_pdf/_norm_cdf; t: exp(_logpdf), stdtr) called
+        # as ufuncs: the same numbers without its ~0.1 ms of per-call machinery, which the live
+        # scorer paid on every closed candle of every series.
+        gauss = z * (2 * special.ndtr(z) - 1) + 2 * _norm_pdf(z) - 1 / math.sqrt(math.pi)
         d = self._df_safe()
         t_part = (
-            z * (2 * stats.t.cdf(z, d) - 1)
-            + 2 * stats.t.pdf(z, d) * (d + z**2) / (d - 1)
+            z * (2 * special.stdtr(d, z) - 1)
+            + 2 * _t_pdf(z, d) * (d + z**2) / (d - 1)
             - 2
             * np.sqrt(d)
             * np.exp(special.betaln(0.5, d - 0.5) - 2 * special.betaln(0.5, d / 2))

@@ -146,6 +146,11 @@ class VarianceModel:
         v = np.maximum(np.atleast_1d(np.asarray(var, dtype=np.float64)), _VAR_FLOOR)
         return ReturnDistribution.of(self.mu, self.z_scale * np.sqrt(v), self.df)
 
+    def scale_at(self, var: float) -> float:
+        """The scale of :meth:`distribution` for one variance forecast, in plain floats (the
+        same number: sqrt is correctly rounded in both), for the one-point serving path."""
+        return self.z_scale * math.sqrt(max(var, _VAR_FLOOR))
+
     def forecast(
         self, returns: np.ndarray, state: FilterState | None = None
     ) -> tuple[ReturnDistribution, FilterState]:

@@ -36,6 +36,7 @@ from forecaster.candle_features import (
     FEATURE_NAMES,
     RETURN_UNITS,
     FeatureError,
+    Stacked,
     check_features,
     feature_matrix,
     last_window,
@@ -110,6 +111,33 @@ def window_input(
         scaler,
         normalisation,
     )
+
+
+def check_window(recent: CandleArrays, window: int) -> None:
+    """Raise :class:`FeatureError` where :func:`window_input` would refuse ``recent``."""
+    if len(recent) < window + 1:
+        raise FeatureError(f"need {window + 1} candles for a window of {window}, got {len(recent)}")
+    if not recent.tail(window + 1).is_contiguous():
+        raise FeatureError("the last window crosses a hole in the candles")
+
+
+def windows_input(
+    recents: Sequence[CandleArrays], window: int, scaler: Scaler, normalisation: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`window_input` for N series' candles at once (each passed :func:`check_window`):
+    inputs ``(N, window, F)`` and sigmas ``(N,)``, the same numbers from one set of numpy calls
+    (series closing together, served by one model)."""
+    _check_norm(normalisation)
+    names = list(scaler.features)
+    tails = [r.tail(window + 1) for r in recents]
+    cols = Stacked(
+        *(np.stack([getattr(t, c) for t in tails]) for c in Stacked.__dataclass_fields__)
+    )
+    feats = raw_features(cols, names)
+    rets = np.diff(np.log(cols.close))
+    n = len(tails)
+    sigma = np.ones(n) if normalisation == "none" else window_sigma(rets)
+    return scaler.transform(_normalise(feats, sigma, names, normalisation)), sigma
 
 
 def input_from_features(

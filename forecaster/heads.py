@@ -19,6 +19,7 @@ publishes: built from ``loc``, ``scale``, ``df`` of the next log return with sci
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,12 @@ def head_params(
     return loc, scale, softplus(raw[:, 2]) + DF_MIN
 
 
+def _usable(loc: float, scale: float, df: float, last_close: float, level: float) -> bool:
+    """Whether :meth:`Forecast.of` accepts these parameters before computing anything."""
+    ok = math.isfinite(loc) and math.isfinite(scale) and scale > 0 and df > 2
+    return ok and math.isfinite(last_close) and last_close > 0 and 0 < level < 1
+
+
 def _ppf(p: np.ndarray, df: float) -> np.ndarray:
     return special.ndtri(p) if math.isinf(df) else special.stdtrit(df, p)
 
@@ -97,8 +104,7 @@ class Forecast:
 
         Raises ``ValueError`` on parameters that would put a non-finite number in a message.
         """
-        ok = math.isfinite(loc) and math.isfinite(scale) and scale > 0 and df > 2
-        if not (ok and math.isfinite(last_close) and last_close > 0 and 0 < level < 1):
+        if not _usable(loc, scale, df, last_close, level):
             raise ValueError(f"unusable forecast parameters loc={loc} scale={scale} df={df}")
         a = (1.0 - level) / 2.0
         probs = np.array([*PUBLISHED_QUANTILES, a, 1.0 - a])
@@ -111,6 +117,76 @@ class Forecast:
             p_down = float(special.stdtr(df, -loc / scale))
         if not (np.all(np.isfinite(closes)) and math.isfinite(sigma)):
             raise ValueError(f"non-finite forecast from loc={loc} scale={scale} df={df}")
+        return cls._build(loc, scale, df, last_close, level, closes.tolist(), sigma, p_down)
+
+    @classmethod
+    def many(
+        cls,
+        loc: np.ndarray,
+        scale: np.ndarray,
+        df: np.ndarray,
+        last_close: np.ndarray,
+        level: np.ndarray,
+    ) -> list[Forecast | ValueError]:
+        """:meth:`of` for ``N`` forecasts at once (a batch of series served by one model): the
+        same numbers from one scipy call per quantity instead of ``N``; a row whose parameters
+        :meth:`of` would refuse gets its ``ValueError`` in its place."""
+        loc, scale, df, last, lv = (
+            np.asarray(v, dtype=np.float64) for v in (loc, scale, df, last_close, level)
+        )
+        ok = np.isfinite(loc) & np.isfinite(scale) & (scale > 0) & (df > 2)
+        ok &= np.isfinite(last) & (last > 0) & (lv > 0) & (lv < 1)
+        a = (1.0 - lv) / 2.0
+        n_q = len(PUBLISHED_QUANTILES)
+        probs = np.empty((loc.size, n_q + 2))
+        probs[:, :n_q] = PUBLISHED_QUANTILES
+        probs[:, n_q], probs[:, n_q + 1] = a, 1.0 - a
+        gauss = np.isinf(df)
+        d = np.where(gauss | ~ok, 3.0, df)[:, None]  # any valid stand-in; masked below
+        with np.errstate(all="ignore"):
+            z = np.where(gauss[:, None], special.ndtri(probs), special.stdtrit(d, probs))
+            r = loc[:, None] + scale[:, None] * z
+            closes = last[:, None] * np.exp(r)
+            ratio = -loc / scale
+            p_down = np.where(gauss, special.ndtr(ratio), special.stdtr(d[:, 0], ratio))
+        finite = np.isfinite(closes).all(axis=1)
+        rows = zip(
+            loc.tolist(),
+            scale.tolist(),
+            df.tolist(),
+            last.tolist(),
+            lv.tolist(),
+            closes.tolist(),
+            p_down.tolist(),
+            (ok & finite).tolist(),
+            strict=True,
+        )
+        out: list[Forecast | ValueError] = []
+        for li, si, di, lc, lvi, ci, pd, good in rows:
+            if not good:
+                usable = _usable(li, si, di, lc, lvi)
+                why = "non-finite forecast from" if usable else "unusable forecast parameters"
+                out.append(ValueError(f"{why} loc={li} scale={si} df={di}"))
+                continue
+            sigma = si if math.isinf(di) else si * math.sqrt(di / (di - 2.0))
+            if not math.isfinite(sigma):
+                out.append(ValueError(f"non-finite forecast from loc={li} scale={si} df={di}"))
+                continue
+            out.append(cls._build(li, si, di, lc, lvi, ci, sigma, pd))
+        return out
+
+    @classmethod
+    def _build(
+        cls,
+        loc: float,
+        scale: float,
+        df: float,
+        last_close: float,
+        level: float,
+        closes: Sequence[float],
+        sigma: float,
+        p_down: float,
+    ) -> Forecast:
         n = len(PUBLISHED_QUANTILES)
         return cls(
             pred_return=float(loc),

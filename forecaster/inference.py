@@ -48,9 +48,11 @@ from forecaster.features import (
     Scaler,
     _normalise,
     _raw_windows,
+    check_window,
     feature_matrix,
     target_rows,
     window_input,
+    windows_input,
 )
 from forecaster.heads import Forecast, head_outputs, head_params
 from forecaster.numpy_lstm import (
@@ -328,6 +330,17 @@ class LoadedModel:
         x, sigma = window_input(recent, self.window, self.scaler, self.normalisation)
         return x, float(recent.close[-1]), sigma
 
+    def check(self, recent: CandleArrays) -> None:
+        """Raise :class:`~forecaster.features.FeatureError` where :meth:`prepare` would."""
+        check_window(recent, self.window)
+
+    def prepare_many(
+        self, recents: list[CandleArrays]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`prepare` for N checked windows at once: ``(N, T, F)``, last closes, sigmas."""
+        x, sigma = windows_input(recents, self.window, self.scaler, self.normalisation)
+        return x, np.array([float(r.close[-1]) for r in recents]), sigma
+
     def finish(
         self, raw: np.ndarray, last_close: float, sigma: float, level: float | None = None
     ) -> Forecast:
@@ -336,6 +349,17 @@ class LoadedModel:
         loc, scale, df = self.distribution(np.asarray(raw).reshape(1, -1), np.array([sigma]))
         lv = self.start_level if level is None else level
         return Forecast.of(float(loc[0]), float(scale[0]), float(df[0]), last_close, lv)
+
+    def finish_many(
+        self, raw: np.ndarray, last_close: np.ndarray, sigma: np.ndarray, level: np.ndarray
+    ) -> list[Forecast | ValueError]:
+        """:meth:`finish` for a batch of windows (``raw`` ``(N,)`` or ``(N, k)``) in one set of
+        numpy calls; ``level`` NaN reads at :attr:`start_level`. A row that :meth:`finish` would
+        refuse gets its ``ValueError`` in its place."""
+        raw = np.asarray(raw)
+        loc, scale, df = self.distribution(raw.reshape(raw.shape[0], -1), np.asarray(sigma))
+        lv = np.where(np.isnan(level), self.start_level, level)
+        return Forecast.many(loc, scale, df, np.asarray(last_close), lv)
 
     def predict_next(self, recent: CandleArrays, level: float | None = None) -> Forecast:
         """Forecast the candle after the last row of ``recent`` (fast numpy path).

@@ -32,9 +32,10 @@ def create_client(settings: Settings, *, timeout_s: float = 5.0) -> Redis:
         "health_check_interval": 15,
         "decode_responses": False,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
-        # A forecaster holds one blocking XREADGROUP per served series, plus its publishes:
-        # redis-py's default pool of 100 refused connections ("Too many connections") at 100
-        # series (bench/latency_bench.py). Sized by the series configured, with room to spare.
+        # On a Cluster a forecaster holds one blocking XREADGROUP per served series, plus its
+        # publishes (standalone: one read for all, forecaster/serving/fanin.py): redis-py's
+        # default pool of 100 refused connections ("Too many connections") at 100 series
+        # (bench/latency_bench.py). Sized by the series configured, with room to spare.
         "max_connections": max(100, 3 * len(settings.series) + 64),
     }
     if settings.redis_password is not None:

@@ -70,6 +70,34 @@ class CandleEvents:
         )
         return self._decode(series, reply)
 
+    async def read_many(
+        self,
+        after: dict[SeriesId, str],
+        consumer: str,
+        *,
+        count: int = 100,
+        block_ms: int | None = 1000,
+    ) -> dict[SeriesId, list[CandleEvent]]:
+        """:meth:`read` for several series in one XREADGROUP: ``after`` maps each series to
+        ``">"`` (new events) or an id (its own pending events after that id; no blocking then).
+        Standalone Redis only: on a Cluster the series' streams live in different slots.
+        ``count`` applies to each stream."""
+        by_key = {self.keys.events(s): s for s in after}
+        reply = await self.redis.xreadgroup(
+            self.group,
+            consumer,
+            {self.keys.events(s): start for s, start in after.items()},
+            count=count,
+            block=block_ms if all(v == ">" for v in after.values()) else None,
+        )
+        out: dict[SeriesId, list[CandleEvent]] = {}
+        for stream, entries in _streams(reply):
+            series = by_key[stream.decode() if isinstance(stream, bytes) else str(stream)]
+            got = [self._event(series, eid, fields) for eid, fields in entries if fields]
+            if got:
+                out[series] = got
+        return out
+
     async def claim(
         self, series: SeriesId, consumer: str, min_idle_ms: int, count: int = 100
     ) -> list[CandleEvent]:
@@ -115,3 +143,10 @@ class CandleEvents:
             arrived_ms=int(fields[b"a"]),
             revised=fields.get(b"r") == b"1",
         )
+
+
+def _streams(reply: Any) -> list[tuple[Any, Any]]:
+    """XREADGROUP's reply as (stream, entries) pairs: RESP3 gives a map, RESP2 a list."""
+    if not reply:
+        return []
+    return list(reply.items()) if isinstance(reply, dict) else [tuple(r) for r in reply]

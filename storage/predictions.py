@@ -2,14 +2,21 @@
 
 Bots subscribe to the channel ``{prefix}:predictions:{series}`` for speed and read the stream of
 the same name to catch up from the ``id`` they last saw.
+
+On a standalone Redis the publishes requested in one turn of the event loop (the series whose
+candles closed together) go out as one pipeline of scripts: one round trip, each script still
+atomic on its own. On a Cluster each is sent alone (the series live on different nodes).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from core.schemas import Prediction, stream_id_for
 from core.series import SeriesId
@@ -26,6 +33,9 @@ class PredictionBus:
         self.keys = keys
         self.stream_len = stream_len
         self._publish = redis.register_script(load_script("publish_prediction.lua"))
+        self.pipelined = not isinstance(redis, RedisCluster)
+        self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def publish(
         self,
@@ -57,19 +67,61 @@ class PredictionBus:
             len(ack),
             *ack,
         ]
-        for field, value in (scores or {}).items():
-            args += [field, orjson.dumps(value)]
-        done = await self._publish(
-            keys=[
-                key,
-                self.keys.latest_prediction(series),
-                self.keys.events(series),
-                self.keys.live_score(series),
-                self.keys.calibration(series),
-            ],
-            args=args,
-        )
-        return bool(done)
+        if scores:
+            pairs = [x for f, v in scores.items() for x in (f, orjson.dumps(v).decode())]
+            args.append(orjson.dumps(pairs))
+        keys = [
+            key,
+            self.keys.latest_prediction(series),
+            self.keys.events(series),
+            self.keys.live_score(series),
+            self.keys.calibration(series),
+        ]
+        if not self.pipelined:
+            return bool(await self._publish(keys=keys, args=args))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((keys, args, fut))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return bool(await fut)
+
+    def _flush(self) -> None:
+        # A task, not the first caller: a publisher cancelled meanwhile must not strand the
+        # others' scripts (its own script still runs, as it would have alone).
+        calls, self._queue = self._queue, []
+        task = asyncio.create_task(self._send(calls))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, calls: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(calls) == 1:
+                keys, args, _fut = calls[0]
+                results: list[Any] = [await self._publish(keys=keys, args=args)]
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for keys, args, _fut in calls:
+                    pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
+                results = list(await pipe.execute(raise_on_error=False))
+                for i, res in enumerate(results):
+                    if isinstance(res, NoScriptError):  # not run at all: safe to run again
+                        keys, args, _fut = calls[i]
+                        results[i] = await self._publish(keys=keys, args=args)
+        except BaseException as e:
+            for _keys, _args, fut in calls:
+                if not fut.done():
+                    fut.set_exception(e if isinstance(e, Exception) else asyncio.CancelledError())
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_keys, _args, fut), res in zip(calls, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(res, Exception):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
 
     async def latest(self, series: SeriesId) -> Prediction | None:
         raw = await self.redis.get(self.keys.latest_prediction(series))

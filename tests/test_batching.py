@@ -109,3 +109,53 @@ async def test_batcher_never_serves_the_weights_of_a_replaced_model() -> None:
         del model, net
         gc.collect()
     assert len(seen) > 30
+
+
+async def test_series_sharing_one_model_are_one_forward_pass() -> None:
+    """A global model serves every series of a timeframe with one set of weights: the windows
+    of the series closing together are one batch through it (S = 1, B = N), not N stacked
+    copies, and each series gets what the model alone gives for its window."""
+    model = trained_tiny().model
+    arrays = btc_arrays(900)
+    n = tiny_settings().window + 1
+    windows = [arrays.slice(i * 20, i * 20 + n) for i in range(30)]
+    levels = [None, *(0.5 + 0.01 * i for i in range(1, 30))]  # each series' calibrated level
+    batcher = InferenceBatcher()
+    passes: list[tuple[int, ...]] = []
+    net = model.net
+    real_call = type(net).__call__
+
+    class CountingNet(type(net)):  # type: ignore[misc]
+        def __call__(self, x: np.ndarray) -> np.ndarray:
+            passes.append(np.shape(x))
+            return real_call(self, x)
+
+    net.__class__ = CountingNet  # the same weights, their passes counted
+    try:
+        got = await asyncio.gather(
+            *(batcher.forecast(model, w, lv) for w, lv in zip(windows, levels, strict=True))
+        )
+    finally:
+        net.__class__ = NumpyLSTM
+    assert passes == [(30, tiny_settings().window, net.n_features)]
+    assert batcher.batches == 1 and batcher.batched == 30
+    for w, lv, g in zip(windows, levels, got, strict=True):
+        ref = model.predict_next(w, lv)
+        assert g.level == ref.level
+        for field in ("pred_close", "lower", "upper", "sigma", "p_up", "loc", "scale"):
+            assert getattr(g, field) == pytest.approx(getattr(ref, field), rel=1e-6, abs=1e-12)
+        np.testing.assert_allclose(g.quantiles, ref.quantiles, rtol=1e-6)
+    assert len({g.upper for g in got}) == 30
+
+
+def test_inputs_of_many_windows_equal_each_window_alone() -> None:
+    """The shared model's inputs for N series are built in one set of numpy calls: the same
+    numbers, exactly, as each series' window alone."""
+    model = trained_tiny().model
+    arrays = btc_arrays(900)
+    n = tiny_settings().window + 1
+    windows = [arrays.slice(i * 17, i * 17 + n + i % 3) for i in range(25)]  # longer ones too
+    x, lasts, sigmas = model.prepare_many(windows)
+    for i, w in enumerate(windows):
+        xi, last, sigma = model.prepare(w)
+        assert np.array_equal(x[i], xi[0]) and lasts[i] == last and sigmas[i] == sigma

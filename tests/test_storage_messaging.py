@@ -6,6 +6,7 @@ import asyncio
 import math
 from dataclasses import replace
 
+import orjson
 import pytest
 from redis.exceptions import ResponseError
 
@@ -156,3 +157,40 @@ async def test_registry_refuses_corrupted_or_mismatched_artifacts(redis: Redis) 
     with pytest.raises(ResponseError, match="sha256 mismatch"):
         await reg.promote(S, replace(other, sha256="0" * 64))
     assert await reg.current_version(S) == rec.version
+
+
+async def test_publishes_requested_together_are_one_pipeline_each_still_once(
+    redis: Redis,
+) -> None:
+    """Series closing together publish in one round trip (a pipeline of the scripts); each
+    script stays atomic: a repeat is refused and its event acknowledged all the same, and a
+    script flushed from Redis's cache is loaded and run once."""
+    bus, store, events = (
+        PredictionBus(redis, Keys(), stream_len=100),
+        CandleStore(redis, Keys()),
+        CandleEvents(redis, Keys()),
+    )
+    assert bus.pipelined
+    series = [SeriesId.parse(f"binance:S{i}/USDT:1m") for i in range(5)]
+    for s in series:
+        await events.ensure_group(s)
+        await store.upsert(s, [Candle(MIN, 1, 2, 0.5, 1.5, 1)], emit_events=True)
+    read = {s: await events.read(s, "c", block_ms=None) for s in series}
+    await redis.script_flush()  # the pipeline's EVALSHA meets NOSCRIPT: loaded, run once
+
+    def pred(s: SeriesId, as_of: int) -> Prediction:
+        return make_prediction(s, as_of, last_close=100.0, predicted_return=math.log(1.001))
+
+    scores = {"mae": 0.1 / 3, "model": 'v1-"é"', "model_figures": {"n": 3, "mase": None}}
+    done = await asyncio.gather(
+        *(bus.publish(pred(s, MIN), ack=[read[s][0].id], scores=scores) for s in series),
+        bus.publish(pred(series[0], 0)),  # older than the one published with it
+    )
+    assert done == [True] * 5 + [False]
+    stored = await redis.hgetall(bus.keys.live_score(series[0]))
+    assert stored == {k.encode(): orjson.dumps(v) for k, v in scores.items()}
+    for s in series:
+        assert await bus.count(s) == 1
+        assert await events.pending_count(s) == 0
+    again = await asyncio.gather(*(bus.publish(pred(s, MIN)) for s in series))
+    assert again == [False] * 5

@@ -5,6 +5,9 @@ size 1, where the cost of :class:`~forecaster.inference.NumpyLSTM` is numpy's pe
 overhead, not arithmetic. Models of the same shape (units, layers, features, window) are
 stacked: their block matrices become one ``(S, D, 4W)`` array and every step is one batched
 ``matmul`` plus the same handful of elementwise calls, so ten series cost little more than one.
+Series served by the same model object (a global model shared by every series of a timeframe)
+need no stacking: their windows are one batch through the one set of weights, and their
+forecasts are built together (:meth:`~forecaster.inference.LoadedModel.finish_many`).
 
 :class:`InferenceBatcher` collects the predictions requested within one turn of the event loop
 (no waiting: what arrived together is batched, a lone request runs at once) and runs them.
@@ -26,6 +29,9 @@ from forecaster.inference import LoadedModel, NumpyLSTM, wavefront
 # Stacking pays while the stacked weights stay in cache: measured on the 2-core development
 # machine, 10 default-size models cost 3.3 ms stacked vs 6.6 ms one by one, 100 cost 82 vs 45.
 MAX_STACK = 16
+# Windows per pass of one shared model: the weights are read once per step whatever the batch,
+# so the batch is bounded only to keep the state buffers small.
+MAX_SHARED = 4096
 
 
 def forward_many(
@@ -54,9 +60,7 @@ def forward_many(
 @dataclass(slots=True)
 class _Request:
     model: LoadedModel
-    x: np.ndarray
-    last: float
-    sigma: float
+    recent: CandleArrays  # checked; turned into the model's input when the batch runs
     level: float | None
     fut: asyncio.Future[Forecast]
 
@@ -65,10 +69,10 @@ def stack_blocks(nets: list[NumpyLSTM]) -> np.ndarray:
     return np.stack([n.block for n in nets])
 
 
-def _shape_key(model: LoadedModel, x: np.ndarray) -> tuple[Any, ...]:
+def _shape_key(model: LoadedModel) -> tuple[Any, ...]:
     net = model.net
     dtype = np.dtype(net.dtype).str
-    return (net.units, net.n_layers, net.n_features, net.n_out, dtype, x.shape[1])
+    return (net.units, net.n_layers, net.n_features, net.n_out, dtype, model.window)
 
 
 class InferenceBatcher:
@@ -85,10 +89,10 @@ class InferenceBatcher:
         self, model: LoadedModel, recent: CandleArrays, level: float | None = None
     ) -> Forecast:
         """The model's forecast after ``recent``, interval at ``level`` (batched, see above)."""
-        x, last, sigma = model.prepare(recent)
+        model.check(recent)  # a window the model cannot read fails here, alone
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Forecast] = loop.create_future()
-        self._queue.append(_Request(model, x, last, sigma, level, fut))
+        self._queue.append(_Request(model, recent, level, fut))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -96,32 +100,77 @@ class InferenceBatcher:
 
     def _flush(self) -> None:
         queue, self._queue, self._scheduled = self._queue, [], False
-        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-        for i, req in enumerate(queue):
-            groups[_shape_key(req.model, req.x)].append(i)
-        chunks = [
-            m[i : i + MAX_STACK] for m in groups.values() for i in range(0, len(m), MAX_STACK)
-        ]
-        for members in chunks:
-            items = [queue[i] for i in members]
+        # Requests of one set of weights (the global model, shared by every series of a
+        # timeframe) are one pass over a batch of windows; the rest (per-series models) are
+        # stacked by shape. Weights are identified by their object: the queue holds every
+        # request's model alive, so an ``id`` cannot be reused within one flush.
+        by_net: dict[int, list[_Request]] = defaultdict(list)
+        for req in queue:
+            by_net[id(req.model.net)].append(req)
+        groups: dict[tuple[Any, ...], list[_Request]] = defaultdict(list)
+        for reqs in by_net.values():
+            if len(reqs) > 1:
+                for i in range(0, len(reqs), MAX_SHARED):
+                    self._run_shared(reqs[i : i + MAX_SHARED])
+            else:
+                groups[_shape_key(reqs[0].model)].append(reqs[0])
+        for members in groups.values():
+            for i in range(0, len(members), MAX_STACK):
+                self._run_stacked(members[i : i + MAX_STACK])
+        self.batched += len(queue)
+
+    def _run_shared(self, items: list[_Request]) -> None:
+        """One forward pass of one set of weights over the windows of ``items`` (S=1, B=N)."""
+        self.batches += 1
+        # Inputs and forecasts are built per model (metadata: scaler, head), together.
+        by_model: dict[int, list[_Request]] = defaultdict(list)
+        for r in items:
+            by_model[id(r.model)].append(r)
+        parts = list(by_model.values())
+        try:
+            prepared = [p[0].model.prepare_many([r.recent for r in p]) for p in parts]
+            raw = items[0].model.net(np.concatenate([x for x, _last, _sigma in prepared]))
+        except Exception as e:  # a broken model fails its own requests, not the loop
+            _fail(items, e)
+            return
+        start = 0
+        for part, (_x, lasts, sigmas) in zip(parts, prepared, strict=True):
+            rows, start = raw[start : start + len(part)], start + len(part)
             try:
-                nets = [r.model.net for r in items]
-                blocks = self._blocks(nets)
-                out = forward_many(nets, [r.x for r in items], blocks)
-            except Exception as e:  # a broken model fails its own requests, not the loop
-                for r in items:
-                    if not r.fut.done():
-                        r.fut.set_exception(e)
+                got = part[0].model.finish_many(
+                    rows,
+                    lasts,
+                    sigmas,
+                    np.array([np.nan if r.level is None else r.level for r in part]),
+                )
+            except Exception as e:
+                _fail(part, e)
                 continue
-            for r, raw in zip(items, out, strict=True):
+            for r, g in zip(part, got, strict=True):
                 if r.fut.done():
                     continue
-                try:
-                    r.fut.set_result(r.model.finish(raw, r.last, r.sigma, r.level))
-                except Exception as e:  # e.g. a non-finite output: that request only
-                    r.fut.set_exception(e)
-        self.batches += len(chunks)
-        self.batched += len(queue)
+                if isinstance(g, Forecast):
+                    r.fut.set_result(g)
+                else:
+                    r.fut.set_exception(g)
+
+    def _run_stacked(self, items: list[_Request]) -> None:
+        """Different models of one shape, one window each, stacked (see the module docstring)."""
+        self.batches += 1
+        try:
+            prepared = [r.model.prepare(r.recent) for r in items]
+            nets = [r.model.net for r in items]
+            out = forward_many(nets, [x for x, _l, _s in prepared], self._blocks(nets))
+        except Exception as e:  # a broken model fails its own requests, not the loop
+            _fail(items, e)
+            return
+        for r, raw, (_x, last, sigma) in zip(items, out, prepared, strict=True):
+            if r.fut.done():
+                continue
+            try:
+                r.fut.set_result(r.model.finish(raw, last, sigma, r.level))
+            except Exception as e:  # e.g. a non-finite output: that request only
+                r.fut.set_exception(e)
 
     def _blocks(self, nets: list[NumpyLSTM]) -> np.ndarray:
         """The stacked block matrices of ``nets``, cached while the same nets come together.
@@ -139,3 +188,9 @@ class InferenceBatcher:
         blocks = stack_blocks(nets)
         self._stacked[key] = (tuple(nets), blocks)
         return blocks
+
+
+def _fail(items: list[_Request], e: Exception) -> None:
+    for r in items:
+        if not r.fut.done():
+            r.fut.set_exception(e)

@@ -78,9 +78,10 @@ class EconometricServer:
 
     def forecast(self, last_close: float, level: float) -> Forecast:
         """The next candle's forecast from the current state."""
-        dist = self.model.distribution(self.state.var)
-        loc = 0.0 if self.naive_point else float(dist.loc[0])
-        return Forecast.of(loc, float(dist.scale[0]), float(dist.df[0]), last_close, level)
+        # Forecast.of checks what ReturnDistribution.of would (finite, scale > 0, df > 2).
+        m = self.model
+        loc = 0.0 if self.naive_point else float(m.mu)
+        return Forecast.of(loc, m.scale_at(float(self.state.var)), float(m.df), last_close, level)
 
 
 @dataclass

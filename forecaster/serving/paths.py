@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from config.logging import series_logger
 from core.lifecycle import cancel_and_wait
-from core.schemas import ModelInfo
+from core.schemas import Candle, ModelInfo
 from core.series import SeriesId
 from forecaster.data import CandleArrays
 from forecaster.horizon import horizon_paths
@@ -93,7 +94,7 @@ class _Request:
     series: SeriesId
     model: LoadedModel
     record: ModelRecord
-    recent: CandleArrays
+    recent: CandleArrays | Sequence[Candle]  # candles become arrays in the worker thread
 
 
 class PathRefresher:
@@ -121,7 +122,11 @@ class PathRefresher:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="forecast-path")
 
     def submit(
-        self, series: SeriesId, model: LoadedModel, record: ModelRecord, recent: CandleArrays
+        self,
+        series: SeriesId,
+        model: LoadedModel,
+        record: ModelRecord,
+        recent: CandleArrays | Sequence[Candle],
     ) -> None:
         """Ask for the path after ``recent``'s last candle (replacing any request of ``series``
         not yet started). Returns at once; call from the event loop."""
@@ -168,9 +173,7 @@ class PathRefresher:
         loop = asyncio.get_running_loop()
         info = lstm_info(req.record)
         try:
-            path = await loop.run_in_executor(
-                self._pool, compute_path, req.series, req.model, info, req.recent, self.steps
-            )
+            path = await loop.run_in_executor(self._pool, _compute, req, info, self.steps)
             await self.store.write(path)
         except asyncio.CancelledError:
             raise
@@ -180,3 +183,11 @@ class PathRefresher:
             return
         self.refreshed += 1
         log.debug("path.refreshed", version=info.version, as_of=path.as_of, steps=path.steps)
+
+
+def _compute(req: _Request, info: ModelInfo, steps: int) -> ForecastPath:
+    """:func:`compute_path` of a request (building its arrays here, off the event loop)."""
+    recent = req.recent
+    if not isinstance(recent, CandleArrays):
+        recent = CandleArrays.from_candles(list(recent), req.series.timeframe)
+    return compute_path(req.series, req.model, info, recent, steps)

@@ -115,6 +115,8 @@ class ForecastService(Service):
             await self.ctx.models.close()
         if self.ctx.paths is not None:
             await self.ctx.paths.close()
+        if self.ctx.fanin is not None:
+            await self.ctx.fanin.close()
         with contextlib.suppress(RedisError, OSError):
             await self.replicas.leave(self.replica)
         log.info("forecast.stopped", replica=self.replica)

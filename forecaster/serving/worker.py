@@ -1,7 +1,8 @@
 """Serving one series: closed-candle event in, Prediction out, within milliseconds.
 
-A :class:`SeriesWorker` reads the series' closed-candle events through the consumer group,
-builds the window from the candle store, runs the model's numpy forward pass (no
+A :class:`SeriesWorker` reads the series' closed-candle events through the consumer group (on a
+standalone Redis through the process's one read for all series, :mod:`.fanin`), builds the
+window from the candle store, runs the model's numpy forward pass (no
 ``model.predict``), publishes the Prediction exactly once (the Lua script keys it by ``as_of``)
 and only then acknowledges the event, so a worker that dies leaves it pending for the next
 holder of the series. Loading a newly promoted model happens in a thread while the old one keeps
@@ -31,6 +32,7 @@ from forecaster.heads import Forecast
 from forecaster.inference import LoadedModel
 from forecaster.serving.batching import InferenceBatcher
 from forecaster.serving.champion import EconometricServer, LiveCalibration
+from forecaster.serving.fanin import EventFanIn
 from forecaster.serving.live_score import LiveScorer
 from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
@@ -57,6 +59,7 @@ class ServingContext:
     batcher: InferenceBatcher = field(default_factory=InferenceBatcher)
     models: ModelCache | None = None
     paths: PathRefresher | None = None  # the dashboard's multi-step paths; None: not kept
+    fanin: EventFanIn | None = None  # one read for all series (standalone Redis only)
     # The stores the workers use, all the process's one Storage's.
     store: CandleStore = field(init=False)
     events: CandleEvents = field(init=False)
@@ -73,6 +76,9 @@ class ServingContext:
             self.models = ModelCache(
                 self.registry, keras=self.settings.forecast.inference == "keras"
             )
+        if self.fanin is None and self.bus.pipelined:
+            read_batch = self.settings.forecast.read_batch
+            self.fanin = EventFanIn(self.events, self.consumer, read_batch)
 
     def subject(self, series: SeriesId) -> SeriesId:
         """Whose model serves ``series`` (its own, or its timeframe's global model)."""
@@ -222,6 +228,8 @@ class SeriesWorker:
                 await self.handle(batch)
             while batch := await ctx.events.read(s, ctx.consumer, pending=True, count=500):
                 await self.handle(batch)
+            if ctx.fanin is not None:
+                await self._serve_fanned_in(ctx.fanin)
             while True:
                 batch = await ctx.events.read(
                     s, ctx.consumer, count=ctx.settings.forecast.read_batch, block_ms=1000
@@ -231,6 +239,18 @@ class SeriesWorker:
         finally:
             await cancel_and_wait(refresher)
             await self.holder.close()
+
+    async def _serve_fanned_in(self, fanin: EventFanIn) -> None:
+        """Serve the events the process-wide read hands this series (never returns)."""
+        queue = await fanin.join(self.series)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                await self.handle(item)
+        finally:  # before the lease goes (see forecaster.serving.fanin)
+            await fanin.leave(self.series)
 
     async def _refresh_model_loop(self) -> None:
         # Off the hot path: a promotion is picked up within a second.
@@ -299,10 +319,9 @@ class SeriesWorker:
         if len(candles) < model.window + 1:
             self._skip("incomplete_window")  # a hole inside the window: never predict across it
             return False
-        arrays = CandleArrays.from_candles(candles, tf)
         cal = await self._calibration(record.version, record.meta, model)
         cal.settle(ev.candle)  # the interval published for this candle meets its outcome
-        got = await self._forecast(ev, model, record, arrays, candles, cal.level)
+        got = await self._forecast(ev, model, record, candles, cal.level)
         if got is None:
             self._skip("no_forecast")
             return False
@@ -357,7 +376,7 @@ class SeriesWorker:
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
             self.scorer.predicted(prediction, (forecast.loc, forecast.scale, forecast.df))
             if self.ctx.paths is not None:  # off the hot path: returns at once
-                self.ctx.paths.submit(self.series, model, record, arrays)
+                self.ctx.paths.submit(self.series, model, record, candles)
         else:
             # A redelivered event (already published once), or a gap-filled candle older than
             # one already predicted: the stream only moves forward.
@@ -392,7 +411,6 @@ class SeriesWorker:
         ev: CandleEvent,
         model: LoadedModel,
         record: ModelRecord,
-        arrays: CandleArrays,
         candles: list[Candle],
         level: float,
     ) -> tuple[str, Forecast] | None:
@@ -401,6 +419,8 @@ class SeriesWorker:
         for kind in dict.fromkeys((champion, "ewma", "static", "lstm")):
             try:
                 if kind == "lstm":
+                    # Built here only: an econometric champion needs the candles alone.
+                    arrays = CandleArrays.from_candles(candles, self.series.timeframe)
                     if self.ctx.settings.forecast.inference == "keras":
                         return kind, model.predict_keras(arrays, level)  # the slow baseline
                     return kind, await self.ctx.batcher.forecast(model, arrays, level)
