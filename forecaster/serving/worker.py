@@ -34,6 +34,7 @@ from forecaster.serving.batching import InferenceBatcher
 from forecaster.serving.champion import EconometricServer, LiveCalibration
 from forecaster.serving.fanin import EventFanIn
 from forecaster.serving.live_score import LiveScorer
+from forecaster.serving.models import MODEL_REFRESH_S, ModelCache, ModelHolder
 from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_SKIPPED, LATENCY, MODEL_AGE, PREDICTIONS, PUBLISH_LATENCY
 from storage.calibration import CalibrationStore
@@ -41,10 +42,9 @@ from storage.candles import CandleStore
 from storage.events import CandleEvent, CandleEvents
 from storage.facade import Storage
 from storage.predictions import PredictionBus
-from storage.registry import ModelIntegrityError, ModelRecord, ModelRegistry
+from storage.registry import ModelRecord, ModelRegistry
 from storage.scores import LiveScores
 
-MODEL_REFRESH_S = 1.0
 MAX_CATCH_UP = 100_000  # candles an econometric filter reads to catch up (beyond: a hole)
 
 
@@ -83,112 +83,6 @@ class ServingContext:
     def subject(self, series: SeriesId) -> SeriesId:
         """Whose model serves ``series`` (its own, or its timeframe's global model)."""
         return model_subject(series, self.settings.model.scope)
-
-
-class ModelCache:
-    """Loaded models shared by every worker of the process, one per (subject, version).
-
-    With the global scope one model serves every series of a timeframe: it is read and loaded
-    once, not once per series. Serving loads the numpy artifact (no TensorFlow in the process);
-    only the ``keras`` inference baseline loads the ``.keras`` file.
-    """
-
-    def __init__(self, registry: ModelRegistry, *, keras: bool = False) -> None:
-        self.registry = registry
-        self.keras = keras
-        self._loads: dict[tuple[str, str], asyncio.Task[tuple[LoadedModel, ModelRecord]]] = {}
-
-    async def get(self, subject: SeriesId, version: str) -> tuple[LoadedModel, ModelRecord]:
-        """The loaded model of ``version``; raises what loading raised (refused versions stay
-        refused: a version is immutable)."""
-        key = (subject.key, version)
-        task = self._loads.get(key)
-        if task is None:
-            task = self._loads[key] = asyncio.create_task(self._load(subject, version))
-            task.add_done_callback(lambda t: self._settled(key, t))
-        # Shielded: a worker cancelled while waiting must not cancel the others' load.
-        return await asyncio.shield(task)
-
-    def _settled(self, key: tuple[str, str], task: asyncio.Task[Any]) -> None:
-        if task.cancelled() or isinstance(task.exception(), RedisError | OSError):
-            self._loads.pop(key, None)  # transient: the next refresh tries again
-        elif task.exception() is None:
-            for old in [k for k in self._loads if k[0] == key[0] and k != key]:
-                self._loads.pop(old)  # holders keep what they serve until they swap
-
-    async def _load(self, subject: SeriesId, version: str) -> tuple[LoadedModel, ModelRecord]:
-        if self.keras:
-            rec = await self.registry.get(subject, version)
-            # Keras deserialisation is CPU work: keep the event loop serving meanwhile.
-            model = await asyncio.to_thread(LoadedModel.from_artifact, rec.artifact, rec.meta)
-        else:
-            rec = await self.registry.get(subject, version, with_artifact=False, with_npz=True)
-            model = await asyncio.to_thread(LoadedModel.from_npz, rec.npz, rec.meta)
-        return model, rec
-
-    async def close(self) -> None:
-        for task in list(self._loads.values()):
-            await cancel_and_wait(task)
-        self._loads.clear()
-
-
-class ModelHolder:
-    """The model serving one series, swapped for each newly promoted version of its subject
-    (the series itself, or its timeframe's global model)."""
-
-    def __init__(
-        self,
-        cache: ModelCache,
-        subject: SeriesId,
-        log: Any,
-        *,
-        registry: ModelRegistry | None = None,
-    ) -> None:
-        self.cache = cache
-        self.registry = registry or cache.registry
-        self.series = subject
-        self.log = log
-        self.model: LoadedModel | None = None
-        self.record: ModelRecord | None = None
-        self._loading: asyncio.Task[None] | None = None
-        self._refused: set[str] = set()
-
-    async def refresh(self) -> None:
-        """Start loading the promoted version if it changed (returns at once)."""
-        version = await self.registry.current_version(self.series)
-        if (
-            version is None
-            or (self.record is not None and version == self.record.version)
-            or version in self._refused
-            or (self._loading is not None and not self._loading.done())
-        ):
-            return
-        self._loading = asyncio.create_task(self._load(version))
-
-    async def load_now(self) -> None:
-        """Load the promoted version before serving (start-up)."""
-        await self.refresh()
-        if self._loading is not None:
-            await self._loading
-
-    async def _load(self, version: str) -> None:
-        try:
-            model, rec = await self.cache.get(self.series, version)
-        except (ModelIntegrityError, KeyError, ValueError, OSError) as e:
-            self._refused.add(version)
-            self.log.error(
-                "model.refused",
-                version=version,
-                error=str(e)[:300],
-                serving=self.record.version if self.record else None,
-            )
-            return
-        self.model, self.record = model, rec
-        self.log.info("model.loaded", version=version, skill=rec.meta.skill)
-
-    async def close(self) -> None:
-        if self._loading is not None:
-            await cancel_and_wait(self._loading)
 
 
 @dataclass
