@@ -10,8 +10,8 @@ import structlog
 
 from config.settings import Settings
 from core.series import SeriesId
-from forecaster.serving.scheduler import TrainingScheduler
 from forecaster.serving.models import ModelCache, ModelHolder
+from forecaster.serving.scheduler import TrainingScheduler
 from forecaster.training.job import EXIT_FAILED, train_series
 from storage.client import Redis
 from storage.facade import Storage

@@ -40,12 +40,14 @@ class ModelCache:
         self._loads: dict[tuple[str, str], asyncio.Task[tuple[LoadedModel, ModelRecord]]] = {}
         self._versions: dict[str, tuple[float, asyncio.Future[str | None]]] = {}
 
-    async def current_version(self, subject: SeriesId) -> str | None:
+    async def current_version(self, subject: SeriesId, *, fresh: bool = False) -> str | None:
         """The promoted version of ``subject``, read at most once per ``VERSION_TTL_S`` for all
-        the workers that ask (a global model's thousand series poll it as one)."""
+        the workers that ask (a global model's thousand series poll it as one); ``fresh``
+        reads it now."""
         now = time.monotonic()
         hit = self._versions.get(subject.key)
-        if hit is None or now - hit[0] >= VERSION_TTL_S or (hit[1].done() and hit[1].exception()):
+        stale = hit is None or now - hit[0] >= VERSION_TTL_S
+        if fresh or stale or (hit is not None and hit[1].done() and hit[1].exception()):
             hit = (now, asyncio.ensure_future(self.registry.current_version(subject)))
             self._versions[subject.key] = hit
         return await asyncio.shield(hit[1])
@@ -108,9 +110,10 @@ class ModelHolder:
         self._loading: asyncio.Task[None] | None = None
         self._refused: set[str] = set()
 
-    async def refresh(self) -> None:
-        """Start loading the promoted version if it changed (returns at once)."""
-        version = await self.cache.current_version(self.series)
+    async def refresh(self, *, fresh: bool = False) -> None:
+        """Start loading the promoted version if it changed (returns at once); ``fresh`` reads
+        the promoted version now rather than the process's last reading of it."""
+        version = await self.cache.current_version(self.series, fresh=fresh)
         if (
             version is None
             or (self.record is not None and version == self.record.version)
@@ -122,7 +125,7 @@ class ModelHolder:
 
     async def load_now(self) -> None:
         """Load the promoted version before serving (start-up)."""
-        await self.refresh()
+        await self.refresh(fresh=True)
         if self._loading is not None:
             await self._loading
 
