@@ -7,13 +7,13 @@ reads the streams of all joined series with one XREADGROUP (the command takes se
 on a Redis Cluster they live in different slots, so there each worker keeps its own read) and
 hands each worker its series' events through a queue.
 
-The set of streams changes when a worker joins or leaves: the read in flight is cancelled and
-a new one started. A cancelled read may have been answered already (the events are then
-pending for this consumer, never handed out): the next read first asks for this consumer's
-pending events after the last one handed out, per series, so none is stranded. A leaving
-series' events read that way stay pending for the next holder, who claims them when it starts:
-:meth:`EventFanIn.leave` returns only once no read of its stream is in flight, and the worker
-releases its lease after that.
+The set of streams changes when a worker joins or leaves: the read in flight is cancelled and a new
+one started (once for all the joins and leaves that come together). A cancelled read may have been
+answered already (the events are then pending for this consumer, never handed out): the next read
+first asks for this consumer's pending events after the last one handed out, per series, so none is
+stranded. A leaving series' events read that way stay pending for the next holder, who claims them
+when it starts: :meth:`EventFanIn.leave` returns only once no read of its stream is in flight, and
+the worker releases its lease after that.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from core.series import SeriesId
 from storage.events import CandleEvent, CandleEvents
 
 Item = list[CandleEvent] | BaseException
+JOIN_SETTLE_S = 0.02  # series joining within this long are added by one restart of the read
 
 
 class EventFanIn:
@@ -41,6 +42,7 @@ class EventFanIn:
         self._queues: dict[SeriesId, asyncio.Queue[Item]] = {}
         self._last: dict[SeriesId, str] = {}  # id of the last event handed out, per series
         self._task: asyncio.Task[None] | None = None
+        self._restarting: asyncio.Task[None] | None = None
         self.reads = 0
 
     async def join(self, series: SeriesId) -> asyncio.Queue[Item]:
@@ -49,10 +51,7 @@ class EventFanIn:
         queue: asyncio.Queue[Item] = asyncio.Queue()
         self._queues[series] = queue
         self._last[series] = "0"  # the worker handled its own pending events before joining
-        try:
-            await self._stop()
-        finally:
-            self._start()
+        await self._restart(JOIN_SETTLE_S)
         return queue
 
     async def leave(self, series: SeriesId) -> None:
@@ -60,14 +59,34 @@ class EventFanIn:
         if self._queues.pop(series, None) is None:
             return
         self._last.pop(series, None)
-        try:
-            await self._stop()
-        finally:  # even if interrupted: the other series must go on being read
-            self._start()
+        await self._restart(0.0)
 
     async def close(self) -> None:
-        await self._stop()
+        """Stop reading for good (workers leaving afterwards find nothing to leave)."""
         self._queues.clear()
+        if self._restarting is not None:
+            await cancel_and_wait(self._restarting)
+        await self._stop()
+
+    async def _restart(self, settle_s: float) -> None:
+        """Replace the read in flight by one over the series joined now; returns once the old
+        read has ended. Every join and leave within one restart share it: a thousand series
+        starting together restart the read a few times, not a thousand (each restart cancels
+        a command in flight and sends one naming every stream)."""
+        if self._restarting is None:
+            self._restarting = asyncio.create_task(self._restart_after(settle_s))
+        await asyncio.shield(self._restarting)
+
+    async def _restart_after(self, settle_s: float) -> None:
+        try:
+            await asyncio.sleep(settle_s)
+        finally:
+            # Later joins and leaves need a restart of their own: this one's set is taken now.
+            self._restarting = None
+            try:
+                await self._stop()
+            finally:  # even if interrupted: the other series must go on being read
+                self._start()
 
     async def _stop(self) -> None:
         # Forgotten before it is cancelled: a cancelled read never hands anything out (the

@@ -46,8 +46,12 @@ class ModelCache:
         reads it now."""
         now = time.monotonic()
         hit = self._versions.get(subject.key)
-        stale = hit is None or now - hit[0] >= VERSION_TTL_S
-        if fresh or stale or (hit is not None and hit[1].done() and hit[1].exception()):
+        failed = (
+            hit is not None
+            and hit[1].done()
+            and (hit[1].cancelled() or hit[1].exception() is not None)
+        )
+        if fresh or failed or hit is None or now - hit[0] >= VERSION_TTL_S:
             hit = (now, asyncio.ensure_future(self.registry.current_version(subject)))
             self._versions[subject.key] = hit
         return await asyncio.shield(hit[1])

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from core.clock import ClockSync, ExchangeClock, WallClock
-from core.lifecycle import Service, cancel_and_wait
+from core.lifecycle import Service, cancel_all, cancel_and_wait
 from core.series import SeriesId
 from forecaster.serving.paths import PathRefresher
 from forecaster.serving.prom import EVENTS_PENDING, LIVE_MAE, LIVE_MASE, SERIES_HELD
@@ -107,16 +107,18 @@ class ForecastService(Service):
         self._closed = True
         if self.scheduler is not None:
             await self.scheduler.stop()
-        for series in list(self.workers):
-            await self._stop_worker(series)
+        if self.ctx.fanin is not None:
+            await self.ctx.fanin.close()  # first: no read restarts as each worker leaves
+        held = list(self.workers)
+        # Every worker stops before any lease goes: never two servers of one series.
+        await cancel_all(*(self.workers.pop(s)[1] for s in held))
+        for series in held:
             with contextlib.suppress(RedisError, OSError):
                 await self.leases.release(series, "serve", self.replica)
         if self.ctx.models is not None:
             await self.ctx.models.close()
         if self.ctx.paths is not None:
             await self.ctx.paths.close()
-        if self.ctx.fanin is not None:
-            await self.ctx.fanin.close()
         with contextlib.suppress(RedisError, OSError):
             await self.replicas.leave(self.replica)
         log.info("forecast.stopped", replica=self.replica)
