@@ -110,8 +110,7 @@ class ForecastService(Service):
         if self.ctx.fanin is not None:
             await self.ctx.fanin.close()  # first: no read restarts as each worker leaves
         held = list(self.workers)
-        # Every worker stops before any lease goes: never two servers of one series.
-        await cancel_all(*(self.workers.pop(s)[1] for s in held))
+        await self._stop_workers(held)
         for series in held:
             with contextlib.suppress(RedisError, OSError):
                 await self.leases.release(series, "serve", self.replica)
@@ -143,15 +142,20 @@ class ForecastService(Service):
         """Renew what we hold, give back what exceeds our fair ``share`` (so a newcomer gets
         work), take free series while under it. A worker stops before its lease is released,
         so two replicas never serve one series; the next holder reclaims pending events."""
+        gone: list[SeriesId] = []
         for series in list(self.workers):
             _worker, task = self.workers[series]
             if task.done():  # crashed (e.g. Redis gone): restart below if still ours
-                await self._stop_worker(series)
+                gone.append(series)
             elif not await self.leases.renew(series, "serve", self.replica, ttl_ms):
                 log.warning("lease.lost", replica=self.replica, **series.log_fields())
-                await self._stop_worker(series)
-        for series in list(self.workers)[share:]:
-            await self._stop_worker(series)
+                gone.append(series)
+        await self._stop_workers(gone)
+        surplus = list(self.workers)[share:]
+        # Stopped together, then released: giving back half of a thousand series one by one
+        # took longer than the leases' TTL.
+        await self._stop_workers(surplus)
+        for series in surplus:
             await self.leases.release(series, "serve", self.replica)
             log.info("lease.released", replica=self.replica, share=share, **series.log_fields())
         for series in all_series:
@@ -177,9 +181,10 @@ class ForecastService(Service):
             worker.log.warning("worker.failed", error=str(e).splitlines()[0][:300])
             await asyncio.sleep(1.0)
 
-    async def _stop_worker(self, series: SeriesId) -> None:
-        _worker, task = self.workers.pop(series)
-        await cancel_and_wait(task)  # before its lease goes: never two servers of one series
+    async def _stop_workers(self, series: list[SeriesId]) -> None:
+        """Stop the workers of ``series`` together; each has ended before its lease goes (never
+        two servers of one series)."""
+        await cancel_all(*(self.workers.pop(s)[1] for s in series))
 
     async def _housekeeping(self) -> None:
         """Clock re-sync, pending-event and live-score gauges."""
