@@ -8,10 +8,15 @@ production). Retention is small, so history reaches its steady state early in th
 
 The run being judged starts once every series has its first prediction (start-up, history and
 first models, is not the steady state) and ends when the month's last candle is stored. What must
-hold over its second half: Redis memory, and the RSS of each service, grow by less than 5 %.
-Growth is judged on medians of the samples at the start and at the end of the second half, so a
-model version that lands between two prunes (a transient, bounded by ``KEEP_VERSIONS``) is not
-taken for a leak, while a steady climb is.
+hold over its second half: the data Redis holds, and the RSS of each service, grow by less than
+5 %, and the number of keys stays put. Growth is judged on medians of the samples at the start
+and at the end of the second half, so a model version that lands between two prunes (a
+transient, bounded by ``KEEP_VERSIONS``) is not taken for a leak, while a steady climb is.
+
+Redis's data is ``used_memory_dataset`` (``used_memory`` less the server's overhead): on ~9 MiB
+of ``used_memory`` the client buffers alone moved by 0.65 MiB (7 %) between two CI runs of the
+same code, with the load of the moment (a forecaster that lags reads bigger replies). Both are
+printed; ``used_memory`` is held to a looser bound, so a leak in the buffers still fails.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ SPEED = 8_000.0
 RETENTION = 5_000  # candles per series: reached after an eighth of the run
 KEEP_VERSIONS = 2
 GROWTH_LIMIT = 0.05
+# used_memory includes client buffers, which follow the load of the moment (module docstring)
+USED_MEMORY_LIMIT = 0.15
+KEYS_SLACK = 2  # a model version between two prunes, and its artifact
 SAMPLE_EVERY_S = 1.0
 EDGE = 0.2  # share of the second half's samples whose median stands for its start and its end
 
@@ -139,7 +147,9 @@ async def test_month_replay_with_faults_memory_stays_flat(tmp_path: Path) -> Non
             info = await redis.info("memory")
             samples.add(
                 time.monotonic(),
+                redis_data=float(info["used_memory_dataset"]),
                 redis_used=float(info["used_memory"]),
+                redis_keys=float(await redis.dbsize()),
                 redis_models=float(await _model_bytes(redis, keys, series)),
                 ingest_rss=float(procs["ingest"].memory_info().rss),
                 forecast_rss=float(procs["forecast"].memory_info().rss),
@@ -209,16 +219,18 @@ async def test_month_replay_with_faults_memory_stays_flat(tmp_path: Path) -> Non
     assert codes == {"forecast": 0, "ingest": 0}, logs()
 
     report = {}
-    for name in ("redis_used", "ingest_rss", "forecast_rss"):
+    for name in ("redis_data", "redis_used", "ingest_rss", "forecast_rss"):
         first, last = samples.second_half_growth(name, started, ended)
         report[name] = (round(first / 2**20, 2), round(last / 2**20, 2), last / first - 1)
     models_first, models_last = samples.second_half_growth("redis_models", started, ended)
+    keys_first, keys_last = samples.second_half_growth("redis_keys", started, ended)
     print(f"soak over {ended - started:.0f} s, {len(samples.t)} samples; {exchange.stats}")
     for key, row in facts.items():
         print(f"  {key}: {row}")
     for name, (first_mib, last_mib, growth) in report.items():
         print(f"  {name}: {first_mib} -> {last_mib} MiB ({growth:+.2%})")
     print(f"  redis_models: {models_first / 2**20:.2f} -> {models_last / 2**20:.2f} MiB")
+    print(f"  redis_keys: {keys_first:.0f} -> {keys_last:.0f}")
 
     for key, row in facts.items():
         assert row["stored"] is not None and row["stored"] <= RETENTION + 500, (key, row)
@@ -229,5 +241,7 @@ async def test_month_replay_with_faults_memory_stays_flat(tmp_path: Path) -> Non
         assert row["versions"] is not None and row["versions"] >= 2, (key, row)
     assert exchange.stats.drops >= 10, exchange.stats
     assert exchange.stats.malformed_sent > 0 and exchange.stats.duplicates_sent > 0
+    assert keys_last <= keys_first + KEYS_SLACK, (keys_first, keys_last)
     for name, (_, _, growth) in report.items():
-        assert growth < GROWTH_LIMIT, f"{name} grew {growth:.1%} over the second half: {report}"
+        limit = USED_MEMORY_LIMIT if name == "redis_used" else GROWTH_LIMIT
+        assert growth < limit, f"{name} grew {growth:.1%} over the second half: {report}"
