@@ -174,6 +174,7 @@ class Pipeline:
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.trainer: asyncio.subprocess.Process | None = None
         self.received: dict[tuple[str, int], float] = {}
+        self.published: dict[tuple[str, int], float] = {}  # latency_ms of each message
         # the round's predictions not arrived yet; ``arrived`` is set when the last one does
         self.waiting: set[tuple[str, int]] = set()
         self.arrived = asyncio.Event()
@@ -206,6 +207,10 @@ class Pipeline:
                 as_of = int(msg["data"].split(b'"as_of":', 1)[1].split(b",", 1)[0])
                 key = (msg["channel"].decode(), as_of)
                 self.received[key] = t
+                # the forecaster's own figure: candle written -> prediction published
+                self.published[key] = float(
+                    msg["data"].split(b'"latency_ms":', 1)[1].split(b",", 1)[0]
+                )
                 if key in self.waiting:
                     self.waiting.discard(key)
                     if not self.waiting:
@@ -282,12 +287,20 @@ class Pipeline:
 
     async def measure(self, rounds: int, name: str) -> dict[str, Any]:
         latencies: list[float] = []
+        published: list[float] = []
         for _ in range(rounds):
             latencies += await self.round_trip()
+            c = self.candles[self.index - 1]
+            published += [
+                self.published[(self.keys.predictions(s), c.open_time)] for s in self.series
+            ]
             if self.trainer is not None and self.trainer.returncode is not None:
                 raise RuntimeError(f"the training ended before the measurement:\n{self._tails()}")
             await asyncio.sleep(0.02)
         figures = percentiles(latencies)
+        # Up to the publication only (the message's latency_ms): the rest is Redis delivering
+        # and this process, the subscriber, reading the messages.
+        figures["published"] = percentiles(published)
         emit_progress(f"{name}: {figures}")
         return figures
 

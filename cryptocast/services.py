@@ -73,7 +73,12 @@ async def serve_ingest(settings: Settings) -> None:
 
 async def serve_forecast(settings: Settings, config_file: str | None) -> None:
     """``cryptocast forecast``."""
+    from threadpoolctl import threadpool_limits
+
     from forecaster.serving.service import ForecastService
+
+    # The import above loaded numpy and its BLAS: threadpoolctl resizes the loaded pools.
+    threadpool_limits(settings.forecast.blas_threads, user_api="blas")
 
     await serve(
         settings,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-__all__ = ["PUBLISHED_QUANTILES", "ReturnDistribution"]
+__all__ = ["PUBLISHED_QUANTILES", "ReturnDistribution", "crps_one"]
 
 # The quantile levels every message carries (schema 2).
 PUBLISHED_QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -48,6 +48,31 @@ def _t_pdf(z: np.ndarray, d: np.ndarray) -> np.ndarray:
         - (d + 1) / 2 * np.log1p(z * z / d)
     )
     return np.exp(log_pdf)
+
+
+def crps_one(loc: float, scale: float, df: float, r: float) -> float:
+    """:meth:`ReturnDistribution.crps` of one forecast and one observed return, in floats.
+
+    The same formulas through the same scipy ufuncs on scalars: the live scorer calls this on
+    every closed candle of every series, where building one-element arrays cost ~60 us a call
+    and this ~10 us."""
+    z = (r - loc) / scale
+    if math.isinf(df):
+        pdf = math.exp(-(z**2) / 2.0) / _NORM_PDF_C
+        return scale * (z * (2 * float(special.ndtr(z)) - 1) + 2 * pdf - 1 / math.sqrt(math.pi))
+    d = df
+    log_pdf = (
+        math.log(float(special.poch(0.5 * d, 0.5)))
+        - 0.5 * (math.log(d) + math.log(math.pi))
+        - (d + 1) / 2 * math.log1p(z * z / d)
+    )
+    beta = float(special.betaln(0.5, d - 0.5)) - 2 * float(special.betaln(0.5, d / 2))
+    t_part = (
+        z * (2 * float(special.stdtr(d, z)) - 1)
+        + 2 * math.exp(log_pdf) * (d + z**2) / (d - 1)
+        - 2 * math.sqrt(d) * math.exp(beta) / (d - 1)
+    )
+    return scale * t_part
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ back as the newest input and predicting again.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,16 +29,24 @@ from forecaster.data import CandleArrays
 from forecaster.features import (
     RETURN_UNITS,
     FeatureError,
-    input_from_features,
+    _normalise,
     log_returns,
     window_features,
+    window_sigma,
 )
 
 if TYPE_CHECKING:
     from forecaster.baselines import FittedBaseline
     from forecaster.inference import LoadedModel
 
-__all__ = ["HorizonPath", "horizon_paths"]
+__all__ = [
+    "HorizonPath",
+    "LstmRecursion",
+    "check_path",
+    "horizon_paths",
+    "one_step_offsets",
+    "path_of",
+]
 
 METHOD = (
     "recursive: predicted log returns fed back; LSTM range/vol inputs held at their training "
@@ -68,7 +77,7 @@ class HorizonPath:
         }
 
 
-def _path(
+def path_of(
     name: str,
     arrays: CandleArrays,
     rets: np.ndarray,
@@ -92,34 +101,77 @@ def _path(
     )
 
 
-def _lstm_returns(model: LoadedModel, arrays: CandleArrays, steps: int) -> np.ndarray:
-    feats = window_features(arrays, model.window, model.features)  # (window, F) unscaled
-    rets = log_returns(arrays)[len(arrays) - model.window :]
-    names = model.features
-    ret_col = names.index("ret") if "ret" in names else None
-    tf, base = arrays.timeframe, int(arrays.index[-1])
-    out = np.empty(steps, dtype=np.float64)
-    for h in range(steps):
-        x, sigma = input_from_features(feats, rets, model.scaler, model.normalisation)
-        loc, _scale, _df = model.distribution(model.forward(x).reshape(1, -1), np.array([sigma]))
-        r = float(loc[0])
-        out[h] = r
+class LstmRecursion:
+    """The LSTM's recursion for a batch of windows of one model, one step at a time.
+
+    Every window takes the same path through the same arithmetic as it would alone, so a batch
+    of one is the backtest's path and a batch of a hundred series (the global model's, after one
+    instant) is one forward pass a step instead of a hundred. :meth:`step` is short (one forward
+    pass), so a caller on an event loop can give the loop back between steps.
+    """
+
+    def __init__(self, model: LoadedModel, arrays: Sequence[CandleArrays]) -> None:
+        if not arrays:
+            raise ValueError("no windows to forecast from")
+        tf = arrays[0].timeframe
+        if any(a.timeframe != tf for a in arrays):
+            raise ValueError("the windows of one recursion share a timeframe")
+        self.model = model
+        self.tf = tf
+        w, names = model.window, model.features
+        # (B, window, F) unscaled, and (B, window) log returns
+        self.feats = np.stack([window_features(a, w, names) for a in arrays])
+        self.rets = np.stack([log_returns(a)[len(a) - w :] for a in arrays])
+        self.base = np.array([int(a.index[-1]) for a in arrays], dtype=np.int64)
+        self.ret_col = names.index("ret") if "ret" in names else None
+        self.tod = [(names.index(n), n) for n in ("tod_sin", "tod_cos") if n in names]
+        self.scaled_cols = [i for i, n in enumerate(names) if n in RETURN_UNITS]
+        self.out: list[np.ndarray] = []  # (B,) predicted log return, per step
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def step(self) -> None:
+        """Predict the next candle of every window and feed it back as the newest input."""
+        m = self.model
+        n = len(self)
+        normalised = m.normalisation != "none"
+        sigma = window_sigma(self.rets) if normalised else np.ones(n)
+        if m.naive_point:
+            # The point falls back to naive: every step's return is 0 whatever the network says.
+            r = np.zeros(n)
+        else:
+            names = list(m.scaler.features)
+            x = m.scaler.transform(_normalise(self.feats, sigma, names, m.normalisation))
+            r, _scale, _df = m.distribution(m.forward(x).reshape(n, -1), sigma)
+            r = np.asarray(r, dtype=np.float64)
+        self.out.append(r)
         # The imagined candle: its return, the other inputs at their training means (in the
         # window's volatility units when normalised), its own time of day.
-        row = np.array(model.scaler.mean, dtype=np.float64)
-        if model.normalisation != "none":
-            row = np.array(
-                [v * sigma if n in RETURN_UNITS else v for n, v in zip(names, row, strict=True)]
-            )
-        if ret_col is not None:
-            row[ret_col] = r
-        phase = (tf.open_time(base + h + 1) % 86_400_000) * (2.0 * math.pi / 86_400_000)
-        for name, val in (("tod_sin", math.sin(phase)), ("tod_cos", math.cos(phase))):
-            if name in names:
-                row[names.index(name)] = val
-        feats = np.vstack([feats[1:], row[None, :]])
-        rets = np.append(rets[1:], r)
-    return out
+        row = np.tile(np.asarray(m.scaler.mean, dtype=np.float64), (n, 1))
+        if normalised and self.scaled_cols:
+            row[:, self.scaled_cols] *= sigma[:, None]
+        if self.ret_col is not None:
+            row[:, self.ret_col] = r
+        if self.tod:
+            h = len(self.out)
+            opens = np.array([self.tf.open_time(int(b) + h) for b in self.base], dtype=np.int64)
+            phase = (opens % 86_400_000) * (2.0 * math.pi / 86_400_000)
+            for col, name in self.tod:
+                row[:, col] = np.sin(phase) if name == "tod_sin" else np.cos(phase)
+        self.feats = np.concatenate([self.feats[:, 1:], row[:, None, :]], axis=1)
+        self.rets = np.concatenate([self.rets[:, 1:], r[:, None]], axis=1)
+
+    def returns(self) -> np.ndarray:
+        """``(B, steps)``: the predicted log returns of the steps taken so far."""
+        return np.stack(self.out, axis=1) if self.out else np.empty((len(self), 0))
+
+
+def _lstm_returns(model: LoadedModel, arrays: CandleArrays, steps: int) -> np.ndarray:
+    rec = LstmRecursion(model, [arrays])
+    for _ in range(steps):
+        rec.step()
+    return rec.returns()[0]
 
 
 def _baseline_returns(fb: FittedBaseline, arrays: CandleArrays, steps: int) -> np.ndarray:
@@ -136,6 +188,33 @@ def _baseline_returns(fb: FittedBaseline, arrays: CandleArrays, steps: int) -> n
     return out
 
 
+def one_step_offsets(
+    model: LoadedModel, arrays: Sequence[CandleArrays]
+) -> list[tuple[float, float] | ValueError]:
+    """Per window, the one-step interval's offsets from its predicted log return (what a
+    message publishes, read at the model's start level): ``(q_low, q_high)``, or the
+    ``ValueError`` a non-finite forecast raised. One forward pass for all windows."""
+    x, last, sigma = model.prepare_many(list(arrays))
+    got = model.finish_many(model.forward(x), last, sigma, np.full(len(arrays), np.nan))
+    out: list[tuple[float, float] | ValueError] = []
+    for f, close in zip(got, last, strict=True):
+        if isinstance(f, ValueError):
+            out.append(f)
+        else:
+            c = float(close)
+            out.append(
+                (math.log(f.lower / c) - f.pred_return, math.log(f.upper / c) - f.pred_return)
+            )
+    return out
+
+
+def check_path(p: HorizonPath) -> HorizonPath:
+    """``p``, or :class:`FeatureError` if the recursion diverged."""
+    if not (np.all(np.isfinite(p.pred)) and math.isfinite(float(p.upper[-1]))):
+        raise FeatureError(f"the {p.name} multi-step forecast diverged")
+    return p
+
+
 def horizon_paths(
     arrays: CandleArrays,
     steps: int,
@@ -150,16 +229,11 @@ def horizon_paths(
     paths: list[HorizonPath] = []
     if lstm is not None:
         rets = _lstm_returns(lstm, arrays, steps)
-        # The one-step interval of the model's own distribution (what a message publishes).
-        one = lstm.predict_next(arrays)
-        last = float(arrays.close[-1])
-        q_low = math.log(one.lower / last) - one.pred_return
-        q_high = math.log(one.upper / last) - one.pred_return
-        paths.append(_path("lstm", arrays, rets, q_low, q_high, lstm.interval_level))
+        q = one_step_offsets(lstm, [arrays])[0]
+        if isinstance(q, ValueError):
+            raise q
+        paths.append(path_of("lstm", arrays, rets, *q, lstm.interval_level))
     for name, fb in (baselines or {}).items():
         rets = _baseline_returns(fb, arrays, steps)
-        paths.append(_path(name, arrays, rets, fb.q_low, fb.q_high, level))
-    for p in paths:
-        if not (np.all(np.isfinite(p.pred)) and math.isfinite(float(p.upper[-1]))):
-            raise FeatureError(f"the {p.name} multi-step forecast diverged")
-    return paths
+        paths.append(path_of(name, arrays, rets, fb.q_low, fb.q_high, level))
+    return [check_path(p) for p in paths]

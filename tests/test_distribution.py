@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from forecaster.distribution import ReturnDistribution
+from forecaster.distribution import ReturnDistribution, crps_one
 
 
 def _crps_by_sampling(dist: ReturnDistribution, y: float, n: int = 400_000) -> float:
@@ -46,3 +46,13 @@ def test_rejects_bad_parameters() -> None:
         ReturnDistribution.of(math.nan, 0.01)
     with pytest.raises(ValueError, match="df"):
         ReturnDistribution.of(0.0, 0.01, 2.0)
+
+
+@pytest.mark.parametrize("df", [2.5, 4.7, 30.0, math.inf])
+def test_scalar_crps_is_the_vectorised_one(df: float) -> None:
+    """The live scorer's float CRPS gives the array formula's numbers (Gaussian included)."""
+    rng = np.random.default_rng(7)
+    loc, scale, r = rng.normal(0, 1e-3, 200), rng.uniform(1e-4, 3e-2, 200), rng.normal(0, 2e-2, 200)
+    want = ReturnDistribution.of(loc, scale, df).crps(r)
+    got = np.array([crps_one(a, b, df, c) for a, b, c in zip(loc, scale, r, strict=True)])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)

@@ -5,10 +5,12 @@ tiny model, the real web app on loopback."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 
 import httpx
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
@@ -16,6 +18,7 @@ from config.settings import load_settings
 from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from forecaster.data import CandleArrays
+from forecaster.horizon import LstmRecursion
 from forecaster.serving.paths import PathRefresher
 from forecaster.serving.worker import SeriesWorker, ServingContext
 from storage.client import Redis
@@ -178,3 +181,45 @@ async def test_paths_wait_for_a_quiet_moment_but_not_forever(redis: Redis) -> No
         await wait_for(lambda: _stored_at(store, OTHER, newest), 30, "the path after max_wait_s")
     finally:
         await patient.close()
+
+
+def test_a_batch_of_windows_takes_the_path_each_would_take_alone() -> None:
+    """The global model's series share one recursion (one forward pass a step): each window's
+    returns equal its recursion alone, the network's point used (not the naive fallback) and
+    the naive fallback's path flat."""
+    arrays = btc_arrays(3000)
+    windows = [arrays.slice(end - 100, end) for end in (2800, 2850, 2900)]
+    model = dataclasses.replace(trained_tiny().model, naive_point=False)
+    together = LstmRecursion(model, windows)
+    for _ in range(24):
+        together.step()
+    for i, w in enumerate(windows):
+        alone = LstmRecursion(model, [w])
+        for _ in range(24):
+            alone.step()
+        assert np.array_equal(together.returns()[i], alone.returns()[0])
+    assert np.all(together.returns() != 0.0) and together.returns().shape == (3, 24)
+    naive = LstmRecursion(dataclasses.replace(model, naive_point=True), windows)
+    for _ in range(3):
+        naive.step()
+    assert np.array_equal(naive.returns(), np.zeros((3, 3)))
+
+
+async def test_no_path_step_runs_while_a_worker_handles_events(redis: Redis) -> None:
+    """Marked serving work holds the recursion between two steps (until ``max_wait_s``)."""
+    keys = Keys()
+    record = await _promoted(redis, keys)
+    model = trained_tiny().model
+    arrays = btc_arrays(3000)
+    store = PathStore(redis, keys)
+    paths = PathRefresher(store, 12, settle_s=0.0, max_wait_s=60)
+    try:
+        with paths.serving():
+            paths.submit(SERIES, model, record, arrays.slice(START - 100, START))
+            for _ in range(20):  # many loop turns, and time: the batch starts, no step runs
+                await asyncio.sleep(0.01)
+            assert paths.refreshed == 0 and await store.read(SERIES) is None
+        newest = int(arrays.open_time[START - 1])
+        await wait_for(lambda: _stored_at(store, SERIES, newest), 30, "the path once idle")
+    finally:
+        await paths.close()

@@ -19,10 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from core.schemas import Candle, Prediction
-from forecaster.distribution import ReturnDistribution
+from forecaster.distribution import crps_one
 from storage.scores import LEGACY_RELATIVE_MAE, RELATIVE_MAE
 
 
@@ -106,8 +104,7 @@ class LiveScorer:
         if dist is not None:
             r = math.log(candle.close / p.last_close)
             # Checked when it was published (Forecast.of): no second validation on the hot path.
-            loc, scale, df = (np.array([v], dtype=np.float64) for v in dist)
-            crps = float(ReturnDistribution(loc, scale, df).crps(r)[0])
+            crps = crps_one(*dist, r)
         move = candle.close - p.last_close
         predicted_move = p.predicted_close - p.last_close
         score = _Score(

@@ -2,32 +2,33 @@
 
 After a worker publishes a prediction it hands the model and the window it just used to the
 process's :class:`PathRefresher` (``submit``: a dict assignment, nothing awaited). One background
-task computes the paths, in one worker thread, with :func:`forecaster.horizon.horizon_paths`
-(the backtest's recursion), and stores each under ``storage.paths`` for the web to slice
-(docs/architecture.md, decision 13).
+task computes the paths with the backtest's recursion (:class:`forecaster.horizon.LstmRecursion`)
+and stores each under ``storage.paths`` for the web to slice (docs/architecture.md, decision 13).
 
 The work is bounded and stays out of the predictions' way:
 
 - the latest request per series wins: a backlog of a thousand candles costs one path, not a
   thousand;
-- every series' candle closes at the same instant, and the recursion holds the GIL for most of
-  its time (about 0.3 s for 240 steps of the default model on a shared 2-core machine), so a path
-  starts only once no prediction has been published for ``settle_s`` (or after ``max_wait_s``,
-  so a never-ending backlog cannot starve the paths): the predictions of a candle go out first,
-  the paths run between candles;
-- one path is computed at a time, so at most one thread is ever busy with them; when they take
-  longer than a candle (hundreds of series), each series' path is refreshed less often instead.
+- the series served by one model object (every series of a timeframe, with the global model)
+  share a recursion: ``MAX_BATCH`` windows go through each step's one forward pass;
+- the recursion runs on the event loop one step (one forward pass, a few milliseconds) at a
+  time, and a step never starts while a worker is handling events (:meth:`PathRefresher.serving`):
+  a candle's predictions wait for one step at most. (In a worker thread, as before, the recursion
+  held the GIL for most of its 0.3 s a path, and every prediction during it ran at half speed.)
+- a batch starts only once no prediction has been published for ``settle_s`` (or after
+  ``max_wait_s``, so a never-ending backlog cannot starve the paths), and the steps take at most
+  ``MAX_DUTY`` of one core: with hundreds of series each path is refreshed less often instead.
 
-A path that cannot be computed (a diverging recursion, Redis away) is logged with the series and
-skipped: the next candle tries again; serving never notices.
+A path that cannot be computed (a short window, a diverging recursion, Redis away) is logged with
+the series and skipped: the next candle tries again; serving never notices.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,44 +38,48 @@ from core.lifecycle import cancel_and_wait
 from core.schemas import Candle, ModelInfo
 from core.series import SeriesId
 from forecaster.data import CandleArrays
-from forecaster.horizon import horizon_paths
+from forecaster.horizon import HorizonPath, LstmRecursion, check_path, one_step_offsets, path_of
 from forecaster.inference import LoadedModel
-from storage.paths import ForecastPath, PathPoint, PathStore
+from storage.paths import ForecastPath, PathStore
 from storage.registry import ModelRecord
 
-__all__ = ["PathRefresher", "compute_path"]
+__all__ = ["PathRefresher", "stored_path"]
 
 SETTLE_S = 0.25
 MAX_WAIT_S = 5.0
-MAX_DUTY = 0.25  # most of one core the paths may take, averaged over one computation
+MAX_DUTY = 0.25  # most of one core the paths may take, averaged over each step
+MAX_BATCH = 32  # windows per recursion step: ~2-3 ms a step for the default model
 
 
-def compute_path(
-    series: SeriesId, model: LoadedModel, info: ModelInfo, recent: CandleArrays, steps: int
+def stored_path(
+    series: SeriesId, info: ModelInfo, recent: CandleArrays, path: HorizonPath
 ) -> ForecastPath:
-    """The recursive ``steps``-candle path of ``model`` after the last row of ``recent``
-    (which needs the model's ``window + 1`` contiguous candles at its end, else
-    ``FeatureError``). Each point's interval is the one-step interval widened by ``sqrt(k)``."""
-    (path,) = horizon_paths(recent, steps, lstm=model)
+    """The stored form of the recursion's ``path`` after the last candle of ``recent``."""
     last_close = float(recent.close[-1])
     rets = np.diff(np.log(np.concatenate([[last_close], path.pred])))
-    return ForecastPath(
-        series=series.key,
-        model=info,
-        as_of=int(recent.open_time[-1]),
-        last_close=last_close,
-        interval_level=model.interval_level,
-        steps=steps,
-        points=[
-            PathPoint(
-                time=int(path.target_time[i]),
-                predicted_close=float(path.pred[i]),
-                predicted_return=float(rets[i]),
-                lower=float(path.lower[i]),
-                upper=float(path.upper[i]),
-            )
-            for i in range(steps)
-        ],
+    # One validation of plain columns (pydantic's core): 240 PathPoint objects built one by one
+    # cost a millisecond of the event loop.
+    columns = zip(
+        path.target_time.tolist(),
+        path.pred.tolist(),
+        rets.tolist(),
+        path.lower.tolist(),
+        path.upper.tolist(),
+        strict=True,
+    )
+    return ForecastPath.model_validate(
+        {
+            "series": series.key,
+            "model": info,
+            "as_of": int(recent.open_time[-1]),
+            "last_close": last_close,
+            "interval_level": path.level,
+            "steps": len(path.pred),
+            "points": [
+                {"time": t, "predicted_close": c, "predicted_return": r, "lower": lo, "upper": hi}
+                for t, c, r, lo, hi in columns
+            ],
+        }
     )
 
 
@@ -94,7 +99,7 @@ class _Request:
     series: SeriesId
     model: LoadedModel
     record: ModelRecord
-    recent: CandleArrays | Sequence[Candle]  # candles become arrays in the worker thread
+    recent: CandleArrays | Sequence[Candle]  # candles become arrays when the batch starts
 
 
 class PathRefresher:
@@ -117,9 +122,11 @@ class PathRefresher:
         self.failed = 0
         self._pending: dict[SeriesId, _Request] = {}
         self._wake = asyncio.Event()
+        self._serving = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="forecast-path")
 
     def submit(
         self,
@@ -138,13 +145,24 @@ class PathRefresher:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="forecast-paths")
 
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around a worker's handling of its events: no recursion step starts meanwhile."""
+        self._serving += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._serving -= 1
+            if self._serving == 0:
+                self._idle.set()
+
     async def close(self) -> None:
-        """Stop: requests not started are dropped; a computation in its thread is left to
-        finish (it cannot be interrupted) but its result is never written."""
+        """Stop: requests not started are dropped, a batch in progress is abandoned between
+        two steps (nothing of it is written)."""
         self._closed = True
         if self._task is not None:
             await cancel_and_wait(self._task)
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         while True:
@@ -152,13 +170,15 @@ class PathRefresher:
             self._wake.clear()
             while self._pending:
                 await self._quiet()
-                series = next(iter(self._pending))
-                started = time.monotonic()
-                await self._refresh(self._pending.pop(series))
-                # Paths are a view for people; predictions are for bots. Bounded to a share of
-                # one core, so with many series each path is refreshed less often instead.
-                busy = time.monotonic() - started
-                await asyncio.sleep(busy * (1.0 / MAX_DUTY - 1.0))
+                await self._refresh(self._take_batch())
+
+    def _take_batch(self) -> list[_Request]:
+        """The oldest request, with the others of its model object (up to ``MAX_BATCH``)."""
+        first = next(iter(self._pending.values()))
+        batch = [r for r in self._pending.values() if r.model is first.model][:MAX_BATCH]
+        for r in batch:
+            del self._pending[r.series]
+        return batch
 
     async def _quiet(self) -> None:
         """Return once no request has come for ``settle_s``, or ``max_wait_s`` from now."""
@@ -168,26 +188,69 @@ class PathRefresher:
                 return
             await asyncio.sleep(min(self.settle_s - idle, max(0.0, deadline - time.monotonic())))
 
-    async def _refresh(self, req: _Request) -> None:
-        log = series_logger(req.series, __name__)
-        loop = asyncio.get_running_loop()
-        info = lstm_info(req.record)
+    async def _when_idle(self) -> None:
+        """Return once no worker is handling events, or after ``max_wait_s``."""
+        if self._serving:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.max_wait_s):
+                    await self._idle.wait()
+
+    async def _step_when_idle(self, rec: LstmRecursion) -> None:
+        """One recursion step, once no worker is handling events (or after ``max_wait_s``),
+        then a pause that keeps the steps within ``MAX_DUTY`` of a core."""
+        await self._when_idle()
+        started = time.perf_counter()
+        rec.step()
+        await asyncio.sleep((time.perf_counter() - started) * (1.0 / MAX_DUTY - 1.0))
+
+    async def _refresh(self, batch: list[_Request]) -> None:
+        model = batch[0].model
+        ready: list[tuple[_Request, CandleArrays]] = []
+        for req in batch:
+            try:
+                recent = req.recent
+                if not isinstance(recent, CandleArrays):
+                    recent = CandleArrays.from_candles(list(recent), req.series.timeframe)
+                model.check(recent)
+                ready.append((req, recent))
+            except Exception as e:  # one series' path never stops the others, nor serving
+                self._failed(req, e)
+        if not ready:
+            return
         try:
-            path = await loop.run_in_executor(self._pool, _compute, req, info, self.steps)
-            await self.store.write(path)
+            rec = LstmRecursion(model, [a for _r, a in ready])
+            for _ in range(self.steps):
+                await self._step_when_idle(rec)
+            offsets = one_step_offsets(model, [a for _r, a in ready])
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # one series' path never stops the others, nor serving
-            self.failed += 1
-            log.warning("path.failed", version=info.version, error=f"{type(e).__name__}: {e}"[:300])
+        except Exception as e:
+            for req, _a in ready:
+                self._failed(req, e)
             return
-        self.refreshed += 1
-        log.debug("path.refreshed", version=info.version, as_of=path.as_of, steps=path.steps)
+        for (req, recent), rets, q in zip(ready, rec.returns(), offsets, strict=True):
+            info = lstm_info(req.record)
+            await self._when_idle()  # a path's message and its write: ~0.2 ms of the loop
+            try:
+                if isinstance(q, ValueError):
+                    raise q
+                path = check_path(path_of("lstm", recent, rets, *q, model.interval_level))
+                await self.store.write(stored_path(req.series, info, recent, path))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._failed(req, e)
+                continue
+            self.refreshed += 1
+            series_logger(req.series, __name__).debug(
+                "path.refreshed",
+                version=info.version,
+                as_of=int(recent.open_time[-1]),
+                steps=self.steps,
+            )
 
-
-def _compute(req: _Request, info: ModelInfo, steps: int) -> ForecastPath:
-    """:func:`compute_path` of a request (building its arrays here, off the event loop)."""
-    recent = req.recent
-    if not isinstance(recent, CandleArrays):
-        recent = CandleArrays.from_candles(list(recent), req.series.timeframe)
-    return compute_path(req.series, req.model, info, recent, steps)
+    def _failed(self, req: _Request, e: Exception) -> None:
+        self.failed += 1
+        series_logger(req.series, __name__).warning(
+            "path.failed", version=req.record.version, error=f"{type(e).__name__}: {e}"[:300]
+        )

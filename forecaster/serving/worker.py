@@ -157,13 +157,16 @@ class SeriesWorker:
         """Predict each event in order (a backlog after a restart included: it costs a
         millisecond each). A published prediction acknowledges its event and carries the live
         score in the same atomic step; events without a prediction are acknowledged together."""
-        unanswered: list[str] = []
-        for ev in sorted(batch, key=lambda e: e.candle.open_time):
-            scored = self.scorer.closed(ev.candle)  # the candle settles the last prediction
-            if not await self._predict(ev, self.scorer.figures() if scored else None):
-                unanswered.append(ev.id)
-        if unanswered:
-            await self.ctx.events.ack(self.series, *unanswered)
+        paths = self.ctx.paths
+        # no path step starts while events are being handled (forecaster.serving.paths)
+        with paths.serving() if paths is not None else contextlib.nullcontext():
+            unanswered: list[str] = []
+            for ev in sorted(batch, key=lambda e: e.candle.open_time):
+                scored = self.scorer.closed(ev.candle)  # the candle settles the last prediction
+                if not await self._predict(ev, self.scorer.figures() if scored else None):
+                    unanswered.append(ev.id)
+            if unanswered:
+                await self.ctx.events.ack(self.series, *unanswered)
 
     async def _window(self, candle: Candle, n: int) -> list[Candle]:
         """The ``n`` candles ending with ``candle``, from memory when the events so far are
