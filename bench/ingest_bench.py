@@ -1,4 +1,4 @@
-"""Ingest: websocket path throughput (receive, parse, validate, store), 1, 100, 1,000 symbols.
+"""Ingest: websocket path throughput (receive, parse, validate, store), 1, 10, 100, 1,000 symbols.
 
 A local websocket server (the ``websockets`` library on loopback) sends pre-built Binance kline
 frames of closed candles (combined-stream format, real LINKUSDT 1m prices relabelled as N
@@ -38,7 +38,7 @@ from storage.keys import Keys
 
 MESSAGES = 60_000
 BASELINE_MESSAGES = 3_000
-SYMBOL_COUNTS = (1, 100, 1000)
+SYMBOL_COUNTS = (1, 10, 100, 1000)
 
 
 def _symbols(n: int) -> list[str]:

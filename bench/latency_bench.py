@@ -9,6 +9,8 @@ candles). The baseline in the same run is the per-series pipeline calling Keras
 ``model.predict`` per candle (at 1 and 10 series: see ``KERAS_COUNTS``). Per process: its start-up
 (spawn → the first prediction published, and → every series' first one, each series' candle
 written at the spawn) and its resident memory with its models loaded, read after the warm-up.
+Per size, ``forward_floor_{n}_series``: the default model's forward pass alone over N windows
+(one BLAS thread, as serving runs it), the floor under every round of the global model.
 
 ``LATENCY_ONLY`` runs the cells whose name starts with it (``1000_series_global``,
 ``10_series``, ``100_series_keras``...) and writes them as ``latency_partial``.
@@ -18,12 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from threadpoolctl import threadpool_limits
+
 from bench.common import binance_1m_candles, emit, emit_progress, private_redis
 from bench.pipeline import HISTORY, Pipeline, prepare
+from config.settings import ModelSettings
+from forecaster.heads import head_outputs
+from forecaster.numpy_lstm import NumpyLSTM
 
 SERIES_COUNTS = (1, 10, 100, 1000)
 SCOPES = ("global", "series")
@@ -72,6 +82,34 @@ async def scenario(
     return out, pipe.index
 
 
+def forward_floor_ms(n: int, repeats: int = 20) -> dict[str, float]:
+    """The default model's numpy forward pass alone over ``n`` windows, in this process with one
+    BLAS thread (as serving runs it): the part of a round no serving code can avoid. Median and
+    worst of ``repeats`` (ms). Random weights of the served shapes: the cost is the shapes'."""
+    m = ModelSettings()
+    rng = np.random.default_rng(0)
+    f, u = len(m.features), m.units
+    lstm = [
+        (
+            rng.normal(0, 0.1, (f if i == 0 else u, 4 * u)).astype(np.float32),
+            rng.normal(0, 0.1, (u, 4 * u)).astype(np.float32),
+            np.zeros(4 * u, np.float32),
+        )
+        for i in range(m.layers)
+    ]
+    k = head_outputs(m.head)
+    net = NumpyLSTM(lstm, (rng.normal(0, 0.1, (u, k)).astype(np.float32), np.zeros(k, np.float32)))
+    x = rng.normal(0, 1, (n, m.window, f)).astype(np.float32)
+    times = []
+    with threadpool_limits(1, user_api="blas"):
+        net(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            net(x)
+            times.append((time.perf_counter() - t0) * 1000)
+    return {"p50_ms": round(statistics.median(times), 2), "max_ms": round(max(times), 2)}
+
+
 async def run_all(url: str, logs: Path) -> dict[str, Any]:
     link = binance_1m_candles("linkusdt_binance_futures_1m_2026-02.csv")
     out: dict[str, Any] = {}
@@ -81,6 +119,7 @@ async def run_all(url: str, logs: Path) -> dict[str, Any]:
             continue
         # one history for the size, both scopes' models promoted; the cells go on from the
         # candle where the previous one stopped
+        out[f"forward_floor_{n}_series"] = forward_floor_ms(n)
         scopes = tuple(sorted({scope for _name, scope, _inference in todo}))
         out[f"prepare_s_{n}_series"] = round(await prepare(url, link, n, scopes), 1)
         index = HISTORY

@@ -1,4 +1,4 @@
-"""Memory of the ingest service: resident memory of a real ``cryptocast ingest`` with 1, 100 and
+"""Memory of the ingest service: resident memory of a real ``cryptocast ingest`` with 1, 10, 100 and
 1,000 symbols.
 
 The replay exchange (:mod:`replay`, in this process) serves N real Binance spot symbols
@@ -33,7 +33,7 @@ from storage.client import connect
 from storage.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
-SYMBOL_COUNTS = (1, 100, 1000)
+SYMBOL_COUNTS = (1, 10, 100, 1000)
 HISTORY = 200  # candles before the replay's "now": what the start-up history fill fetches
 ROWS = HISTORY + 400
 LIVE = 3  # live candles every series must hold before RSS is sampled

@@ -26,8 +26,8 @@ def _get(r: dict[str, Any], *path: str) -> Any:
     return r
 
 
-def _lat(r: dict[str, Any], bench: str, key: str, state: str) -> str | None:
-    fig = _get(r, bench, key, state)
+def _lat(r: dict[str, Any], bench: str, key: str, state: str, *sub: str) -> str | None:
+    fig = _get(r, bench, key, state, *sub)
     return None if fig is None else f"{fig['p50_ms']:g} / {fig['p99_ms']:g}"
 
 
@@ -83,7 +83,24 @@ ROWS: list[Row] = [
             "latency", "latency", f"{{n}}_series_{scope}", "during a retrain", f": {name}"
         )
     ),
-    *_latency("baseline `model.predict` (per-series):", "latency", "{n}_series_keras"),
+    *(
+        (
+            f"of it, up to the publication (the message's `latency_ms`): {name}, {label}",
+            lambda r, n, scope=scope, state=state: _lat(
+                r, "latency", f"{n}_series_{scope}", state, "published"
+            ),
+        )
+        for scope, name in SCOPES
+        for state, label in (("idle", "idle"), ("retrain", "during a retrain"))
+    ),
+    (
+        "the default model's forward pass alone over N windows, ms (p50 / worst of 20)",
+        lambda r, n: (
+            None
+            if (f := _get(r, "latency", f"forward_floor_{n}_series")) is None
+            else f"{f['p50_ms']:g} / {f['max_ms']:g}"
+        ),
+    ),
     *_scoped(
         "forecaster RSS, MB (models loaded)",
         lambda r, n, scope: _num(_get(r, "latency", f"{n}_series_{scope}", "rss_mb")),
@@ -92,7 +109,15 @@ ROWS: list[Row] = [
         "forecaster start-up s, spawn → first / last series' first prediction",
         lambda r, n, scope: _startup(_get(r, "latency", f"{n}_series_{scope}", "startup_s")),
     ),
-    *_latency("2 replicas: latency", "replicas", "{n}_series_2_replicas"),
+]
+
+# Rows run at some sizes only (why: their benchmarks' docstrings), in a table of their own.
+EXTRA_SIZES = (1, 10, 100)
+EXTRA_ROWS: list[Row] = [
+    *_latency(
+        "baseline `model.predict` (per-series, 1 and 10 series):", "latency", "{n}_series_keras"
+    ),
+    *_latency("2 replicas (10 and 100 series): latency", "replicas", "{n}_series_2_replicas"),
     (
         "2 replicas: RSS of each, MB",
         lambda r, n: (
@@ -104,11 +129,11 @@ ROWS: list[Row] = [
 ]
 
 
-def table(results: dict[str, Any]) -> str:
-    head = "| series → | " + " | ".join(f"{n:,}" for n in SIZES) + " |"
-    lines = [head, "|---|" + "---|" * len(SIZES)]
-    for label, cell in ROWS:
-        lines.append(f"| {label} | " + " | ".join(cell(results, n) or "" for n in SIZES) + " |")
+def table(results: dict[str, Any], rows: list[Row] = ROWS, sizes: tuple[int, ...] = SIZES) -> str:
+    head = "| series → | " + " | ".join(f"{n:,}" for n in sizes) + " |"
+    lines = [head, "|---|" + "---|" * len(sizes)]
+    for label, cell in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(results, n) or "" for n in sizes) + " |")
     return "\n".join(lines)
 
 
@@ -150,6 +175,8 @@ def main() -> int:
         return 1
     results = load()
     print(table(results))
+    print()
+    print(table(results, EXTRA_ROWS, EXTRA_SIZES))
     if acc := accuracy_table(results):
         print()
         print(acc)

@@ -87,6 +87,29 @@ class CandleArrays:
         o, h, lo, c, v = cols
         return cls(timeframe, t, o, h, lo, c, v, idx)
 
+    def shifted(self, candle: Candle) -> CandleArrays:
+        """These rows less the first, plus ``candle`` as the next candle after the last (the
+        window moved on by one; the caller knows it is the next open time)."""
+        if candle.open_time != self.timeframe.next_open(int(self.open_time[-1])):
+            raise DataError(f"candle {candle.open_time} does not follow {self.open_time[-1]}")
+
+        def roll(col: np.ndarray, value: float | int) -> np.ndarray:
+            out = np.empty_like(col)
+            out[:-1] = col[1:]
+            out[-1] = value
+            return out
+
+        return CandleArrays(
+            self.timeframe,
+            roll(self.open_time, candle.open_time),
+            roll(self.open, candle.open),
+            roll(self.high, candle.high),
+            roll(self.low, candle.low),
+            roll(self.close, candle.close),
+            roll(self.volume, candle.volume),
+            roll(self.index, int(self.index[-1]) + 1),
+        )
+
     # shape ---------------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.open_time.size)

@@ -36,6 +36,7 @@ class PredictionBus:
         self.pipelined = not isinstance(redis, RedisCluster)
         self._queue: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._script_keys: dict[tuple[str, str, str], list[str]] = {}
 
     async def publish(
         self,
@@ -53,10 +54,10 @@ class PredictionBus:
         when the message is published, ``calibration`` as the series' calibration state (see
         storage.calibration).
         """
-        series = prediction.series
         if prediction.id != stream_id_for(prediction.as_of):
             raise ValueError(f"prediction id {prediction.id!r} must be '<as_of>-0'")
-        key = self.keys.predictions(series)
+        keys = self._keys_of(prediction)
+        key = keys[0]
         args: list[Any] = [
             key,
             prediction.id,
@@ -70,13 +71,6 @@ class PredictionBus:
         if scores:
             pairs = [x for f, v in scores.items() for x in (f, orjson.dumps(v).decode())]
             args.append(orjson.dumps(pairs))
-        keys = [
-            key,
-            self.keys.latest_prediction(series),
-            self.keys.events(series),
-            self.keys.live_score(series),
-            self.keys.calibration(series),
-        ]
         if not self.pipelined:
             return bool(await self._publish(keys=keys, args=args))
         loop = asyncio.get_running_loop()
@@ -85,6 +79,21 @@ class PredictionBus:
         if len(self._queue) == 1:
             loop.call_soon(self._flush)
         return bool(await fut)
+
+    def _keys_of(self, prediction: Prediction) -> list[str]:
+        """The publish script's keys for the prediction's series (built once per series)."""
+        name = (prediction.exchange, prediction.symbol, prediction.timeframe)
+        keys = self._script_keys.get(name)
+        if keys is None:
+            series = prediction.series
+            keys = self._script_keys[name] = [
+                self.keys.predictions(series),
+                self.keys.latest_prediction(series),
+                self.keys.events(series),
+                self.keys.live_score(series),
+                self.keys.calibration(series),
+            ]
+        return keys
 
     def _flush(self) -> None:
         # A task, not the first caller: a publisher cancelled meanwhile must not strand the

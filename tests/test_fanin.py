@@ -64,3 +64,21 @@ async def test_a_failed_read_fails_every_joined_series(redis: Redis) -> None:
     got = [await with_timeout(q.get(), 5) for q in (qa, qb)]
     assert all(isinstance(g, Exception) and "NOGROUP" in str(g) for g in got)
     await fanin.close()
+
+
+async def test_the_candles_of_one_instant_are_handed_out_together(redis: Redis) -> None:
+    """A blocked XREADGROUP is answered at the first stream written; the other candles that
+    closed at the same instant (one pipeline) come with it, so the workers see them in the same
+    loop turn and the batcher runs them as one forward pass."""
+    series = [SeriesId.parse(f"binance:S{i}/USDT:1m") for i in range(20)]
+    store, events = CandleStore(redis, Keys()), CandleEvents(redis, Keys())
+    for s in series:
+        await events.ensure_group(s)
+    fanin = EventFanIn(events, "me", count=100, block_ms=5_000)
+    queues = [await fanin.join(s) for s in series]
+    await store.upsert_many([(s, [candle(1)]) for s in series], emit_events=True)
+    first = await with_timeout(queues[0].get(), 5)
+    # the first queue woke us: every other one was filled by the same hand-out
+    assert [q.qsize() for q in queues[1:]] == [1] * (len(series) - 1)
+    assert [e.candle.open_time for e in first] == [MIN]
+    await fanin.close()

@@ -201,3 +201,21 @@ def test_scaler_json_round_trip_and_validation() -> None:
 def test_too_few_candles() -> None:
     with pytest.raises(FeatureError, match="too few"):
         _prepare(btc_arrays(3000).slice(0, 30))
+
+
+@pytest.mark.parametrize("tf", ["1m", "1d", "1M"])
+def test_a_window_moved_on_by_one_candle_is_the_window_built_afresh(tf: str) -> None:
+    """Serving moves each series' window by one candle instead of rebuilding its arrays: the
+    same columns, dense index included (monthly candles too); a candle that does not follow
+    the last is refused."""
+    timeframe = Timeframe(tf)
+    t, candles = timeframe.open_time(timeframe.floor_index(1_700_000_000_000)), []
+    for i in range(8):
+        candles.append(Candle(t, 10.0 + i, 11.0 + i, 9.0, 10.5 + i, 100.0 * (i + 1)))
+        t = timeframe.next_open(t)
+    moved = CandleArrays.from_candles(candles[:7], timeframe).shifted(candles[7])
+    fresh = CandleArrays.from_candles(candles[1:], timeframe)
+    for col in ("open_time", "open", "high", "low", "close", "volume", "index"):
+        assert np.array_equal(getattr(moved, col), getattr(fresh, col)), col
+    with pytest.raises(DataError, match="does not follow"):
+        CandleArrays.from_candles(candles[:6], timeframe).shifted(candles[7])

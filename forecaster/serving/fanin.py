@@ -119,6 +119,18 @@ class EventFanIn:
     async def _read(self, after: dict[SeriesId, Any], block_ms: int | None) -> None:
         got = await self.events.read_many(after, self.consumer, count=self.count, block_ms=block_ms)
         self.reads += 1
+        if got and block_ms is not None:
+            # A blocked read is answered at the first stream written to: the other candles of
+            # the instant, written by the same pipeline, are in their streams by now. One more
+            # read (not blocking) takes them, so the instant is one batch, not 1 + the rest.
+            # Cancelled here, the events of the first read are pending for this consumer and
+            # the next read's pending pass hands them out (see the module docstring).
+            more = await self.events.read_many(
+                dict.fromkeys(self._queues, ">"), self.consumer, count=self.count, block_ms=None
+            )
+            self.reads += 1
+            for series, batch in more.items():
+                got.setdefault(series, []).extend(batch)
         # Handed out at once, with no await between the reply and the queues: a cancellation
         # lands only inside the read.
         for series, batch in got.items():

@@ -109,6 +109,11 @@ class SeriesWorker:
         self.calibration: LiveCalibration | None = None  # read from Redis on first use
         self._econ: dict[str, EconometricServer] = {}  # kind -> filter, for self._econ_version
         self._econ_version: str | None = None
+        # the series' metric children, looked up once (labels() costs microseconds a call)
+        key = series.key
+        self._age, self._published = MODEL_AGE.labels(key), PREDICTIONS.labels(key)
+        self._latency = LATENCY.labels(key)
+        self._arrays: tuple[Candle, Candle, CandleArrays] | None = None  # see _candle_arrays
 
     async def run(self) -> None:
         """Serve until cancelled: first what earlier holders left pending, then new events."""
@@ -225,7 +230,7 @@ class SeriesWorker:
         kind, forecast = got
         meta = record.meta
         age = meta.age_at(ev.candle.open_time, tf)
-        MODEL_AGE.labels(self.series.key).set(age)
+        self._age.set(age)
         target_time = tf.next_open(ev.candle.open_time)
         skill = meta.skill_of(kind)
         prediction = Prediction(
@@ -268,8 +273,8 @@ class SeriesWorker:
         if published:
             self.calibration = nxt
             self.stats.published += 1
-            PREDICTIONS.labels(self.series.key).inc()
-            LATENCY.labels(self.series.key).observe(prediction.latency_ms / 1000)
+            self._published.inc()
+            self._latency.observe(prediction.latency_ms / 1000)
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
             self.scorer.predicted(prediction, (forecast.loc, forecast.scale, forecast.df))
             if self.ctx.paths is not None:  # off the hot path: returns at once
@@ -317,7 +322,7 @@ class SeriesWorker:
             try:
                 if kind == "lstm":
                     # Built here only: an econometric champion needs the candles alone.
-                    arrays = CandleArrays.from_candles(candles, self.series.timeframe)
+                    arrays = self._candle_arrays(candles)
                     if self.ctx.settings.forecast.inference == "keras":
                         return kind, model.predict_keras(arrays, level)  # the slow baseline
                     return kind, await self.ctx.batcher.forecast(model, arrays, level)
@@ -330,6 +335,24 @@ class SeriesWorker:
                     "forecast.fallback", model=kind, champion=champion, error=str(e)[:200]
                 )
         return None
+
+    def _candle_arrays(self, candles: list[Candle]) -> CandleArrays:
+        """``CandleArrays.from_candles(candles)``; when ``candles`` is the last call's window
+        moved on by one candle (the same objects, from ``self.recent``), the last arrays
+        shifted by one row instead (~10 us instead of ~60 for 61 candles)."""
+        prev = self._arrays
+        if (
+            prev is not None
+            and len(candles) == len(prev[2])
+            and candles[0] is prev[0]
+            and candles[-2] is prev[1]
+        ):
+            arrays = prev[2].shifted(candles[-1])
+        else:
+            arrays = CandleArrays.from_candles(candles, self.series.timeframe)
+        # the second candle and the last: what the next window shares with this one
+        self._arrays = (candles[1], candles[-1], arrays) if len(candles) > 1 else None
+        return arrays
 
     async def _econometric(
         self, record: ModelRecord, kind: str, ev: CandleEvent, candles: list[Candle]
