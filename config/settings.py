@@ -188,10 +188,9 @@ class ForecastSettings(BaseModel):
         1,
         ge=1,
         le=64,
-        description="BLAS threads of a serving process. A serving forward pass is small: on a "
-        "server whose cores the trainer and Redis share, a second BLAS thread mostly waits for "
-        "a core (measured: 100 windows 9 ms with one thread, 15 ms median and 99 ms worst with "
-        "two, beside one busy process on two cores)",
+        description="BLAS threads of a serving process: where the trainer and Redis share the "
+        "cores, a second one mostly waits for a core (100 windows: 9 ms with one thread; with "
+        "two, 15 ms median and 99 ms worst, beside one busy process on two cores)",
     )
 
 

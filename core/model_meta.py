@@ -9,7 +9,7 @@ scheduling, training, evaluation, health and the web read its fields instead of 
 model allows extra fields, so what newer code writes (a global model's ``members``, per-series
 scores) survives a round trip through older readers. Fields are optional where some writer
 (an older schema, a hand-made test version) leaves them out; what a model needs to be *served*
-(architecture, scaler, interval) is checked by the loader, ``forecaster.inference.check_meta``.
+(architecture, scaler, interval) is checked by the loader, ``forecaster.meta_check.check_meta``.
 
 A model's age is the number of candles closed since the last one it was trained on,
 :meth:`ModelMeta.age_at`; expiry compares it with ``schedule.max_model_age``.

@@ -32,19 +32,12 @@ from config.settings import ModelSettings
 from core.model_meta import (
     META_KIND,
     META_SCHEMA_VERSION,
-    SUPPORTED_META_SCHEMAS,
-    Architecture,
-    Interval,
     ModelMeta,
-    ModelMetaError,
 )
 from forecaster.artifact import npz_bytes, read_npz
 from forecaster.data import CandleArrays
 from forecaster.distribution import ReturnDistribution
 from forecaster.features import (
-    FEATURE_NAMES,
-    NORMALISATIONS,
-    FeatureError,
     Scaler,
     _normalise,
     _raw_windows,
@@ -55,6 +48,7 @@ from forecaster.features import (
     windows_input,
 )
 from forecaster.heads import Forecast, head_outputs, head_params
+from forecaster.meta_check import check_meta
 from forecaster.numpy_lstm import (
     ArtifactError,
     DenseWeights,
@@ -83,50 +77,6 @@ MetaIn = ModelMeta | Mapping[str, Any]  # a version's metadata, parsed or as sto
 Float = type[np.floating[Any]]
 
 _Z90 = 1.6448536269514722  # the standard normal's 0.95 quantile
-
-
-def check_meta(
-    meta: ModelMeta | Mapping[str, Any],
-) -> tuple[ModelMeta, Scaler, Architecture, Interval]:
-    """Validate model metadata for serving; return it parsed with its scaler, architecture and
-    interval, or raise ArtifactError."""
-    try:
-        meta = ModelMeta.parse(meta)
-    except ModelMetaError as e:
-        raise ArtifactError(str(e)) from None
-    if meta.schema_ not in SUPPORTED_META_SCHEMAS or meta.kind != META_KIND:
-        raise ArtifactError(
-            f"model metadata schema {meta.schema_!r}/{meta.kind!r} is not "
-            f"one of {SUPPORTED_META_SCHEMAS}/{META_KIND}"
-        )
-    arch = meta.architecture
-    if arch is None:
-        raise ArtifactError("model metadata has no architecture")
-    feats = arch.features
-    if not feats or any(f not in FEATURE_NAMES for f in feats):
-        raise ArtifactError(f"model features {feats!r} are not a subset of {FEATURE_NAMES}")
-    if arch.window < 2:
-        raise ArtifactError(f"bad window {arch.window!r} in model metadata")
-    if arch.head not in ("mse", "gaussian", "student_t"):
-        raise ArtifactError(f"unknown head {arch.head!r} in model metadata")
-    if arch.normalisation not in NORMALISATIONS:
-        raise ArtifactError(f"unknown normalisation {arch.normalisation!r}")
-    if meta.scaler is not None and meta.scaler.features != feats:
-        raise ArtifactError(f"scaler features {meta.scaler.features} != model features {feats}")
-    try:
-        scaler = Scaler.from_json(meta.scaler.model_dump() if meta.scaler is not None else {})
-    except FeatureError as e:
-        raise ArtifactError(str(e)) from None
-    if list(scaler.features) != feats:
-        raise ArtifactError(f"scaler features {list(scaler.features)} != model features {feats}")
-    iv = meta.interval
-    if iv is None:
-        raise ArtifactError("model metadata has no interval")
-    if not all(math.isfinite(v) for v in (iv.q_low, iv.q_high, iv.level)):
-        raise ArtifactError(f"bad interval {iv.model_dump()!r} in model metadata")
-    if iv.q_low > iv.q_high:
-        raise ArtifactError(f"bad interval {iv.model_dump()!r} in model metadata")
-    return meta, scaler, arch, iv
 
 
 @dataclass(eq=False)

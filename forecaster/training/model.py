@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import structlog
 
 from config.settings import ModelSettings
@@ -135,3 +138,17 @@ def _lgamma(x: Any) -> Any:
     import tensorflow as tf  # noqa: PLC0415 (TensorFlow loads only in training processes)
 
     return tf.math.lgamma(x)
+
+
+def model_forward(model: Any, x: np.ndarray) -> np.ndarray:
+    """The Keras model's first output on ``x`` (the point, in scaled units)."""
+    out = np.asarray(model(np.asarray(x, np.float32), training=False))
+    return out[:, 0]
+
+
+def save_keras(model: Any) -> bytes:
+    """The model as ``.keras`` file bytes (what the registry stores)."""
+    with tempfile.TemporaryDirectory(prefix="cryptocast-train-") as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        return path.read_bytes()

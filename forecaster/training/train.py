@@ -21,11 +21,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,7 +52,7 @@ from forecaster.training.holdout import (
     published,
     score_candidate,
 )
-from forecaster.training.model import configure_tensorflow
+from forecaster.training.model import configure_tensorflow, model_forward, save_keras
 from forecaster.training.promotion import decide_promotion, judge, should_promote
 
 __all__ = [
@@ -225,7 +223,7 @@ def finish_meta(
     (``started``: the run's ``time.perf_counter()`` at its start)."""
     import keras  # noqa: PLC0415 (Keras loads only where a model is built or read)
 
-    artifact = _save(fitted.model)
+    artifact = save_keras(fitted.model)
     meta.update(
         epochs_run=len(fitted.val),
         best_epoch=fitted.best_epoch,
@@ -386,19 +384,6 @@ def _score_holdout(
     scores = {"lstm": out["candidate"], **{k: out[k] for k in econ}}
     out["champion"] = choose_champion(scores)
     return out
-
-
-def model_forward(model: Any, x: np.ndarray) -> np.ndarray:
-    """The Keras model's first output on ``x`` (the point, in scaled units)."""
-    out = np.asarray(model(np.asarray(x, np.float32), training=False))
-    return out[:, 0]
-
-
-def _save(model: Any) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="cryptocast-train-") as tmp:
-        path = Path(tmp) / "model.keras"
-        model.save(path)
-        return path.read_bytes()
 
 
 def _num(v: float) -> float | None:
