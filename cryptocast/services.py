@@ -59,13 +59,14 @@ async def serve(settings: Settings, name: str, build: Callable[[Storage], Servic
     if storage is None:
         return
     start_metrics(settings, name)
-    service = build(storage)
-    # Everything imported and built so far lives as long as the process: frozen out of the
-    # collector's view, a full collection scans only what serving allocates. Unfrozen, the
-    # modules' ~110,000 objects (and the models' loading) made gen-2 collections of 70-80 ms
-    # in the forecaster: its p99.
-    gc.freeze()
     try:
+        service = build(storage)
+        # What is imported and built by now lives as long as the process: frozen out of the
+        # collector's view, a full collection scans only what serving allocates. Unfrozen, the
+        # modules' ~110,000 objects made the forecaster's gen-2 collections take 70-80 ms: its
+        # p99 at 100 series.
+        gc.collect()
+        gc.freeze()
         await run_until_signalled(service)
     finally:
         await storage.redis.aclose()
@@ -84,7 +85,8 @@ async def serve_forecast(settings: Settings, config_file: str | None) -> None:
 
     from forecaster.serving.service import ForecastService
 
-    # The import above loaded numpy and its BLAS: threadpoolctl resizes the loaded pools.
+    # The import above loaded numpy and scipy, each with its BLAS: threadpoolctl resizes the
+    # pools of the libraries loaded (all the serving code uses).
     threadpool_limits(settings.forecast.blas_threads, user_api="blas")
 
     await serve(

@@ -58,7 +58,7 @@ def crps_one(loc: float, scale: float, df: float, r: float) -> float:
     and this ~10 us."""
     z = (r - loc) / scale
     if math.isinf(df):
-        pdf = math.exp(-(z**2) / 2.0) / _NORM_PDF_C
+        pdf = math.exp(-(z * z) / 2.0) / _NORM_PDF_C
         return scale * (z * (2 * float(special.ndtr(z)) - 1) + 2 * pdf - 1 / math.sqrt(math.pi))
     d = df
     log_pdf = (
@@ -69,7 +69,7 @@ def crps_one(loc: float, scale: float, df: float, r: float) -> float:
     beta = float(special.betaln(0.5, d - 0.5)) - 2 * float(special.betaln(0.5, d / 2))
     t_part = (
         z * (2 * float(special.stdtr(d, z)) - 1)
-        + 2 * math.exp(log_pdf) * (d + z**2) / (d - 1)
+        + 2 * math.exp(log_pdf) * (d + z * z) / (d - 1)
         - 2 * math.sqrt(d) * math.exp(beta) / (d - 1)
     )
     return scale * t_part

@@ -125,12 +125,16 @@ class EventFanIn:
             # read (not blocking) takes them, so the instant is one batch, not 1 + the rest.
             # Cancelled here, the events of the first read are pending for this consumer and
             # the next read's pending pass hands them out (see the module docstring).
-            more = await self.events.read_many(
-                dict.fromkeys(self._queues, ">"), self.consumer, count=self.count, block_ms=None
-            )
-            self.reads += 1
-            for series, batch in more.items():
-                got.setdefault(series, []).extend(batch)
+            # Only the series the first read found nothing for: a cancelled read leaves at
+            # most ``count`` events of a series read but not handed out, which is what the
+            # next read's pending pass recovers.
+            rest = {s: ">" for s in self._queues if s not in got}
+            if rest:
+                more = await self.events.read_many(
+                    rest, self.consumer, count=self.count, block_ms=None
+                )
+                self.reads += 1
+                got.update(more)
         # Handed out at once, with no await between the reply and the queues: a cancellation
         # lands only inside the read.
         for series, batch in got.items():

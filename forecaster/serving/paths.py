@@ -170,12 +170,24 @@ class PathRefresher:
             self._wake.clear()
             while self._pending:
                 await self._quiet()
-                await self._refresh(self._take_batch())
+                batch = self._take_batch()
+                try:
+                    deadline = asyncio.get_running_loop().time() + self.max_wait_s
+                    await self._refresh(batch, deadline)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # never the end of the paths: the batch is lost only
+                    for req in batch:
+                        self._failed(req, e)
 
     def _take_batch(self) -> list[_Request]:
-        """The oldest request, with the others of its model object (up to ``MAX_BATCH``)."""
+        """The oldest request, with the others of its model object and timeframe (up to
+        ``MAX_BATCH``)."""
         first = next(iter(self._pending.values()))
-        batch = [r for r in self._pending.values() if r.model is first.model][:MAX_BATCH]
+        tf = first.series.timeframe
+        batch = [
+            r for r in self._pending.values() if r.model is first.model and r.series.timeframe == tf
+        ][:MAX_BATCH]
         for r in batch:
             del self._pending[r.series]
         return batch
@@ -188,24 +200,28 @@ class PathRefresher:
                 return
             await asyncio.sleep(min(self.settle_s - idle, max(0.0, deadline - time.monotonic())))
 
-    async def _when_idle(self) -> None:
-        """Return once no worker is handling events, or after ``max_wait_s``."""
-        if self._serving:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.max_wait_s):
+    async def _when_idle(self, deadline: float) -> None:
+        """Return once no worker is handling events, or at ``deadline`` (the loop's clock): a
+        batch waits ``max_wait_s`` in all for serving to pause, then runs regardless."""
+        if not self._serving:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                while self._serving:  # a worker may start between the wake-up and this task
                     await self._idle.wait()
 
-    async def _step_when_idle(self, rec: LstmRecursion) -> None:
-        """One recursion step, once no worker is handling events (or after ``max_wait_s``),
-        then a pause that keeps the steps within ``MAX_DUTY`` of a core."""
-        await self._when_idle()
+    async def _step_when_idle(self, rec: LstmRecursion, deadline: float) -> None:
+        """One recursion step, once no worker is handling events (or past ``deadline``), then
+        a pause that keeps the steps within ``MAX_DUTY`` of a core."""
+        await self._when_idle(deadline)
         started = time.perf_counter()
         rec.step()
         await asyncio.sleep((time.perf_counter() - started) * (1.0 / MAX_DUTY - 1.0))
 
-    async def _refresh(self, batch: list[_Request]) -> None:
+    async def _refresh(self, batch: list[_Request], deadline: float) -> None:
         model = batch[0].model
         ready: list[tuple[_Request, CandleArrays]] = []
+        await self._when_idle(deadline)  # building the windows: ~0.1 ms each
         for req in batch:
             try:
                 recent = req.recent
@@ -220,7 +236,8 @@ class PathRefresher:
         try:
             rec = LstmRecursion(model, [a for _r, a in ready])
             for _ in range(self.steps):
-                await self._step_when_idle(rec)
+                await self._step_when_idle(rec, deadline)
+            await self._when_idle(deadline)
             offsets = one_step_offsets(model, [a for _r, a in ready])
         except asyncio.CancelledError:
             raise
@@ -229,9 +246,9 @@ class PathRefresher:
                 self._failed(req, e)
             return
         for (req, recent), rets, q in zip(ready, rec.returns(), offsets, strict=True):
-            info = lstm_info(req.record)
-            await self._when_idle()  # a path's message and its write: ~0.2 ms of the loop
+            await self._when_idle(deadline)  # a path's message and its write: ~0.6 ms
             try:
+                info = lstm_info(req.record)  # refuses a non-finite skill, for this path only
                 if isinstance(q, ValueError):
                     raise q
                 path = check_path(path_of("lstm", recent, rets, *q, model.interval_level))
@@ -244,7 +261,7 @@ class PathRefresher:
             self.refreshed += 1
             series_logger(req.series, __name__).debug(
                 "path.refreshed",
-                version=info.version,
+                version=req.record.version,
                 as_of=int(recent.open_time[-1]),
                 steps=self.steps,
             )
