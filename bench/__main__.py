@@ -44,6 +44,7 @@ def main() -> int:
     print(f"# all: {time.perf_counter() - t_all:.1f}s", file=sys.stderr)
     results = report.load()
     print(report.table(results), file=sys.stderr)
+    print(report.table(results, report.EXTRA_ROWS, report.EXTRA_SIZES), file=sys.stderr)
     print(report.accuracy_table(results), file=sys.stderr)
     if failed:
         print(f"# targets missed: {', '.join(failed)} (see bench/results.json)", file=sys.stderr)

@@ -81,3 +81,13 @@ def machine() -> str:
                 cpu = row.split(":", 1)[1].strip()
                 break
     return f"{os.cpu_count()} cores, {cpu}"
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (``VmHWM``), MB. Not ``ru_maxrss``: Linux keeps
+    that across fork and exec, so a child of a large ``make bench`` process reported the
+    parent's 1.9 GB as its own."""
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return round(int(row.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import ROOT, binance_1m_candles, emit, emit_progress
+from bench.common import ROOT, binance_1m_candles, emit, emit_progress, peak_rss_mb
 
 # Budget (make bench ≤ 15 min): a smaller tail than the service's 20,000 and fixed epochs.
 TRAIN_CANDLES = int(os.environ.get("BENCH_GLOBAL_TRAIN_CANDLES", "8000"))
@@ -127,7 +126,7 @@ def _run(scope: str) -> dict[str, Any]:
                 "own_holdout_crps": result.meta["holdout"]["candidate"]["crps"],
             }
         out["seconds"] = round(total, 1)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 

@@ -6,7 +6,7 @@ retrain: a *previous* model trained (cold) on the month minus its last 60 candle
 interval, the default ``retrain_every``), then the month's
 retrain done twice under the same early-stopping rule: cold (fresh weights) and warm (from the
 previous model's weights, as the service does). Each run is its own process so its peak memory
-(ru_maxrss) is its own; both are scored on the same holdout of the same slices. Cold and warm
+(VmHWM) is its own; both are scored on the same holdout of the same slices. Cold and warm
 run at the same time, one core each.
 """
 
@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import binance_1m_candles, emit
+from bench.common import binance_1m_candles, emit, peak_rss_mb
 
 FILE = "linkusdt_binance_futures_1m_2026-02.csv"
 RETRAIN_EVERY = 60  # the service default: the previous model is one retrain interval old
@@ -30,7 +30,6 @@ RETRAIN_EVERY = 60  # the service default: the previous model is one retrain int
 
 def _run_one(mode: str, out: Path, previous: Path | None) -> dict[str, Any]:
     """Child process: train once and write figures (and the artifact) to ``out``."""
-    import resource
 
     from config.settings import ModelSettings
     from core.series import Timeframe
@@ -65,7 +64,7 @@ def _run_one(mode: str, out: Path, previous: Path | None) -> dict[str, Any]:
         "holdout_mae": holdout["candidate"]["mae"],
         "naive_mae": holdout["naive"]["mae"],
         "skill": result.meta["skill"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "warm_started": result.meta["warm_started"],
     }
 
