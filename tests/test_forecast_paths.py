@@ -19,6 +19,7 @@ from core.series import SeriesId
 from cryptocast.redis_server import RedisServer
 from forecaster.data import CandleArrays
 from forecaster.horizon import LstmRecursion
+from forecaster.inference import LoadedModel
 from forecaster.serving.paths import PathRefresher
 from forecaster.serving.worker import SeriesWorker, ServingContext
 from storage.client import Redis
@@ -44,6 +45,14 @@ START = 2800  # the tiny model is trained on the candles before this one
 async def _promoted(redis: Redis, keys: Keys) -> ModelRecord:
     result = trained_tiny()
     return await promote_trained(ModelRegistry(redis, keys), SERIES, result, trained_at=1)
+
+
+async def _refresher_inputs(
+    redis: Redis,
+) -> tuple[ModelRecord, LoadedModel, CandleArrays, PathStore]:
+    """A promoted tiny model's record and model, the candles, and the path store."""
+    record = await _promoted(redis, Keys())
+    return record, trained_tiny().model, btc_arrays(3000), PathStore(redis, Keys())
 
 
 async def _stored_at(store: PathStore, series: SeriesId, as_of: int) -> ForecastPath | None:
@@ -120,11 +129,7 @@ async def test_refresher_coalesces_logs_a_failure_and_stops_clean(redis: Redis) 
     """A burst of requests for one series costs one path (the newest window); a path that cannot
     be computed is logged with its series and skipped, and the next one is computed; after
     ``close`` nothing runs and nothing more is accepted."""
-    keys = Keys()
-    record = await _promoted(redis, keys)
-    model = trained_tiny().model
-    arrays = btc_arrays(3000)
-    store = PathStore(redis, keys)
+    record, model, arrays, store = await _refresher_inputs(redis)
     paths = PathRefresher(store, 12, settle_s=0.05)
     try:
         with capture_logs() as logs:
@@ -159,11 +164,7 @@ async def test_paths_wait_for_a_quiet_moment_but_not_forever(redis: Redis) -> No
     """While predictions keep coming (requests less than ``settle_s`` apart) no path starts, so
     none competes with them; after the last, the newest is computed once. A never-ending stream
     of requests delays a path by ``max_wait_s`` at most."""
-    keys = Keys()
-    record = await _promoted(redis, keys)
-    model = trained_tiny().model
-    arrays = btc_arrays(3000)
-    store = PathStore(redis, keys)
+    record, model, arrays, store = await _refresher_inputs(redis)
     paths = PathRefresher(store, 12, settle_s=1.0, max_wait_s=60)
     try:
         for end in range(START - 9, START + 1):
@@ -207,11 +208,7 @@ def test_a_batch_of_windows_takes_the_path_each_would_take_alone() -> None:
 
 async def test_no_path_step_runs_while_a_worker_handles_events(redis: Redis) -> None:
     """Marked serving work holds the recursion between two steps (until ``max_wait_s``)."""
-    keys = Keys()
-    record = await _promoted(redis, keys)
-    model = trained_tiny().model
-    arrays = btc_arrays(3000)
-    store = PathStore(redis, keys)
+    record, model, arrays, store = await _refresher_inputs(redis)
     paths = PathRefresher(store, 12, settle_s=0.0, max_wait_s=60)
     try:
         with paths.serving():
