@@ -118,6 +118,8 @@ class LstmRecursion:
             raise ValueError("the windows of one recursion share a timeframe")
         self.model = model
         self.tf = tf
+        self.arrays = list(arrays)
+        self.names = list(model.scaler.features)
         w, names = model.window, model.features
         # (B, window, F) unscaled, and (B, window) log returns
         self.feats = np.stack([window_features(a, w, names) for a in arrays])
@@ -135,16 +137,16 @@ class LstmRecursion:
         """Predict the next candle of every window and feed it back as the newest input."""
         m = self.model
         n = len(self)
+        if m.naive_point:
+            # The point falls back to naive: every step's return is 0 whatever the network
+            # says, so the inputs fed back are never read.
+            self.out.append(np.zeros(n))
+            return
         normalised = m.normalisation != "none"
         sigma = window_sigma(self.rets) if normalised else np.ones(n)
-        if m.naive_point:
-            # The point falls back to naive: every step's return is 0 whatever the network says.
-            r = np.zeros(n)
-        else:
-            names = list(m.scaler.features)
-            x = m.scaler.transform(_normalise(self.feats, sigma, names, m.normalisation))
-            r, _scale, _df = m.distribution(m.forward(x).reshape(n, -1), sigma)
-            r = np.asarray(r, dtype=np.float64)
+        x = m.scaler.transform(_normalise(self.feats, sigma, self.names, m.normalisation))
+        r, _scale, _df = m.distribution(m.forward(x).reshape(n, -1), sigma)
+        r = np.asarray(r, dtype=np.float64)
         self.out.append(r)
         # The imagined candle: its return, the other inputs at their training means (in the
         # window's volatility units when normalised), its own time of day.
@@ -166,12 +168,21 @@ class LstmRecursion:
         """``(B, steps)``: the predicted log returns of the steps taken so far."""
         return np.stack(self.out, axis=1) if self.out else np.empty((len(self), 0))
 
-
-def _lstm_returns(model: LoadedModel, arrays: CandleArrays, steps: int) -> np.ndarray:
-    rec = LstmRecursion(model, [arrays])
-    for _ in range(steps):
-        rec.step()
-    return rec.returns()[0]
+    def paths(self) -> list[HorizonPath | ValueError]:
+        """Per window, the path of the steps taken so far, its interval the one-step interval
+        widened by ``sqrt(h)``; or the ``ValueError`` (a non-finite forecast, a diverged
+        recursion) that window's path raised. One forward pass for the one-step intervals."""
+        m = self.model
+        out: list[HorizonPath | ValueError] = []
+        offsets = one_step_offsets(m, self.arrays)
+        for a, rets, q in zip(self.arrays, self.returns(), offsets, strict=True):
+            try:
+                if isinstance(q, ValueError):
+                    raise q
+                out.append(check_path(path_of("lstm", a, rets, *q, m.interval_level)))
+            except ValueError as e:  # FeatureError included
+                out.append(e)
+        return out
 
 
 def _baseline_returns(fb: FittedBaseline, arrays: CandleArrays, steps: int) -> np.ndarray:
@@ -228,11 +239,13 @@ def horizon_paths(
         raise ValueError("the horizon must be at least one step")
     paths: list[HorizonPath] = []
     if lstm is not None:
-        rets = _lstm_returns(lstm, arrays, steps)
-        q = one_step_offsets(lstm, [arrays])[0]
-        if isinstance(q, ValueError):
-            raise q
-        paths.append(path_of("lstm", arrays, rets, *q, lstm.interval_level))
+        rec = LstmRecursion(lstm, [arrays])
+        for _ in range(steps):
+            rec.step()
+        (path,) = rec.paths()
+        if isinstance(path, ValueError):
+            raise path
+        paths.append(path)
     for name, fb in (baselines or {}).items():
         rets = _baseline_returns(fb, arrays, steps)
         paths.append(path_of(name, arrays, rets, fb.q_low, fb.q_high, level))

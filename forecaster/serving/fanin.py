@@ -122,12 +122,10 @@ class EventFanIn:
         if got and block_ms is not None:
             # A blocked read is answered at the first stream written to: the other candles of
             # the instant, written by the same pipeline, are in their streams by now. One more
-            # read (not blocking) takes them, so the instant is one batch, not 1 + the rest.
-            # Cancelled here, the events of the first read are pending for this consumer and
-            # the next read's pending pass hands them out (see the module docstring).
-            # Only the series the first read found nothing for: a cancelled read leaves at
-            # most ``count`` events of a series read but not handed out, which is what the
-            # next read's pending pass recovers.
+            # read (not blocking) of the series the first found nothing for takes them, so the
+            # instant is one batch, not 1 + the rest. Cancelled here, each series has at most
+            # ``count`` events read but not handed out: the next read's pending pass hands them
+            # out (see the module docstring).
             rest = {s: ">" for s in self._queues if s not in got}
             if rest:
                 more = await self.events.read_many(

@@ -38,7 +38,7 @@ from core.lifecycle import cancel_and_wait
 from core.schemas import Candle, ModelInfo
 from core.series import SeriesId
 from forecaster.data import CandleArrays
-from forecaster.horizon import HorizonPath, LstmRecursion, check_path, one_step_offsets, path_of
+from forecaster.horizon import HorizonPath, LstmRecursion
 from forecaster.inference import LoadedModel
 from storage.paths import ForecastPath, PathStore
 from storage.registry import ModelRecord
@@ -238,20 +238,19 @@ class PathRefresher:
             for _ in range(self.steps):
                 await self._step_when_idle(rec, deadline)
             await self._when_idle(deadline)
-            offsets = one_step_offsets(model, [a for _r, a in ready])
+            paths = rec.paths()
         except asyncio.CancelledError:
             raise
         except Exception as e:
             for req, _a in ready:
                 self._failed(req, e)
             return
-        for (req, recent), rets, q in zip(ready, rec.returns(), offsets, strict=True):
+        for (req, recent), path in zip(ready, paths, strict=True):
             await self._when_idle(deadline)  # a path's message and its write: ~0.6 ms
             try:
                 info = lstm_info(req.record)  # refuses a non-finite skill, for this path only
-                if isinstance(q, ValueError):
-                    raise q
-                path = check_path(path_of("lstm", recent, rets, *q, model.interval_level))
+                if isinstance(path, ValueError):
+                    raise path
                 await self.store.write(stored_path(req.series, info, recent, path))
             except asyncio.CancelledError:
                 raise
